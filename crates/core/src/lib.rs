@@ -1,0 +1,10 @@
+//! Kassa's pure domain layer: exact amounts, currencies and their rules, and the
+//! double-entry ledger's balance rules. Nothing here performs I/O or is async; every
+//! function is deterministic and unit/property tested beside its code.
+
+pub mod amount;
+pub mod currency;
+pub mod ledger;
+
+pub use amount::{Amount, AmountError, SignPolicy};
+pub use currency::{Currency, CurrencyCode, CurrencyKind, Fee, FeeSchedule, Operation};
