@@ -1,1 +1,62 @@
-//! placeholder
+//! Kassa's HTTP surface. Each API dialect is one module that only translates between
+//! its wire format and the engine (`native` is Kassa's own API). This module wires the
+//! routers together with health, readiness, metrics, request ids, logging and limits.
+
+mod health;
+mod middleware;
+pub mod native;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use kassa_engine::Engine;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// HTTP settings.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Time allowed to answer one request.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .expect("static bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then this handle stays empty.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The complete application router.
+pub fn app(engine: Engine, options: &HttpOptions) -> Router {
+    let state = AppState { engine, metrics: metrics_handle() };
+    let routes = Router::new().merge(health::router()).nest("/kassa/v1", native::router());
+    middleware::wrap(routes.with_state(state), options)
+}

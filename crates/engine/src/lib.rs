@@ -1,1 +1,37 @@
-//! placeholder
+//! Kassa's application services over the store: the batched ledger writer, merchants
+//! and their credentials, operator adjustments, and the invariant checker. Dialect
+//! modules in `kassa-api` call these services and hold no business rules themselves.
+
+pub mod adjustments;
+pub mod check;
+pub mod currencies;
+pub mod error;
+pub mod ledger;
+pub mod merchants;
+pub mod secrets;
+
+use std::sync::Arc;
+
+pub use error::EngineError;
+pub use kassa_store::{Store, StoreOptions};
+
+use currencies::Currencies;
+use ledger::{Ledger, LedgerOptions};
+use secrets::MasterKey;
+
+/// Everything a request handler or a command needs, cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub currencies: Arc<Currencies>,
+    pub ledger: Ledger,
+    pub master_key: Arc<MasterKey>,
+}
+
+impl Engine {
+    /// Builds the services and starts the ledger writer (stopped when the last clone drops).
+    pub fn new(store: Store, currencies: Currencies, master_key: MasterKey, ledger: LedgerOptions) -> Self {
+        let ledger = Ledger::start(store.clone(), ledger);
+        Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key) }
+    }
+}

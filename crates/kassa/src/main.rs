@@ -1,1 +1,88 @@
-fn main(){}
+//! The `kassa` binary: the server and every operator command.
+
+mod admin;
+mod bench;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kassa", version, about = "Kassa: a self-hosted crypto payment gateway")]
+struct Cli {
+    /// Configuration file (TOML). `KASSA_*` environment variables override its keys.
+    #[arg(long, short, global = true, env = "KASSA_CONFIG", default_value = "kassa.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve,
+    /// Run a development server: embedded SQLite under .kassa/, a generated master key,
+    /// and a demo merchant whose credentials are printed.
+    Dev {
+        /// Directory for the development database and key.
+        #[arg(long, default_value = ".kassa")]
+        data_dir: PathBuf,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage merchants.
+    #[command(subcommand)]
+    Merchant(admin::MerchantCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(admin::KeyCommand),
+    /// Credit (positive amount) or debit (negative) a merchant against owner equity.
+    Adjust(admin::AdjustArgs),
+    /// Verify the ledger's invariants; exits non-zero on any violation.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Bench(cmd) => {
+            serve::init_logging("text", "warn");
+            bench::run(cmd, &cli.config).await
+        }
+        Command::Dev { data_dir } => serve::dev(&data_dir).await,
+        command => {
+            let settings = config::Config::load(&cli.config)?;
+            let quiet = !matches!(command, Command::Serve);
+            serve::init_logging(&settings.config.log_format, if quiet { "warn" } else { "info" });
+            match command {
+                Command::Serve => serve::serve(settings).await,
+                Command::Migrate => admin::migrate(&settings).await,
+                Command::Merchant(cmd) => admin::merchant(&settings, cmd).await,
+                Command::Key(cmd) => admin::key(&settings, cmd).await,
+                Command::Adjust(args) => admin::adjust(&settings, args).await,
+                Command::Check { json } => admin::check(&settings, json).await,
+                Command::Bench(_) | Command::Dev { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}

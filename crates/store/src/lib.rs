@@ -1,1 +1,263 @@
-//! placeholder
+//! Kassa's persistence layer: every SQL statement of the product lives in this crate.
+//! One `Store` type fronts two backends, SQLite (embedded default, one file, WAL) and
+//! PostgreSQL (production, several instances side by side), with versioned migrations
+//! per backend. Amounts cross this boundary as `i128` units only.
+
+mod ledger;
+mod merchants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+
+pub use ledger::{
+    AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
+};
+pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{what} already exists")]
+    Duplicate { what: &'static str },
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database URL {url:?} is not understood: use a file path, sqlite://PATH or postgres://…")]
+    BadUrl { url: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// `postgres://…`, `sqlite://PATH`, or a plain file path (SQLite).
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// The persistence handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+/// Runs the same code against whichever pool the store has. The body is compiled
+/// once per backend, so it may only use SQL both understand.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+pub(crate) fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn parse_units(text: &str, what: &str) -> Result<i128> {
+    i128::from_str(text).map_err(|_| StoreError::Corrupt(format!("{what} is not an integer: {text:?}")))
+}
+
+/// Maps a unique-constraint violation to `Duplicate`.
+pub(crate) fn duplicate_as(err: sqlx::Error, what: &'static str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate { what },
+        _ => StoreError::Database(err),
+    }
+}
+
+impl Store {
+    /// Connects (creating the SQLite file if needed). Does not migrate.
+    pub async fn connect(options: &StoreOptions) -> Result<Self> {
+        let url = options.url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|_| StoreError::BadUrl { url: redact(url) })?
+                .disable_statement_logging();
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(connect)
+                .await?;
+            return Ok(Self { db: Db::Postgres(pool) });
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if path.is_empty() || path.contains("://") {
+            return Err(StoreError::BadUrl { url: redact(url) });
+        }
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives power loss once it has returned (NORMAL in WAL
+            // mode may lose the last commits).
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?;
+        Ok(Self { db: Db::Sqlite(pool) })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        match &self.db {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> Result<usize> {
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?);
+        Ok(n as usize)
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        let r: Result<i32, sqlx::Error> =
+            on_pool!(self, pool => sqlx::query_scalar("SELECT 1").fetch_one(pool).await);
+        r.is_ok()
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// The URL with any password replaced, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://kassa:s3cret@db:5432/k"), "postgres://kassa:***@db:5432/k");
+        assert_eq!(super::redact("postgres://db/k"), "postgres://db/k");
+        assert_eq!(super::redact("/var/lib/kassa.db"), "/var/lib/kassa.db");
+    }
+}
+
+/// Creates an empty PostgreSQL database `name` on the server of `url` and returns the
+/// URL that reaches it (benchmarks and tests get a fresh database each).
+pub async fn create_postgres_database(url: &str, name: &str) -> Result<String> {
+    let target = postgres_url_with_database(url, name)?;
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&pool).await?;
+    pool.close().await;
+    Ok(target)
+}
+
+/// Drops database `name` on the server of `url` (closing its sessions first).
+pub async fn drop_postgres_database(url: &str, name: &str) -> Result<()> {
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+fn postgres_url_with_database(url: &str, name: &str) -> Result<String> {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StoreError::BadUrl { url: name.to_string() });
+    }
+    let mut parsed = url::Url::parse(url).map_err(|_| StoreError::BadUrl { url: redact(url) })?;
+    parsed.set_path(&format!("/{name}"));
+    Ok(parsed.to_string())
+}
+
+impl Store {
+    /// The settings that decide whether a commit is durable, as the database reports them.
+    pub async fn durability(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        match &self.db {
+            Db::Sqlite(pool) => {
+                for pragma in ["journal_mode", "synchronous"] {
+                    let value: String = match pragma {
+                        "journal_mode" => sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await?,
+                        _ => {
+                            let n: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await?;
+                            match n {
+                                0 => "OFF".into(),
+                                1 => "NORMAL".into(),
+                                2 => "FULL".into(),
+                                3 => "EXTRA".into(),
+                                n => n.to_string(),
+                            }
+                        }
+                    };
+                    out.push((pragma.to_string(), value));
+                }
+            }
+            Db::Postgres(pool) => {
+                for setting in ["synchronous_commit", "fsync", "wal_sync_method"] {
+                    let v: String = sqlx::query_scalar(&format!("SHOW {setting}")).fetch_one(pool).await?;
+                    out.push((setting.to_string(), v));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

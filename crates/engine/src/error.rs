@@ -1,0 +1,37 @@
+//! The engine's error type: what happened, in terms a dialect can map to its own codes.
+
+use kassa_core::ledger::LedgerError;
+use kassa_core::AmountError;
+use kassa_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Amount(#[from] AmountError),
+    #[error("unknown currency {0:?}")]
+    UnknownCurrency(String),
+    #[error("currency {0} is not active")]
+    InactiveCurrency(String),
+    #[error("merchant {0:?} not found")]
+    MerchantNotFound(String),
+    #[error("merchant {0} is blocked")]
+    MerchantBlocked(i64),
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the ledger writer is not running")]
+    LedgerStopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secret could not be decrypted: wrong master key or corrupted data")]
+    Decrypt,
+}
+
+impl EngineError {
+    pub fn invalid(field: &'static str, message: impl std::fmt::Display) -> Self {
+        EngineError::Invalid { field, message: message.to_string() }
+    }
+}

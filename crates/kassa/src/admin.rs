@@ -1,0 +1,249 @@
+//! Operator commands: migrate, merchants, keys, adjustments, the invariant check.
+//! Every command prints a human summary, or with `--json` one JSON document.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use kassa_core::ledger::MerchantId;
+use kassa_engine::adjustments::{format_ms, AdjustmentRequest};
+use kassa_engine::merchants::{parse_ip_allowlist, Dialect, Scope};
+use kassa_engine::{Store, StoreOptions};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::serve::engine;
+
+#[derive(Subcommand)]
+pub enum MerchantCommand {
+    /// Create a merchant.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List merchants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key; its secret or token is shown once.
+    Create {
+        /// Merchant id or name.
+        #[arg(long)]
+        merchant: String,
+        /// westwallet or coinspaid (key + HMAC secret); wallets3, whir or native (bearer token).
+        #[arg(long)]
+        dialect: String,
+        /// Comma-separated: read, receive, withdraw, exchange, manage, or all.
+        #[arg(long, default_value = "read,receive")]
+        scopes: String,
+        /// Comma-separated IP addresses or CIDR networks allowed to use the key (default: any).
+        #[arg(long, default_value = "")]
+        ip_allowlist: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a merchant's keys (never their secrets).
+    List {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its public key; refused from the next request on.
+    Revoke {
+        public_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct AdjustArgs {
+    /// Merchant id or name.
+    #[arg(long)]
+    merchant: String,
+    #[arg(long)]
+    currency: String,
+    /// Positive credits the merchant, negative (e.g. --amount=-5) debits it.
+    #[arg(long, allow_hyphen_values = true)]
+    amount: String,
+    #[arg(long)]
+    reason: String,
+    /// Who makes the adjustment (default: $USER).
+    #[arg(long)]
+    operator: Option<String>,
+    /// Makes a retried command safe: the same key books once.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let url = settings.database_url();
+    let store = Store::connect(&StoreOptions { url: url.clone(), max_connections: 2 }).await?;
+    let applied = store.migrate().await?;
+    println!("{applied} migration(s) applied to {} ({})", kassa_store::redact(&url), store.backend().as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn merchant(settings: &Settings, cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    match cmd {
+        MerchantCommand::Create { name, json } => {
+            let m = engine.create_merchant(&name).await?;
+            if json {
+                print_json(&json!({"id": m.id, "name": m.name, "status": m.status, "created_at": format_ms(m.created_at_ms)}));
+            } else {
+                println!("merchant {} created with id {}", m.name, m.id);
+                println!("next: kassa key create --merchant {} --dialect native --scopes read", m.name);
+            }
+        }
+        MerchantCommand::List { json } => {
+            let list = engine.list_merchants().await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|m| json!({"id": m.id, "name": m.name, "status": m.status, "active_keys": m.active_keys, "created_at": format_ms(m.created_at_ms)}))
+                    .collect();
+                print_json(&json!({ "merchants": rows }));
+            } else {
+                println!("{:>6}  {:<32} {:<8} {:>5}  created", "id", "name", "status", "keys");
+                for m in list {
+                    println!("{:>6}  {:<32} {:<8} {:>5}  {}", m.id, m.name, m.status, m.active_keys, format_ms(m.created_at_ms));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn key(settings: &Settings, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    match cmd {
+        KeyCommand::Create { merchant, dialect, scopes, ip_allowlist, label, json } => {
+            let dialect: Dialect = dialect.parse()?;
+            let scopes = Scope::parse_list(&scopes)?;
+            let nets = parse_ip_allowlist(&ip_allowlist)?;
+            let m = engine.find_merchant(&merchant).await?;
+            let key = engine.create_key(MerchantId(m.id), dialect, scopes, nets, &label).await?;
+            if json {
+                print_json(&serde_json::to_value(&key)?);
+            } else {
+                println!("{} key created for merchant {} ({} style)", dialect.as_str(), m.name, key.style.as_str());
+                println!("  public key: {}", key.public_key);
+                if let Some(token) = &key.token {
+                    println!("  token:      {token}");
+                }
+                if let Some(secret) = &key.secret {
+                    println!("  secret:     {secret}");
+                }
+                println!("  scopes:     {}", key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","));
+                if !key.ip_allowlist.is_empty() {
+                    println!("  allowed IPs: {}", key.ip_allowlist.join(","));
+                }
+                println!("The secret/token is shown only now; store it safely.");
+            }
+        }
+        KeyCommand::List { merchant, json } => {
+            let m = engine.find_merchant(&merchant).await?;
+            let keys = engine.list_keys(MerchantId(m.id)).await?;
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "public_key": k.public_key, "dialect": k.dialect, "style": k.style, "scopes": k.scopes,
+                        "ip_allowlist": k.ip_allowlist, "label": k.label, "created_at": format_ms(k.created_at_ms),
+                        "revoked_at": k.revoked_at_ms.map(format_ms),
+                    })
+                })
+                .collect();
+            if json {
+                print_json(&json!({ "merchant_id": m.id, "keys": rows }));
+            } else {
+                for k in keys {
+                    let state = k.revoked_at_ms.map(|t| format!("revoked {}", format_ms(t))).unwrap_or_else(|| "active".into());
+                    println!("{:<24} {:<10} {:<6} {:<40} {state}", k.public_key, k.dialect, k.style, k.scopes);
+                }
+            }
+        }
+        KeyCommand::Revoke { public_key, json } => {
+            engine.revoke_key(&public_key).await?;
+            if json {
+                print_json(&json!({"public_key": public_key, "revoked": true}));
+            } else {
+                println!("key {public_key} revoked");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn adjust(settings: &Settings, args: AdjustArgs) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    let m = engine.find_merchant(&args.merchant).await?;
+    let operator = args.operator.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into());
+    let result = engine
+        .adjust(AdjustmentRequest {
+            merchant: MerchantId(m.id),
+            currency: args.currency,
+            amount: args.amount,
+            reason: args.reason,
+            operator,
+            idempotency_key: args.idempotency_key,
+        })
+        .await?;
+    if args.json {
+        print_json(&serde_json::to_value(&result)?);
+    } else {
+        println!(
+            "{} {} {} for merchant {} (transaction {}{}); balance now {} {}",
+            if result.amount.starts_with('-') { "debited" } else { "credited" },
+            result.amount.trim_start_matches('-'),
+            result.currency,
+            m.name,
+            result.transaction_id,
+            if result.replayed { ", already booked earlier" } else { "" },
+            result.balance,
+            result.currency
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    let report = engine.check().await?;
+    if json {
+        print_json(&json!({"ok": report.ok(), "report": report}));
+    } else {
+        println!("ledger check: {} transactions, {} entries, {} accounts", report.transactions, report.entries, report.accounts);
+        for c in &report.currencies {
+            println!("  {:<10} postings sum to {} units", c.currency, c.total_units);
+        }
+        for h in &report.hot_wallets {
+            println!("  {h}");
+        }
+        if report.ok() {
+            println!("OK: the books balance; every balance equals the sum of its postings");
+        } else {
+            println!("{} VIOLATION(S):", report.violations.len());
+            for v in &report.violations {
+                println!("  - {v}");
+            }
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,245 @@
+//! Configuration: one TOML file plus `KASSA_*` environment overrides (nested keys
+//! with `__`: `KASSA_HTTP__MAX_BODY_BYTES=2097152`). Invalid configuration fails at
+//! start-up with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use kassa_core::currency::{validate_currencies, CurrencyConfig};
+use kassa_engine::currencies::Currencies;
+use kassa_engine::ledger::LedgerOptions;
+use kassa_engine::secrets::MasterKey;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SQLite file path (or `sqlite://PATH`), or a `postgres://` URL.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    #[serde(default = "default_max_connections")]
+    pub database_max_connections: u32,
+    /// Address the HTTP server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// File holding the 64-hex-character master key that encrypts secrets at rest.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (prefer `KASSA_MASTER_KEY` in the environment to a file entry).
+    #[serde(default)]
+    pub master_key: Option<String>,
+    /// Development mode: generates a master key file when none exists (and says so).
+    #[serde(default)]
+    pub dev_mode: bool,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub currencies: BTreeMap<String, CurrencyConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: default_max_body(), request_timeout_secs: default_request_timeout(), shutdown_grace_secs: default_shutdown_grace() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { max_batch: default_max_batch(), queue_capacity: default_queue(), writers: default_writers() }
+    }
+}
+
+fn default_database_url() -> String {
+    "kassa.db".into()
+}
+fn default_max_connections() -> u32 {
+    16
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    20
+}
+fn default_max_batch() -> usize {
+    1024
+}
+fn default_queue() -> usize {
+    16_384
+}
+fn default_writers() -> usize {
+    1
+}
+
+/// The configuration after validation.
+pub struct Settings {
+    pub config: Config,
+    pub listen: SocketAddr,
+    pub currencies: Currencies,
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Reads the file at `path` (which must exist) and the environment.
+    pub fn load(path: &Path) -> anyhow::Result<Settings> {
+        if !path.exists() {
+            bail!(
+                "configuration file {} not found (give one with --config or KASSA_CONFIG; kassa.example.toml shows every key)",
+                path.display()
+            );
+        }
+        Self::extract(Figment::new().merge(Toml::file(path)), path)
+    }
+
+    /// Reads configuration text (the dev command's built-in file) and the environment;
+    /// relative paths are taken relative to `base`.
+    pub fn from_toml(text: &str, base: &Path) -> anyhow::Result<Settings> {
+        Self::extract(Figment::new().merge(Toml::string(text)), base)
+    }
+
+    fn extract(figment: Figment, path: &Path) -> anyhow::Result<Settings> {
+        let figment = figment.merge(Env::prefixed("KASSA_").split("__").ignore(&["config"]));
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's errors already name the key and where it came from.
+            let mut message = String::new();
+            for err in e {
+                message.push_str(&format!("\n  {err}"));
+            }
+            anyhow!("invalid configuration in {}:{message}", path.display())
+        })?;
+        config.validate(path)
+    }
+
+    fn validate(self, path: &Path) -> anyhow::Result<Settings> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| anyhow!("listen: {:?} is not an address like 127.0.0.1:8080", self.listen))?;
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            bail!("log_format: must be \"text\" or \"json\", not {:?}", self.log_format);
+        }
+        if self.database_url.trim().is_empty() {
+            bail!("database_url: must not be empty");
+        }
+        if !(1..=1000).contains(&self.database_max_connections) {
+            bail!("database_max_connections: must be 1-1000");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("http.max_body_bytes: must be at least 1024");
+        }
+        if !(1..=3600).contains(&self.http.request_timeout_secs) {
+            bail!("http.request_timeout_secs: must be 1-3600");
+        }
+        if !(1..=100_000).contains(&self.ledger.max_batch) {
+            bail!("ledger.max_batch: must be 1-100000");
+        }
+        if !(1..=64).contains(&self.ledger.writers) {
+            bail!("ledger.writers: must be 1-64");
+        }
+        if self.ledger.queue_capacity < 1 {
+            bail!("ledger.queue_capacity: must be at least 1");
+        }
+        let currencies = validate_currencies(&self.currencies).map_err(|e| anyhow!("{e}"))?;
+        Ok(Settings { listen, currencies: Currencies::new(currencies), path: path.to_path_buf(), config: self })
+    }
+}
+
+impl Settings {
+    pub fn ledger_options(&self) -> LedgerOptions {
+        LedgerOptions {
+            max_batch: self.config.ledger.max_batch,
+            queue_capacity: self.config.ledger.queue_capacity,
+            writers: self.config.ledger.writers,
+        }
+    }
+
+    pub fn http_options(&self) -> kassa_api::HttpOptions {
+        kassa_api::HttpOptions {
+            max_body_bytes: self.config.http.max_body_bytes,
+            request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
+        }
+    }
+
+    /// The master key: from `master_key` (env), else `master_key_file`, else in dev
+    /// mode a generated file beside the configuration.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Some(hex) = &self.config.master_key {
+            return MasterKey::from_hex(hex).context("master_key (KASSA_MASTER_KEY)");
+        }
+        if let Some(file) = &self.config.master_key_file {
+            let file = self.relative(file);
+            if file.exists() || !self.config.dev_mode {
+                return MasterKey::from_file(&file).context("master_key_file");
+            }
+        }
+        if !self.config.dev_mode {
+            bail!("master_key_file: no master key configured (set master_key_file, or KASSA_MASTER_KEY to 64 hex characters)");
+        }
+        let file = self.relative(self.config.master_key_file.as_deref().unwrap_or(Path::new("master.key")));
+        if file.exists() {
+            return MasterKey::from_file(&file).context("master_key_file");
+        }
+        let key = MasterKey::generate_into(&file).context("master_key_file")?;
+        tracing::warn!(path = %file.display(), "dev mode: generated a new master key; it encrypts every API secret, so back it up with the database");
+        Ok(key)
+    }
+
+    /// A path from the configuration, taken relative to the configuration file.
+    pub fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.path.parent().map(|d| d.join(p)).unwrap_or_else(|| p.to_path_buf())
+    }
+
+    /// The database URL, with a relative SQLite path taken relative to the config file.
+    pub fn database_url(&self) -> String {
+        let url = self.config.database_url.trim();
+        if url.contains("://") && !url.starts_with("sqlite://") {
+            return url.to_string();
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        self.relative(Path::new(path)).display().to_string()
+    }
+}

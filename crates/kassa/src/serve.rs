@@ -1,0 +1,114 @@
+//! `kassa serve` and `kassa dev`: start the engine and the HTTP server, stop gracefully.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use kassa_core::ledger::MerchantId;
+use kassa_engine::adjustments::AdjustmentRequest;
+use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::{Engine, Store, StoreOptions};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Settings};
+
+/// Logs to stderr, as text or JSON lines; `RUST_LOG` overrides the level.
+pub fn init_logging(format: &str, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}
+
+/// Connects, migrates and builds the engine.
+pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let url = settings.database_url();
+    let store = Store::connect(&StoreOptions { url: url.clone(), max_connections: settings.config.database_max_connections })
+        .await
+        .with_context(|| format!("database_url: cannot open {}", kassa_store::redact(&url)))?;
+    let applied = store.migrate().await.context("database migration")?;
+    if applied > 0 {
+        tracing::info!(applied, backend = store.backend().as_str(), "database migrated");
+    }
+    let master_key = settings.master_key()?;
+    Ok(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()))
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let engine = engine(&settings).await?;
+    run_http(&settings, engine).await
+}
+
+async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCode> {
+    let store = engine.store.clone();
+    let app = kassa_api::app(engine, &settings.http_options());
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, backend = store.backend().as_str(), "kassa listening");
+    // Machine-readable line for scripts and the test harness.
+    println!("listening on http://{local}");
+    let grace = Duration::from_secs(settings.config.http.shutdown_grace_secs);
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal());
+    server.await.context("HTTP server")?;
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: in-flight requests finished");
+    tokio::time::timeout(grace, store.close()).await.ok();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
+
+/// `kassa dev`: the built-in development configuration, a demo merchant with a fresh
+/// native API key and a funded EUR balance, then the server.
+pub async fn dev(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let settings = Config::from_toml(include_str!("../../../config/dev.toml"), &data_dir.join("kassa.toml"))?;
+    init_logging(&settings.config.log_format, "info");
+    let engine = engine(&settings).await?;
+    let merchant = match engine.store.merchant_by_name("demo").await? {
+        Some(m) => m,
+        None => {
+            let m = engine.create_merchant("demo").await?;
+            engine
+                .adjust(AdjustmentRequest {
+                    merchant: MerchantId(m.id),
+                    currency: "EUR".into(),
+                    amount: "100.00".into(),
+                    reason: "demo funds".into(),
+                    operator: "kassa dev".into(),
+                    idempotency_key: Some("dev-demo-funds".into()),
+                })
+                .await?;
+            m
+        }
+    };
+    let key = engine.create_key(MerchantId(merchant.id), Dialect::Native, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
+    let base = format!("http://{}", settings.listen);
+    println!("Kassa development server");
+    println!("  database:  {}", settings.database_url());
+    println!("  merchant:  demo (id {})", merchant.id);
+    println!("  API token: {}", key.token.as_deref().unwrap_or_default());
+    println!("  try:       curl -H 'Authorization: Bearer {}' {base}/kassa/v1/balances", key.token.as_deref().unwrap_or_default());
+    println!("  API doc:   {base}/kassa/v1/openapi.json");
+    run_http(&settings, engine).await
+}
