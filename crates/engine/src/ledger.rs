@@ -7,11 +7,13 @@
 //! locks keep them correct. With SQLite, `BEGIN IMMEDIATE` serialises writers.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kassa_core::ledger::{AccountId, AccountKey, LedgerError, TxRequest};
 use kassa_store::{Store, StoreError, TxOutcome};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::EngineError;
@@ -98,7 +100,12 @@ async fn writer(store: Store, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<(TxRe
         }
         let (requests, replies): (Vec<TxRequest>, Vec<Reply>) = batch.drain(..).unzip();
         let started = Instant::now();
-        match store.write_batch(&requests).await {
+        // A panic while writing (a bug) fails this batch, not the writer: later
+        // requests are still served.
+        let written = AssertUnwindSafe(store.write_batch(&requests)).catch_unwind().await.unwrap_or_else(|_| {
+            Err(StoreError::Corrupt("the ledger writer panicked; the batch was rolled back".into()))
+        });
+        match written {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome.map_err(WriteError::Ledger));
