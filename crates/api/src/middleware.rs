@@ -32,9 +32,9 @@ pub fn wrap(router: Router, options: &HttpOptions) -> Router {
     router
         .fallback(not_found)
         .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn(json_limit_errors))
         .layer(RequestBodyLimitLayer::new(options.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
+        .layer(middleware::from_fn(json_limit_errors))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<Body>| {
                 let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -61,6 +61,11 @@ async fn json_limit_errors(req: Request, next: Next) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE if !is_json => (
             StatusCode::PAYLOAD_TOO_LARGE,
             Json(json!({"error": {"code": "body_too_large", "message": "request body is larger than the server accepts"}})),
+        )
+            .into_response(),
+        StatusCode::SERVICE_UNAVAILABLE if !is_json => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "timeout", "message": "the request took longer than the server allows"}})),
         )
             .into_response(),
         _ => response,

@@ -1,0 +1,205 @@
+//! Kassa's own API and the server skeleton over real HTTP, on both backends:
+//! health/ready/metrics, request ids, authentication (revocation, scopes, IP
+//! allowlists), tenant isolation (A3), malformed requests, and the OpenAPI document.
+
+use kassa_engine::merchants::{parse_ip_allowlist, Dialect, Scope};
+use kassa_testkit::{both_backends, Backend, TestApp};
+use serde_json::json;
+
+async fn health_ready_metrics_and_request_ids(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) = app.get("/health", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = app.get("/ready", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ready", "database": backend.as_str()}));
+
+    // A request id is generated, or the caller's is echoed.
+    let resp = app.client.get(app.url("/health")).send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let resp = app.client.get(app.url("/health")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+
+    let (_, token) = app.merchant_with_token("m", &[Scope::Read]).await;
+    app.get("/kassa/v1/balances", Some(&token)).await;
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("kassa_http_requests_total{")
+            && l.contains("path=\"/kassa/v1/balances\"")
+            && l.contains("status=\"200\"")),
+        "metrics lack the request counter:\n{text}"
+    );
+    app.t.assert_books_balance().await;
+}
+both_backends!(skeleton, health_ready_metrics_and_request_ids);
+
+async fn balances_and_history_of_the_authenticated_merchant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, token_a) = app.merchant_with_token("alice", &[Scope::Read]).await;
+    let (b, token_b) = app.merchant_with_token("bob", &[Scope::Read]).await;
+    app.t.fund(a, "EUR", "100").await;
+    app.t.fund(a, "EUR", "-0.5").await;
+    app.t.fund(b, "LTC", "2.5").await;
+
+    let (status, body) = app.get("/kassa/v1/balances", Some(&token_a)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["balances"],
+        json!([
+            {"currency": "BTC", "balance": "0.00000000", "available": "0.00000000", "pending_out": "0.00000000", "pending_in": "0.00000000"},
+            {"currency": "EUR", "balance": "99.50", "available": "99.50", "pending_out": "0.00", "pending_in": "0.00"},
+            {"currency": "LTC", "balance": "0.00000000", "available": "0.00000000", "pending_out": "0.00000000", "pending_in": "0.00000000"},
+        ])
+    );
+    // A3: bob sees only bob's money and history.
+    let (_, body) = app.get("/kassa/v1/balances", Some(&token_b)).await;
+    let eur = body["balances"].as_array().unwrap().iter().find(|b| b["currency"] == "EUR").unwrap().clone();
+    assert_eq!(eur["balance"], "0.00");
+    let (_, hist_b) = app.get("/kassa/v1/history", Some(&token_b)).await;
+    let entries_b = hist_b["entries"].as_array().unwrap();
+    assert_eq!(entries_b.len(), 1);
+    assert_eq!(entries_b[0]["amount"], "2.50000000");
+
+    let (status, hist) = app.get("/kassa/v1/history", Some(&token_a)).await;
+    assert_eq!(status, 200);
+    let entries = hist["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{hist}");
+    assert_eq!(entries[0]["amount"], "-0.50", "newest first");
+    assert_eq!(entries[0]["counterparty"], "system:owner_equity:EUR");
+    assert_eq!(entries[0]["memo"], json!({"type": "adjustment", "operator": "test", "reason": "test funding"}));
+    assert_eq!(entries[1]["amount"], "100.00");
+    assert_eq!(entries[0]["kind"], "transfer");
+    assert!(entries[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Paging and the currency filter.
+    let (_, page1) = app.get("/kassa/v1/history?limit=1", Some(&token_a)).await;
+    assert_eq!(page1["entries"].as_array().unwrap().len(), 1);
+    let next = page1["next_before"].as_i64().unwrap();
+    let (_, page2) = app.get(&format!("/kassa/v1/history?limit=1&before={next}"), Some(&token_a)).await;
+    assert_eq!(page2["entries"][0]["amount"], "100.00");
+    let (_, ltc_only) = app.get("/kassa/v1/history?currency=LTC", Some(&token_a)).await;
+    assert_eq!(ltc_only["entries"], json!([]));
+    assert_eq!(ltc_only["next_before"], json!(null));
+
+    // Public currency list with exact fee and limit strings.
+    let (status, cur) = app.get("/kassa/v1/currencies", None).await;
+    assert_eq!(status, 200);
+    let ltc = cur["currencies"].as_array().unwrap().iter().find(|c| c["code"] == "LTC").unwrap().clone();
+    assert_eq!(ltc["fees"]["withdrawal"], json!({"fixed": "0.00010000", "percent": "0.500000"}));
+    assert_eq!(ltc["min_withdrawal"], "0.00100000");
+    assert_eq!(ltc["chain"], "litecoin");
+    let eur = cur["currencies"].as_array().unwrap().iter().find(|c| c["code"] == "EUR").unwrap().clone();
+    assert_eq!((eur["kind"].as_str(), eur["chain"].is_null(), eur["can_send"].as_bool()), (Some("fiat"), true, Some(false)));
+    app.t.assert_books_balance().await;
+}
+both_backends!(native_reads, balances_and_history_of_the_authenticated_merchant);
+
+async fn authentication_is_enforced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (m, token) = app.merchant_with_token("m", &[Scope::Read]).await;
+
+    for bad in [None, Some(""), Some("ksk_nope_nope"), Some("garbage with spaces")] {
+        let (status, body) = app.get("/kassa/v1/balances", bad).await;
+        assert_eq!(status, 401, "{bad:?}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // A token that differs in its last character is unknown.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(app.get("/kassa/v1/balances", Some(&tampered)).await.0, 401);
+
+    // Revocation takes effect on the very next request.
+    assert_eq!(app.get("/kassa/v1/balances", Some(&token)).await.0, 200);
+    let public = token.rsplit_once('_').unwrap().0.to_string();
+    app.t.engine.revoke_key(&public).await.unwrap();
+    let (status, body) = app.get("/kassa/v1/balances", Some(&token)).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["message"], "the API key has been revoked");
+
+    // A key without the read scope is forbidden.
+    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Receive], vec![], "").await.unwrap();
+    let (status, body) = app.get("/kassa/v1/history", key.token.as_deref()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(body["error"]["message"], "the API key lacks the read scope");
+
+    // IP allowlists: this client is 127.0.0.1.
+    let elsewhere = parse_ip_allowlist("10.1.2.0/24").unwrap();
+    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Read], elsewhere, "").await.unwrap();
+    assert_eq!(app.get("/kassa/v1/balances", key.token.as_deref()).await.0, 403);
+    let here = parse_ip_allowlist("127.0.0.0/8").unwrap();
+    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Read], here, "").await.unwrap();
+    assert_eq!(app.get("/kassa/v1/balances", key.token.as_deref()).await.0, 200);
+
+    // A key of another dialect is not a native key.
+    let w3 = app.t.engine.create_key(m, Dialect::Wallets3, vec![Scope::Read], vec![], "").await.unwrap();
+    let w3_token = w3.token.unwrap();
+    assert_eq!(w3_token.len(), 64);
+    assert!(w3_token.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(app.get("/kassa/v1/balances", Some(&w3_token)).await.0, 401);
+}
+both_backends!(auth, authentication_is_enforced);
+
+async fn malformed_requests_get_clear_errors(backend: Backend) {
+    let app = TestApp::spawn_with(backend, kassa_api::HttpOptions { max_body_bytes: 64 * 1024, ..Default::default() }).await;
+    let (_, token) = app.merchant_with_token("m", &[Scope::Read]).await;
+    let before = app.t.engine.check().await.unwrap().transactions;
+    for (path, needle) in [
+        ("/kassa/v1/history?limit=abc", "limit must be an integer from 1 to 500"),
+        ("/kassa/v1/history?limit=0", "limit must be"),
+        ("/kassa/v1/history?limit=100000", "limit must be"),
+        ("/kassa/v1/history?before=-4", "before must be a positive entry id"),
+        ("/kassa/v1/history?colour=red", "unknown query parameter \"colour\""),
+        ("/kassa/v1/history?currency=DOGE", "unknown currency \"DOGE\""),
+    ] {
+        let (status, body) = app.get(path, Some(&token)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    let (status, body) = app.get("/kassa/v1/nowhere", Some(&token)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // A body over the limit is refused before it is read.
+    let resp = app
+        .client
+        .post(app.url("/kassa/v1/balances"))
+        .bearer_auth(&token)
+        .body(vec![b'x'; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large");
+
+    // Nothing was stored, and the server still serves.
+    assert_eq!(app.t.engine.check().await.unwrap().transactions, before);
+    assert_eq!(app.get("/kassa/v1/balances", Some(&token)).await.0, 200);
+    app.t.assert_books_balance().await;
+}
+both_backends!(malformed, malformed_requests_get_clear_errors);
+
+/// The served OpenAPI document and the router agree: every documented path answers,
+/// and every path the API serves is documented.
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (status, doc) = app.get("/kassa/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    for path in &documented {
+        let (status, _) = app.get(&format!("/kassa/v1{path}"), None).await;
+        assert_ne!(status, 404, "{path} is documented but not served");
+    }
+    for served in ["/currencies", "/balances", "/history", "/openapi.json"] {
+        assert!(documented.iter().any(|p| p == served), "{served} is served but not documented");
+    }
+    // Every error code the API can send is in the schema.
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"].clone();
+    for code in ["invalid_request", "unauthorized", "forbidden", "not_found", "unknown_currency", "body_too_large", "internal"] {
+        assert!(codes.as_array().unwrap().iter().any(|c| c == code), "{code} missing from the Error schema");
+    }
+}

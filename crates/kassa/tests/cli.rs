@@ -1,0 +1,275 @@
+//! The real `kassa` binary: admin commands with `--json`, adjustments, the invariant
+//! check's exit codes, fail-fast configuration, `serve` with graceful shutdown, and
+//! `kassa dev`. Database-backed flows run on both backends.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use kassa_testkit::{both_backends, Backend, TestDb, TEST_CURRENCIES, TEST_MASTER_KEY};
+use serde_json::Value;
+
+struct Cli {
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new(database_url: &str, extra: &str) -> Cli {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = dir.path().join("kassa.toml");
+        let currencies = TEST_CURRENCIES.replace("\n[", "\n[currencies.");
+        std::fs::write(&config, format!("database_url = {database_url:?}\n{extra}\n{currencies}")).unwrap();
+        Cli { config, _dir: dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env("KASSA_MASTER_KEY", TEST_MASTER_KEY).env_remove("RUST_LOG").env_remove("KASSA_CONFIG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run kassa")
+    }
+
+    /// Runs a command that must succeed and print one JSON document.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "kassa {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("kassa {args:?} printed non-JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "kassa {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+}
+
+fn transactions(cli: &Cli) -> u64 {
+    cli.json(&["check", "--json"])["report"]["transactions"].as_u64().unwrap()
+}
+
+async fn admin_commands(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cli = Cli::new(&db.url, "");
+    let out = cli.run(&["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&cli.run(&["migrate"]).stdout).starts_with("0 migration(s) applied"));
+
+    let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
+    assert_eq!((m["name"].as_str(), m["status"].as_str()), (Some("acme"), Some("active")));
+    assert!(cli.fails(&["merchant", "create", "--name", "acme"]).contains("a merchant named \"acme\" already exists"));
+    assert!(cli.fails(&["merchant", "create", "--name", "has space"]).contains("invalid name"));
+
+    let ww = cli.json(&["key", "create", "--merchant", "acme", "--dialect", "westwallet", "--scopes", "read,withdraw", "--json"]);
+    assert_eq!(ww["style"], "hmac");
+    assert_eq!(ww["scopes"], serde_json::json!(["read", "withdraw"]));
+    let secret = ww["secret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 48);
+    assert!(ww.get("token").is_none());
+    let native = cli.json(&["key", "create", "--merchant", &m["id"].to_string(), "--dialect", "native", "--scopes", "all", "--ip-allowlist", "127.0.0.1,10.0.0.0/8", "--json"]);
+    let token = native["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with(native["public_key"].as_str().unwrap()));
+    assert_eq!(native["ip_allowlist"], serde_json::json!(["127.0.0.1/32", "10.0.0.0/8"]));
+    assert!(cli.fails(&["key", "create", "--merchant", "acme", "--dialect", "stripe"]).contains("is not one of westwallet"));
+    assert!(cli.fails(&["key", "create", "--merchant", "nobody", "--dialect", "native"]).contains("merchant \"nobody\" not found"));
+    assert!(cli.fails(&["key", "create", "--merchant", "acme", "--dialect", "native", "--scopes", "root"]).contains("invalid scopes"));
+    assert!(cli.fails(&["key", "create", "--merchant", "acme", "--dialect", "native", "--ip-allowlist", "localhost"]).contains("invalid ip_allowlist"));
+
+    let keys = cli.run(&["key", "list", "--merchant", "acme", "--json"]);
+    let listed = String::from_utf8_lossy(&keys.stdout).to_string();
+    assert!(!listed.contains(&secret) && !listed.contains(&token), "secrets are shown only once");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+    let list = cli.json(&["merchant", "list", "--json"]);
+    assert_eq!(list["merchants"][0]["active_keys"], 2);
+
+    // Adjustments: credit, debit, idempotent retry, and refusals that store nothing.
+    let credit = cli.json(&["adjust", "--merchant", "acme", "--currency", "EUR", "--amount", "100", "--reason", "opening balance", "--operator", "ops@example", "--json"]);
+    assert_eq!((credit["amount"].as_str(), credit["balance"].as_str()), (Some("100.00"), Some("100.00")));
+    let debit = cli.json(&["adjust", "--merchant", "acme", "--currency", "EUR", "--amount", "-30.5", "--reason", "correction", "--idempotency-key", "fix-1", "--json"]);
+    assert_eq!(debit["balance"], "69.50");
+    let again = cli.json(&["adjust", "--merchant", "acme", "--currency", "EUR", "--amount", "-30.5", "--reason", "correction", "--idempotency-key", "fix-1", "--json"]);
+    assert_eq!((again["replayed"].as_bool(), again["balance"].as_str()), (Some(true), Some("69.50")));
+    assert_eq!(again["transaction_id"], debit["transaction_id"]);
+    let before = transactions(&cli);
+    for (amount, reason, currency, needle) in [
+        ("1e5", "x", "EUR", "not a plain decimal number"),
+        ("0.001", "x", "EUR", "more than 2 decimal places"),
+        ("NaN", "x", "EUR", "not a plain decimal number"),
+        ("0", "x", "EUR", "must not be zero"),
+        ("99999999999999999999999999999999999999", "x", "EUR", "out of range"),
+        ("1", "x", "XYZ", "unknown currency \"XYZ\""),
+        ("1", "  ", "EUR", "give a reason"),
+        ("-70", "too much", "EUR", "insufficient funds"),
+        ("-30.5", "different", "EUR", "already used for a different transaction"),
+    ] {
+        let mut args = vec!["adjust", "--merchant", "acme", "--currency", currency, "--amount", amount, "--reason", reason];
+        if reason == "different" {
+            args.extend(["--idempotency-key", "fix-1"]);
+        }
+        let err = cli.fails(&args);
+        assert!(err.contains(needle), "amount {amount:?}: {err}");
+    }
+    assert_eq!(transactions(&cli), before, "refused adjustments stored nothing");
+
+    // Revocation.
+    let public = ww["public_key"].as_str().unwrap();
+    assert_eq!(cli.json(&["key", "revoke", public, "--json"])["revoked"], true);
+    assert!(cli.fails(&["key", "revoke", public]).contains("already revoked"));
+
+    // The check passes, and fails (exit 1) once the books are tampered with.
+    let out = cli.run(&["check"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK: the books balance"));
+    let set = if backend == Backend::Sqlite { "'1'" } else { "1" };
+    db.execute_raw(&format!("UPDATE accounts SET balance = {set} WHERE code = 'merchant:1:EUR'")).await;
+    let out = cli.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("account 1 (merchant:1:EUR) balance is 1 units but its postings sum to 6950"));
+
+    // Secrets at rest: neither the HMAC secret nor the bearer token is in the database file.
+    if backend == Backend::Sqlite {
+        let mut bytes = std::fs::read(&db.url).unwrap();
+        bytes.extend(std::fs::read(format!("{}-wal", db.url)).unwrap_or_default());
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(!hay.contains(&secret) && !hay.contains(&token), "a secret is stored in clear");
+    }
+}
+both_backends!(admin, admin_commands);
+
+#[test]
+fn bad_configuration_fails_fast_and_names_the_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = dir.path().join("k.db").display().to_string();
+    let cases = [
+        ("[currencies.LTC]\nname = \"Litecoin\"\nkind = \"crypto\"\nchain = \"litecoin\"\nprecision = 40", "currencies.LTC.precision"),
+        ("databse_url = \"x\"", "databse_url"),
+        ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\nfees.withdrawal = { fixed = \"-1\" }", "currencies.EUR.fees.withdrawal.fixed"),
+        ("listen = \"everywhere\"", "listen"),
+        ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
+        ("", "currencies: at least one currency must be configured"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let cli = Cli { config: dir.path().join(format!("c{i}.toml")), _dir: tempfile::TempDir::new().unwrap() };
+        let eur = if text.contains("currencies") { "" } else { "[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n" };
+        let body = if text.is_empty() { format!("database_url = {db:?}\n") } else { format!("database_url = {db:?}\n{text}\n{eur}") };
+        std::fs::write(&cli.config, body).unwrap();
+        let err = cli.fails(&["check"]);
+        assert!(err.contains(key), "case {i}: {err}");
+    }
+    // An environment override is validated like the file.
+    let cli = Cli::new(&db, "");
+    let out = cli.command(&["check"]).env("KASSA_LEDGER__MAX_BATCH", "lots").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.to_lowercase().contains("ledger.max_batch") && err.contains("KASSA_"), "{err}");
+    // No master key outside dev mode.
+    let out = Command::new(env!("CARGO_BIN_EXE_kassa")).arg("--config").arg(&cli.config).arg("check").env_remove("KASSA_MASTER_KEY").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master_key_file"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A missing file says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_kassa")).args(["--config", "/nonexistent/kassa.toml", "check"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration file /nonexistent/kassa.toml not found"));
+}
+
+/// Starts a server process and waits for its "listening on" line.
+fn start_server(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start kassa");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    break url.to_string();
+                }
+                printed.push(line);
+            }
+            _ => {
+                let _ = child.kill();
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+                panic!("server exited before listening; stdout {printed:?}; stderr {err}");
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("{base}\n{}", printed.join("\n")))
+}
+
+fn terminate_and_wait(mut child: Child) -> (Option<i32>, String) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
+            return (status.code(), err);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("server did not stop within 10 s of SIGTERM");
+}
+
+async fn serve_and_shut_down_gracefully(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cli = Cli::new(&db.url, "log_format = \"json\"");
+    cli.json(&["merchant", "create", "--name", "shop", "--json"]);
+    let key = cli.json(&["key", "create", "--merchant", "shop", "--dialect", "native", "--json"]);
+    let token = key["token"].as_str().unwrap().to_string();
+    let mut cmd = cli.command(&["serve"]);
+    cmd.env("KASSA_LISTEN", "127.0.0.1:0");
+    let (child, printed) = start_server(cmd);
+    let base = printed.lines().next().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let ready: Value = client.get(format!("{base}/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let resp = client.get(format!("{base}/kassa/v1/balances")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (code, stderr) = terminate_and_wait(child);
+    assert_eq!(code, Some(0), "graceful shutdown exits 0; stderr: {stderr}");
+    // Structured logs, one JSON object per line, that never contain the secret.
+    assert!(!stderr.contains(&token), "a token reached the log");
+    let lines: Vec<Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"] == "kassa listening"));
+    assert!(lines.iter().any(|l| l["message"] == "shutdown requested"));
+}
+both_backends!(serve, serve_and_shut_down_gracefully);
+
+#[tokio::test]
+async fn dev_command_prints_a_working_demo_merchant() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("dev");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
+    cmd.args(["dev", "--data-dir"]).arg(&data).env("KASSA_LISTEN", "127.0.0.1:0").env_remove("KASSA_MASTER_KEY");
+    let (child, printed) = start_server(cmd);
+    let base = printed.lines().next().unwrap().to_string();
+    let token = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API token: "))
+        .unwrap_or_else(|| panic!("no token printed: {printed}"))
+        .to_string();
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/kassa/v1/balances"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let eur = body["balances"].as_array().unwrap().iter().find(|b| b["currency"] == "EUR").unwrap().clone();
+    assert_eq!(eur["balance"], "100.00");
+    let (code, stderr) = terminate_and_wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("generated a new master key"), "dev mode says it made a key: {stderr}");
+    assert!(Path::new(&data.join("master.key")).exists());
+}
