@@ -376,6 +376,23 @@ mod tests {
         assert_eq!(eur.confirmations, 0);
     }
 
+    proptest::proptest! {
+        /// L5: a fee never undercharges and overcharges by less than one unit.
+        #[test]
+        fn fees_favour_the_house_by_less_than_one_unit(
+            amount in 0i128..1_000_000_000_000_000_000,
+            fixed in 0i128..1_000_000,
+            percent_e6 in 0i128..=100_000_000,
+        ) {
+            let fee = Fee { fixed_units: fixed, percent_e6 };
+            let charged = fee.on(amount).unwrap();
+            let exact_scaled = amount * percent_e6; // exact percent part × 10^8
+            let percent_part = charged - fixed;
+            proptest::prop_assert!(percent_part * 100_000_000 >= exact_scaled);
+            proptest::prop_assert!((percent_part - 1) * 100_000_000 < exact_scaled);
+        }
+    }
+
     #[test]
     fn percent_fees_round_up_by_less_than_one_unit() {
         let fee = Fee { fixed_units: 10, percent_e6: 500_000 }; // 10 units + 0.5 %

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,11 +52,22 @@ async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCod
     // Machine-readable line for scripts and the test harness.
     println!("listening on http://{local}");
     let grace = Duration::from_secs(settings.config.http.shutdown_grace_secs);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal());
-    server.await.context("HTTP server")?;
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: in-flight requests finished");
-    tokio::time::timeout(grace, store.close()).await.ok();
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(true);
+        });
+    // After the signal, in-flight requests get `grace` to finish; then we stop anyway.
+    tokio::select! {
+        result = server.into_future() => result.context("HTTP server")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace expired with requests in flight"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -273,3 +273,40 @@ async fn dev_command_prints_a_working_demo_merchant() {
     assert!(stderr.contains("generated a new master key"), "dev mode says it made a key: {stderr}");
     assert!(Path::new(&data.join("master.key")).exists());
 }
+
+/// The ledger benchmark runs end to end and its books balance afterwards (the figures
+/// themselves are for people to read, not for a test to time).
+#[test]
+fn ledger_benchmark_runs_on_both_backends() {
+    let server = std::env::var(kassa_testkit::POSTGRES_ENV).expect("TEST_POSTGRES_URL (run scripts/test.sh)");
+    for db in ["sqlite", "postgres"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        cmd.args(["bench", "ledger", "--db", db, "--seconds", "1", "--workers", "16", "--merchants", "20", "--hot-accounts", "2"]);
+        if db == "postgres" {
+            cmd.args(["--database-url", &server]);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{db}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("transfers/s; latency p50"), "{db}: {stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with("check: ") && l.ends_with(": OK")), "{db}: {stdout}");
+        let durable = if db == "sqlite" { "synchronous=FULL" } else { "synchronous_commit=on fsync=on" };
+        assert!(stdout.contains(durable), "{db}: {stdout}");
+    }
+}
+
+/// The documented example configuration is valid as shipped.
+#[test]
+fn example_configuration_is_valid() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kassa.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .arg("--config")
+        .arg(&example)
+        .arg("check")
+        .env("KASSA_DATABASE_URL", dir.path().join("k.db"))
+        .env("KASSA_MASTER_KEY", TEST_MASTER_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
