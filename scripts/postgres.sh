@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a throwaway PostgreSQL 15 cluster bound to 127.0.0.1 for tests and
 # benchmarks, and prints its URL. Usage: scripts/postgres.sh [start|stop|url]
-# Environment: KASSA_PG_PORT (default 55432), KASSA_PG_DIR (default /tmp/kassa-pg-$PORT).
+# Environment: PGTEST_PORT (default 55432), PGTEST_DIR (default /tmp/kassa-pg-$PORT).
 set -euo pipefail
-PORT=${KASSA_PG_PORT:-55432}
-DIR=${KASSA_PG_DIR:-/tmp/kassa-pg-$PORT}
+PORT=${PGTEST_PORT:-55432}
+DIR=${PGTEST_DIR:-/tmp/kassa-pg-$PORT}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

@@ -91,11 +91,15 @@ fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize"));
 }
 
-pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+pub async fn migrate(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let url = settings.database_url();
     let store = Store::connect(&StoreOptions { url: url.clone(), max_connections: 2 }).await?;
     let applied = store.migrate().await?;
-    println!("{applied} migration(s) applied to {} ({})", kassa_store::redact(&url), store.backend().as_str());
+    if json {
+        print_json(&json!({"applied": applied, "database": kassa_store::redact(&url), "backend": store.backend().as_str()}));
+    } else {
+        println!("{applied} migration(s) applied to {} ({})", kassa_store::redact(&url), store.backend().as_str());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

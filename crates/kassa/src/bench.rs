@@ -39,7 +39,7 @@ pub struct LedgerBench {
     db: DbKind,
     /// PostgreSQL server URL (a scratch database is created on it and dropped after).
     /// SQLite runs in a temporary file unless given a path here.
-    #[arg(long, env = "KASSA_BENCH_DATABASE_URL")]
+    #[arg(long, env = "BENCH_DATABASE_URL")]
     database_url: Option<String>,
     /// Concurrent clients, each waiting for its transfer before sending the next.
     #[arg(long, default_value_t = 512)]
@@ -92,7 +92,7 @@ async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
         },
         DbKind::Postgres => {
             let Some(server) = args.database_url.clone() else {
-                bail!("--database-url (or KASSA_BENCH_DATABASE_URL) must name a PostgreSQL server for --db postgres");
+                bail!("--database-url (or BENCH_DATABASE_URL) must name a PostgreSQL server for --db postgres");
             };
             let name = format!("kassa_bench_{run_id}");
             let url = kassa_store::create_postgres_database(&server, &name).await.context("creating the scratch database")?;

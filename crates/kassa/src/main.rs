@@ -32,7 +32,10 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage merchants.
     #[command(subcommand)]
     Merchant(admin::MerchantCommand),
@@ -76,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::init_logging(&settings.config.log_format, if quiet { "warn" } else { "info" });
             match command {
                 Command::Serve => serve::serve(settings).await,
-                Command::Migrate => admin::migrate(&settings).await,
+                Command::Migrate { json } => admin::migrate(&settings, json).await,
                 Command::Merchant(cmd) => admin::merchant(&settings, cmd).await,
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
