@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 TEST_POSTGRES_URL=$(scripts/postgres.sh start)
 export TEST_POSTGRES_URL
 echo "PostgreSQL for tests: $TEST_POSTGRES_URL"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit $status
