@@ -275,16 +275,21 @@ impl ChainAdapter for Bitcoind {
         let raw_hex = str_field(&signed, "hex")?.to_string();
         let decoded = self.call("decoderawtransaction", json!([raw_hex])).await?;
         let tx = parse_tx(&decoded)?;
-        // Outputs keep request order; the change output (if any) is inserted at `changepos`.
-        let vouts: Vec<u32> = (0..tx.outputs.len() as u32).filter(|i| i64::from(*i) != change).collect();
-        if vouts.len() != payments.len() {
-            return Err(protocol("funded transaction has an unexpected number of outputs"));
-        }
-        for (p, vout) in payments.iter().zip(&vouts) {
-            let out = &tx.outputs[*vout as usize];
-            if out.amount != p.amount || out.address.as_deref() != Some(p.address.as_str()) {
-                return Err(protocol(format!("output {vout} does not pay {} as requested", p.address)));
+        // Find each payment's output by its (unique) address; anything else is change.
+        let mut vouts = Vec::with_capacity(payments.len());
+        for p in payments {
+            let out = tx
+                .outputs
+                .iter()
+                .find(|o| o.address.as_deref() == Some(p.address.as_str()) && i64::from(o.vout) != change)
+                .ok_or_else(|| protocol(format!("the funded transaction does not pay {}", p.address)))?;
+            if out.amount != p.amount {
+                return Err(protocol(format!("output {} pays {} units, not {}", out.vout, out.amount, p.amount)));
             }
+            vouts.push(out.vout);
+        }
+        if tx.outputs.len() != payments.len() + usize::from(change >= 0) {
+            return Err(protocol("the funded transaction has outputs Kassa did not ask for"));
         }
         Ok(SignedTx { txid: tx.txid, raw_hex, fee, vouts })
     }

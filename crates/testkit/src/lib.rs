@@ -16,6 +16,8 @@ use kassa_engine::secrets::MasterKey;
 use kassa_engine::{Engine, Store, StoreOptions};
 pub use kassa_store::Backend;
 
+pub mod litecoin;
+
 /// The PostgreSQL server tests create their databases on.
 pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
 
