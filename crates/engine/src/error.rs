@@ -26,6 +26,10 @@ pub enum EngineError {
     LedgerStopped,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("chain {0} is not configured")]
+    ChainNotConfigured(String),
+    #[error("chain: {0}")]
+    Chain(#[from] kassa_chain::ChainError),
     #[error("secret could not be decrypted: wrong master key or corrupted data")]
     Decrypt,
 }

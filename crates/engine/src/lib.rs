@@ -3,18 +3,21 @@
 //! modules in `kassa-api` call these services and hold no business rules themselves.
 
 pub mod adjustments;
+pub mod chains;
 pub mod check;
 pub mod currencies;
 pub mod error;
 pub mod ledger;
 pub mod merchants;
 pub mod secrets;
+pub mod watcher;
 
 use std::sync::Arc;
 
 pub use error::EngineError;
 pub use kassa_store::{Store, StoreOptions};
 
+use chains::Chains;
 use currencies::Currencies;
 use ledger::{Ledger, LedgerOptions};
 use secrets::MasterKey;
@@ -26,12 +29,19 @@ pub struct Engine {
     pub currencies: Arc<Currencies>,
     pub ledger: Ledger,
     pub master_key: Arc<MasterKey>,
+    pub chains: Arc<Chains>,
 }
 
 impl Engine {
     /// Builds the services and starts the ledger writer (stopped when the last clone drops).
     pub fn new(store: Store, currencies: Currencies, master_key: MasterKey, ledger: LedgerOptions) -> Self {
         let ledger = Ledger::start(store.clone(), ledger);
-        Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key) }
+        Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key), chains: Arc::new(Chains::default()) }
+    }
+
+    /// The same engine with these chains (adapters and watch settings).
+    pub fn with_chains(mut self, chains: Chains) -> Self {
+        self.chains = Arc::new(chains);
+        self
     }
 }

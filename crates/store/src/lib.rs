@@ -3,6 +3,7 @@
 //! PostgreSQL (production, several instances side by side), with versioned migrations
 //! per backend. Amounts cross this boundary as `i128` units only.
 
+mod deposits;
 mod ledger;
 mod merchants;
 
@@ -16,6 +17,7 @@ use sqlx::ConnectOptions;
 pub use ledger::{
     AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
 };
+pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -205,6 +205,34 @@ async fn engine_on(db: &TestDb, options: LedgerOptions) -> Engine {
     Engine::new(store, test_currencies(), MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), options)
 }
 
+/// An engine with a Litecoin regtest node configured as chain `litecoin` (currency LTC).
+pub struct ChainWorld {
+    pub t: TestEngine,
+    pub node: litecoin::LitecoinNode,
+}
+
+impl ChainWorld {
+    pub async fn new(backend: Backend, settings: kassa_engine::chains::ChainSettings) -> ChainWorld {
+        let node = litecoin::LitecoinNode::start().await;
+        let mut t = TestEngine::new(backend).await;
+        t.engine = with_litecoin(t.engine.clone(), &node, settings).await;
+        ChainWorld { t, node }
+    }
+
+    pub fn watcher(&self) -> kassa_engine::watcher::Watcher {
+        kassa_engine::watcher::Watcher::new(self.t.engine.clone(), "litecoin").expect("watcher")
+    }
+}
+
+/// `engine` with the node's "kassa" wallet as chain `litecoin`.
+pub async fn with_litecoin(engine: Engine, node: &litecoin::LitecoinNode, settings: kassa_engine::chains::ChainSettings) -> Engine {
+    let adapter = node.adapter("kassa");
+    adapter.ensure_wallet().await.expect("kassa wallet");
+    let mut chains = kassa_engine::chains::Chains::default();
+    chains.add(std::sync::Arc::new(adapter), settings);
+    engine.with_chains(chains)
+}
+
 /// The real HTTP application on a free port.
 pub struct TestApp {
     pub t: TestEngine,

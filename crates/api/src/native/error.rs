@@ -49,6 +49,11 @@ impl From<EngineError> for ApiError {
             EngineError::MerchantNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::MerchantBlocked(_) => (StatusCode::FORBIDDEN, "forbidden"),
             EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            EngineError::ChainNotConfigured(_) => (StatusCode::BAD_REQUEST, "currency_unavailable"),
+            EngineError::Chain(_) => {
+                tracing::error!(error = %e, "chain node error");
+                return Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "node_unavailable", message: "the currency's node is not answering; try again later".into() };
+            }
             EngineError::LedgerStopped | EngineError::Store(_) | EngineError::Decrypt => {
                 tracing::error!(error = %e, "internal error");
                 return Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error; see the server log".into() };

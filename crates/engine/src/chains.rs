@@ -1,0 +1,190 @@
+//! The configured chains and what merchants do with them directly: deposit addresses
+//! and the list of deposits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kassa_chain::ChainAdapter;
+use kassa_core::ledger::MerchantId;
+use kassa_store::{DepositAddressRow, DepositQuery, DepositRow, NewDepositAddress, StoreError};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::adjustments::format_ms;
+use crate::{Engine, EngineError};
+
+/// How a chain is watched.
+#[derive(Clone, Debug)]
+pub struct ChainSettings {
+    /// How often the watcher polls when no node hook wakes it.
+    pub poll_interval: Duration,
+    /// Deepest reorg handled automatically; deeper ones halt the chain.
+    pub max_reorg_depth: u64,
+    /// Height the first scan starts from (default: the tip at first start).
+    pub start_height: Option<u64>,
+    /// Most blocks scanned per cycle (bounds one cycle's work).
+    pub max_blocks_per_cycle: u64,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self { poll_interval: Duration::from_secs(5), max_reorg_depth: 10, start_height: None, max_blocks_per_cycle: 500 }
+    }
+}
+
+pub struct Chain {
+    pub adapter: Arc<dyn ChainAdapter>,
+    pub settings: ChainSettings,
+    /// Wakes the watcher at once (node hooks).
+    pub wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+pub struct Chains {
+    by_name: BTreeMap<String, Chain>,
+}
+
+impl Chains {
+    pub fn add(&mut self, adapter: Arc<dyn ChainAdapter>, settings: ChainSettings) {
+        let name = adapter.chain().to_string();
+        self.by_name.insert(name, Chain { adapter, settings, wake: Arc::new(Notify::new()) });
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Chain> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.by_name.keys()
+    }
+
+    /// Wakes a chain's watcher; false for an unknown chain.
+    pub fn wake(&self, name: &str) -> bool {
+        match self.by_name.get(name) {
+            Some(c) => {
+                c.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A deposit address as merchants see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DepositAddress {
+    pub address: String,
+    pub currency: String,
+    pub label: Option<String>,
+    pub foreign_id: Option<String>,
+    pub created_at: String,
+}
+
+impl From<DepositAddressRow> for DepositAddress {
+    fn from(r: DepositAddressRow) -> Self {
+        Self { address: r.address, currency: r.currency, label: r.label, foreign_id: r.foreign_id, created_at: format_ms(r.created_at_ms) }
+    }
+}
+
+/// A deposit as merchants see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Deposit {
+    pub id: i64,
+    pub currency: String,
+    pub address: String,
+    pub txid: String,
+    pub vout: i64,
+    pub amount: String,
+    pub status: String,
+    pub confirmations: i64,
+    pub block_height: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Longest label or foreign id accepted.
+const MAX_TAG_LEN: usize = 200;
+
+impl Engine {
+    fn chain_of(&self, currency: &str) -> Result<(&kassa_core::Currency, &Chain), EngineError> {
+        let c = self.currencies.active(currency)?;
+        let chain_name = c.chain.as_deref().ok_or_else(|| EngineError::invalid("currency", format!("{currency} is not carried by a chain")))?;
+        let chain = self.chains.get(chain_name).ok_or_else(|| EngineError::ChainNotConfigured(chain_name.to_string()))?;
+        Ok((c, chain))
+    }
+
+    /// A new deposit address for a merchant; with a `foreign_id`, the same address every
+    /// time that id is asked for again.
+    pub async fn create_deposit_address(
+        &self,
+        merchant: MerchantId,
+        currency: &str,
+        label: Option<String>,
+        foreign_id: Option<String>,
+    ) -> Result<DepositAddress, EngineError> {
+        for (field, v) in [("label", &label), ("foreign_id", &foreign_id)] {
+            if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_TAG_LEN) {
+                return Err(EngineError::invalid(field, format!("must be 1-{MAX_TAG_LEN} characters")));
+            }
+        }
+        let (c, chain) = self.chain_of(currency)?;
+        if !c.can_receive {
+            return Err(EngineError::invalid("currency", format!("{currency} cannot receive deposits")));
+        }
+        if let Some(f) = &foreign_id {
+            if let Some(existing) = self.store.deposit_address_by_foreign_id(merchant, currency, f).await? {
+                return Ok(existing.into());
+            }
+        }
+        let node_label = format!("m{}", merchant.0);
+        let address = chain.adapter.new_deposit_address(&node_label).await.map_err(EngineError::Chain)?;
+        let row = self
+            .store
+            .insert_deposit_address(&NewDepositAddress {
+                merchant,
+                user_id: None,
+                currency: c.code.to_string(),
+                chain: chain.adapter.chain().to_string(),
+                address,
+                label,
+                foreign_id: foreign_id.clone(),
+            })
+            .await;
+        match row {
+            Ok(r) => Ok(r.into()),
+            // A concurrent request with the same foreign_id won: answer with its address.
+            Err(StoreError::Duplicate { .. }) if foreign_id.is_some() => self
+                .store
+                .deposit_address_by_foreign_id(merchant, currency, foreign_id.as_deref().unwrap_or_default())
+                .await?
+                .map(Into::into)
+                .ok_or_else(|| EngineError::Conflict("deposit address vanished".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn deposits(&self, query: DepositQuery) -> Result<Vec<Deposit>, EngineError> {
+        if let Some(c) = &query.currency {
+            self.currencies.get(c)?;
+        }
+        self.store.deposits(&query).await?.into_iter().map(|d| self.deposit_view(d)).collect()
+    }
+
+    pub(crate) fn deposit_view(&self, d: DepositRow) -> Result<Deposit, EngineError> {
+        let c = self.currencies.get(&d.currency)?;
+        Ok(Deposit {
+            id: d.id,
+            currency: d.currency.clone(),
+            address: d.address,
+            txid: d.txid,
+            vout: d.vout,
+            amount: c.amount(d.amount_units)?.to_string(),
+            status: d.status,
+            confirmations: d.confirmations,
+            block_height: d.block_height,
+            created_at: format_ms(d.first_seen_at_ms),
+            updated_at: format_ms(d.updated_at_ms),
+        })
+    }
+}

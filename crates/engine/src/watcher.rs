@@ -1,0 +1,382 @@
+//! The chain watcher: gap-free scanning from a persisted checkpoint (height + hash),
+//! reorg detection by parent hash, mempool visibility, crediting at the currency's
+//! confirmation threshold, reversal of credits whose block was reorged out, and a halt
+//! when a reorg is deeper than allowed.
+//!
+//! Crash safety: a block and its deposits are recorded in one database transaction;
+//! credits and reversals are ledger transactions with deterministic idempotency keys
+//! (`deposit:<id>:credit:<k>`), recorded on the deposit afterwards. Re-running any step
+//! after a crash replays instead of booking twice. Node hooks only wake the loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kassa_chain::{ChainAdapter, ChainError, ChainTx};
+use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
+use kassa_core::{Amount, Currency};
+use kassa_store::{DepositRow, FoundDeposit};
+use tokio::sync::{watch, Notify};
+
+use crate::chains::ChainSettings;
+use crate::{Engine, EngineError};
+
+/// Most mempool transactions fetched per cycle.
+const MAX_MEMPOOL_FETCH: usize = 5_000;
+/// Most open deposits handled per cycle.
+const MAX_OPEN_DEPOSITS: u32 = 10_000;
+/// Addresses loaded per refresh query.
+const ADDRESS_PAGE: u32 = 50_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Watched {
+    address_id: i64,
+    merchant_id: i64,
+}
+
+/// What one cycle did (tests and logs read it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub scanned_to: u64,
+    pub blocks: u64,
+    pub reorg_depth: Option<u64>,
+    pub credited: u64,
+    pub reversed: u64,
+    pub halted: bool,
+}
+
+pub struct Watcher {
+    engine: Engine,
+    adapter: Arc<dyn ChainAdapter>,
+    settings: ChainSettings,
+    chain: String,
+    currency: Currency,
+    addresses: HashMap<Box<str>, Watched>,
+    last_address_id: i64,
+    mempool_known: HashSet<String>,
+}
+
+impl Watcher {
+    /// A watcher for `chain`, crediting `currency` (the chain's only currency).
+    pub fn new(engine: Engine, chain: &str) -> Result<Self, EngineError> {
+        let entry = engine.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
+        let currency = engine
+            .currencies
+            .all()
+            .find(|c| c.chain.as_deref() == Some(chain))
+            .cloned()
+            .ok_or_else(|| EngineError::invalid("chain", format!("no currency is carried by chain {chain}")))?;
+        Ok(Self {
+            adapter: entry.adapter.clone(),
+            settings: entry.settings.clone(),
+            chain: chain.to_string(),
+            currency,
+            engine,
+            addresses: HashMap::new(),
+            last_address_id: 0,
+            mempool_known: HashSet::new(),
+        })
+    }
+
+    /// Number of addresses being watched.
+    pub fn watched(&self) -> usize {
+        self.addresses.len()
+    }
+
+    /// Polls until `shutdown` turns true; `wake` (node hooks) starts a cycle at once.
+    pub async fn run(mut self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(chain = %self.chain, "watcher started");
+        loop {
+            match self.cycle().await {
+                Ok(r) if r.blocks > 0 || r.credited > 0 || r.reversed > 0 || r.reorg_depth.is_some() => {
+                    tracing::info!(chain = %self.chain, scanned_to = r.scanned_to, blocks = r.blocks, credited = r.credited,
+                        reversed = r.reversed, reorg_depth = ?r.reorg_depth, "watcher cycle");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(chain = %self.chain, error = %e, "watcher cycle failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                tracing::info!(chain = %self.chain, "watcher stopped");
+                return;
+            }
+        }
+    }
+
+    async fn refresh_addresses(&mut self) -> Result<(), EngineError> {
+        loop {
+            let rows = self.engine.store.deposit_addresses_after(&self.chain, self.last_address_id, ADDRESS_PAGE).await?;
+            let n = rows.len();
+            for r in rows {
+                self.last_address_id = self.last_address_id.max(r.id);
+                self.addresses.insert(r.address.into_boxed_str(), Watched { address_id: r.id, merchant_id: r.merchant_id });
+            }
+            if n < ADDRESS_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    fn found_in(&self, tx: &ChainTx) -> Vec<FoundDeposit> {
+        tx.outputs
+            .iter()
+            .filter_map(|o| {
+                let w = self.addresses.get(o.address.as_deref()?)?;
+                let chain_amount = Amount::from_units(o.amount, self.adapter.decimals()).ok()?;
+                // Deposits round down to the ledger precision; the remainder is dust.
+                let (units, dust) = chain_amount.rescale_down(self.currency.precision).ok()?;
+                Some(FoundDeposit {
+                    currency: self.currency.code.to_string(),
+                    txid: tx.txid.clone(),
+                    vout: o.vout,
+                    address_id: w.address_id,
+                    merchant_id: w.merchant_id,
+                    amount_units: units.units(),
+                    dust_units: dust,
+                })
+            })
+            .collect()
+    }
+
+    /// One pass: addresses, reorg check, new blocks, mempool, credits and reversals.
+    pub async fn cycle(&mut self) -> Result<CycleReport, EngineError> {
+        let mut report = CycleReport::default();
+        let store = self.engine.store.clone();
+        if store.chain_halted(&self.chain).await?.is_some() {
+            report.halted = true;
+            metrics::gauge!("kassa_chain_halted", "chain" => self.chain.clone()).set(1.0);
+            return Ok(report);
+        }
+        self.refresh_addresses().await?;
+        let chain_err = EngineError::Chain;
+        let tip = self.adapter.tip().await.map_err(chain_err)?;
+        metrics::gauge!("kassa_chain_tip_height", "chain" => self.chain.clone()).set(tip.height as f64);
+
+        let (mut height, mut hash) = match store.chain_checkpoint(&self.chain).await? {
+            Some(cp) => cp,
+            None => {
+                // First start: scanning begins at start_height (default: the tip).
+                let start = self.settings.start_height.unwrap_or(tip.height).min(tip.height);
+                let h = start.saturating_sub(1);
+                let hash = self.adapter.block_hash(h).await.map_err(chain_err)?;
+                store.init_chain_checkpoint(&self.chain, h, &hash).await?;
+                (h, hash)
+            }
+        };
+
+        // Reorg: is our checkpoint still on the node's best chain?
+        let on_chain = if height <= tip.height { self.adapter.block_hash(height).await.map_err(chain_err)? == hash } else { false };
+        if !on_chain {
+            let keep = self.keep_blocks();
+            let mut fork = height;
+            loop {
+                if height - fork > self.settings.max_reorg_depth || fork == 0 || height - fork >= keep {
+                    let depth = height - fork;
+                    let reason = format!(
+                        "reorg deeper than {} blocks below height {height} (at least {depth}); crediting and sending are halted",
+                        self.settings.max_reorg_depth
+                    );
+                    tracing::error!(chain = %self.chain, %reason, "ALERT: chain halted");
+                    store.halt_chain(&self.chain, &reason).await?;
+                    metrics::gauge!("kassa_chain_halted", "chain" => self.chain.clone()).set(1.0);
+                    report.halted = true;
+                    report.reorg_depth = Some(depth);
+                    return Ok(report);
+                }
+                fork -= 1;
+                let ours = store.chain_block_hash(&self.chain, fork).await?;
+                let theirs = if fork <= tip.height { Some(self.adapter.block_hash(fork).await.map_err(chain_err)?) } else { None };
+                if ours.is_some() && ours == theirs {
+                    break;
+                }
+            }
+            let depth = height - fork;
+            tracing::warn!(chain = %self.chain, depth, fork_height = fork, "reorg: rolling back");
+            store.rollback_blocks(&self.chain, fork).await?;
+            report.reorg_depth = Some(depth);
+            height = fork;
+            hash = store.chain_block_hash(&self.chain, fork).await?.unwrap_or_default();
+        }
+
+        // New blocks, in order, each checked against its parent.
+        let until = tip.height.min(height + self.settings.max_blocks_per_cycle);
+        while height < until {
+            let next_hash = self.adapter.block_hash(height + 1).await.map_err(chain_err)?;
+            let block = self.adapter.block(&next_hash).await.map_err(chain_err)?;
+            if block.prev_hash.as_deref() != Some(hash.as_str()) {
+                // The chain changed under us; the next cycle's reorg check handles it.
+                break;
+            }
+            let found: Vec<FoundDeposit> = block.txs.iter().flat_map(|t| self.found_in(t)).collect();
+            store.record_block(&self.chain, block.height, &block.hash, &found, self.keep_blocks()).await?;
+            height = block.height;
+            hash = block.hash;
+            report.blocks += 1;
+        }
+        report.scanned_to = height;
+        metrics::gauge!("kassa_chain_scanned_height", "chain" => self.chain.clone()).set(height as f64);
+        metrics::gauge!("kassa_chain_lag_blocks", "chain" => self.chain.clone()).set(tip.height.saturating_sub(height) as f64);
+
+        // Mempool: deposits seen with zero confirmations.
+        let mempool: HashSet<String> = self.adapter.mempool_txids().await.map_err(chain_err)?.into_iter().collect();
+        let mut fetched = 0;
+        for txid in mempool.iter().filter(|t| !self.mempool_known.contains(*t)) {
+            if fetched >= MAX_MEMPOOL_FETCH {
+                break;
+            }
+            fetched += 1;
+            match self.adapter.transaction(txid).await {
+                Ok(tx) => {
+                    let found = self.found_in(&tx);
+                    if !found.is_empty() {
+                        store.record_mempool_deposits(&self.chain, &found).await?;
+                    }
+                }
+                Err(e) if e.is_not_found() => {} // left the mempool meanwhile
+                Err(e) => return Err(EngineError::Chain(e)),
+            }
+        }
+        self.mempool_known = mempool.clone();
+
+        // Confirmations, credits, reversals, drops.
+        for d in store.open_deposits(&self.chain, MAX_OPEN_DEPOSITS).await? {
+            let net_credited = d.credits > d.reversals;
+            match d.block_height {
+                None if net_credited => {
+                    self.reverse(&d).await?;
+                    report.reversed += 1;
+                }
+                None => {
+                    if d.status == "seen" && !mempool.contains(&d.txid) {
+                        match self.adapter.transaction(&d.txid).await {
+                            Err(ChainError::Rpc { code: -5, .. }) => {
+                                tracing::info!(chain = %self.chain, txid = %d.txid, "deposit left the mempool unconfirmed (double-spent or evicted)");
+                                store.mark_deposit_dropped(d.id).await?;
+                            }
+                            Err(e) => return Err(EngineError::Chain(e)),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                Some(block_height) => {
+                    let confirmations = (height as i64 - block_height + 1).max(0);
+                    if !net_credited && confirmations >= i64::from(self.currency.confirmations.max(1)) {
+                        self.credit(&d, confirmations).await?;
+                        report.credited += 1;
+                    } else {
+                        store.set_deposit_confirmations(d.id, confirmations).await?;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn keep_blocks(&self) -> u64 {
+        self.settings.max_reorg_depth + 16
+    }
+
+    async fn credit(&self, d: &DepositRow, confirmations: i64) -> Result<(), EngineError> {
+        let k = d.credits + 1;
+        let code = self.currency.code.clone();
+        let ledger = &self.engine.ledger;
+        let hot = ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+        let below_minimum = d.amount_units < self.currency.min_receive.units();
+        let to = if below_minimum {
+            // Too small to credit: the value stays booked, as dust.
+            ledger.account(&AccountKey::System { account: SystemAccount::Dust, currency: code.clone() }).await?
+        } else {
+            ledger.account(&AccountKey::Merchant { merchant: MerchantId(d.merchant_id), currency: code.clone() }).await?
+        };
+        let mut legs = vec![Leg { from: hot, to, currency: code.clone(), units: d.amount_units }];
+        let fee = self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units);
+        if fee > 0 && !below_minimum {
+            let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+            legs.push(Leg { from: to, to: fees, currency: code.clone(), units: fee });
+        }
+        if d.amount_units > 0 {
+            let memo = serde_json::json!({"type": "deposit", "deposit_id": d.id, "txid": d.txid, "vout": d.vout,
+                "below_minimum": below_minimum})
+            .to_string();
+            ledger.submit(TxRequest { idempotency_key: format!("deposit:{}:credit:{k}", d.id), action: Action::Transfer(legs), memo }).await?;
+        }
+        self.engine.store.mark_deposit_credited(d.id, k, confirmations).await?;
+        tracing::info!(chain = %self.chain, deposit = d.id, txid = %d.txid, amount_units = d.amount_units, confirmations, "deposit credited");
+        Ok(())
+    }
+
+    /// Takes back a credit whose block left the best chain. What the merchant no longer
+    /// holds is booked against suspense for the operator to settle.
+    async fn reverse(&self, d: &DepositRow) -> Result<(), EngineError> {
+        let k = d.reversals + 1;
+        let code = self.currency.code.clone();
+        let ledger = &self.engine.ledger;
+        let hot = ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+        let below_minimum = d.amount_units < self.currency.min_receive.units();
+        let owner = if below_minimum {
+            ledger.account(&AccountKey::System { account: SystemAccount::Dust, currency: code.clone() }).await?
+        } else {
+            ledger.account(&AccountKey::Merchant { merchant: MerchantId(d.merchant_id), currency: code.clone() }).await?
+        };
+        let fee = if below_minimum { 0 } else { self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units) };
+        let credited = d.amount_units - fee;
+        let key = format!("deposit:{}:reversal:{k}", d.id);
+        let memo = serde_json::json!({"type": "deposit_reversal", "deposit_id": d.id, "txid": d.txid, "vout": d.vout}).to_string();
+        let mut legs = Vec::new();
+        if credited > 0 {
+            legs.push(Leg { from: owner, to: hot, currency: code.clone(), units: credited });
+        }
+        if fee > 0 {
+            let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+            legs.push(Leg { from: fees, to: hot, currency: code.clone(), units: fee });
+        }
+        if !legs.is_empty() {
+            // Both forms share one key: after a crash, a retry of the full form either
+            // replays it or conflicts with the split form already booked; either way done.
+            let first = ledger.submit(TxRequest { idempotency_key: key.clone(), action: Action::Transfer(legs.clone()), memo: memo.clone() }).await;
+            if let Err(EngineError::Ledger(LedgerError::IdempotencyConflict { .. })) = first {
+                // Booked earlier in its split form.
+            } else if let Err(EngineError::Ledger(LedgerError::InsufficientFunds { account, available, .. })) = first {
+                // The owner already spent some of it: take what is there, the rest from suspense.
+                let suspense = ledger.account(&AccountKey::System { account: SystemAccount::Suspense, currency: code.clone() }).await?;
+                let available = available.max(0);
+                let mut split = Vec::new();
+                for leg in legs {
+                    if leg.from == account && leg.units > available {
+                        if available > 0 {
+                            split.push(Leg { units: available, ..leg.clone() });
+                        }
+                        split.push(Leg { from: suspense, units: leg.units - available, ..leg });
+                    } else {
+                        split.push(leg);
+                    }
+                }
+                tracing::error!(chain = %self.chain, deposit = d.id, "reversed deposit was partly spent; the shortfall is booked to suspense");
+                ledger.submit(TxRequest { idempotency_key: key, action: Action::Transfer(split), memo }).await?;
+            } else {
+                first?;
+            }
+        }
+        self.engine.store.mark_deposit_reversed(d.id, k).await?;
+        tracing::warn!(chain = %self.chain, deposit = d.id, txid = %d.txid, "credited deposit reorged out; credit reversed");
+        Ok(())
+    }
+}
+
+/// Starts a watcher task per configured chain; they stop when `shutdown` turns true.
+pub fn spawn_watchers(engine: &Engine, shutdown: watch::Receiver<bool>) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+    let mut handles = Vec::new();
+    for name in engine.chains.names() {
+        let watcher = Watcher::new(engine.clone(), name)?;
+        let wake = engine.chains.get(name).expect("listed").wake.clone();
+        handles.push(tokio::spawn(watcher.run(wake, shutdown.clone())));
+    }
+    Ok(handles)
+}
+
+/// A default poll interval suitable for tests and regtest.
+pub const FAST_POLL: Duration = Duration::from_millis(200);

@@ -1,0 +1,447 @@
+//! Chain scanning state, deposit addresses and deposits.
+
+use kassa_core::ledger::MerchantId;
+
+use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store};
+
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct DepositAddressRow {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub user_id: Option<i64>,
+    pub currency: String,
+    pub chain: String,
+    pub address: String,
+    pub label: Option<String>,
+    pub foreign_id: Option<String>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDepositAddress {
+    pub merchant: MerchantId,
+    pub user_id: Option<i64>,
+    pub currency: String,
+    pub chain: String,
+    pub address: String,
+    pub label: Option<String>,
+    pub foreign_id: Option<String>,
+}
+
+/// An output paying a watched address, as the scanner found it.
+#[derive(Clone, Debug)]
+pub struct FoundDeposit {
+    pub currency: String,
+    pub txid: String,
+    pub vout: u32,
+    pub address_id: i64,
+    pub merchant_id: i64,
+    pub amount_units: i128,
+    pub dust_units: i128,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepositRow {
+    pub id: i64,
+    pub chain: String,
+    pub currency: String,
+    pub txid: String,
+    pub vout: i64,
+    pub address_id: i64,
+    pub address: String,
+    pub merchant_id: i64,
+    pub amount_units: i128,
+    pub dust_units: i128,
+    pub status: String,
+    pub block_height: Option<i64>,
+    pub block_hash: Option<String>,
+    pub confirmations: i64,
+    pub credits: i64,
+    pub reversals: i64,
+    pub first_seen_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DepositQuery {
+    pub merchant: Option<MerchantId>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+const DEPOSIT_COLUMNS: &str = "SELECT d.id, d.chain, d.currency, d.txid, d.vout, d.address_id, a.address, d.merchant_id,
+        CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.dust_units AS TEXT) AS dust_units, d.status, d.block_height, d.block_hash,
+        d.confirmations, d.credits, d.reversals, d.first_seen_at_ms, d.updated_at_ms
+     FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id";
+
+#[derive(sqlx::FromRow)]
+struct DepositTuple {
+    id: i64,
+    chain: String,
+    currency: String,
+    txid: String,
+    vout: i64,
+    address_id: i64,
+    address: String,
+    merchant_id: i64,
+    amount_units: String,
+    dust_units: String,
+    status: String,
+    block_height: Option<i64>,
+    block_hash: Option<String>,
+    confirmations: i64,
+    credits: i64,
+    reversals: i64,
+    first_seen_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
+    Ok(DepositRow {
+        id: t.id,
+        chain: t.chain,
+        currency: t.currency,
+        txid: t.txid,
+        vout: t.vout,
+        address_id: t.address_id,
+        address: t.address,
+        merchant_id: t.merchant_id,
+        amount_units: parse_units(&t.amount_units, "deposit amount")?,
+        dust_units: parse_units(&t.dust_units, "deposit dust")?,
+        status: t.status,
+        block_height: t.block_height,
+        block_hash: t.block_hash,
+        confirmations: t.confirmations,
+        credits: t.credits,
+        reversals: t.reversals,
+        first_seen_at_ms: t.first_seen_at_ms,
+        updated_at_ms: t.updated_at_ms,
+    })
+}
+
+impl Store {
+    fn numeric(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => "::numeric",
+        }
+    }
+
+    pub async fn insert_deposit_address(&self, a: &NewDepositAddress) -> Result<DepositAddressRow> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "INSERT INTO deposit_addresses (merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 RETURNING id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms")
+            .bind(a.merchant.0)
+            .bind(a.user_id)
+            .bind(&a.currency)
+            .bind(&a.chain)
+            .bind(&a.address)
+            .bind(&a.label)
+            .bind(&a.foreign_id)
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await
+            .map_err(|e| duplicate_as(e, "a deposit address with this foreign_id"))?))
+    }
+
+    pub async fn deposit_address_by_foreign_id(&self, merchant: MerchantId, currency: &str, foreign_id: &str) -> Result<Option<DepositAddressRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms
+                 FROM deposit_addresses WHERE merchant_id = $1 AND currency = $2 AND foreign_id = $3")
+            .bind(merchant.0)
+            .bind(currency)
+            .bind(foreign_id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Addresses of `chain` with an id above `after_id`, oldest first (the watcher's refresh).
+    pub async fn deposit_addresses_after(&self, chain: &str, after_id: i64, limit: u32) -> Result<Vec<DepositAddressRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms
+                 FROM deposit_addresses WHERE chain = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(chain)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// The highest scanned block of a chain.
+    pub async fn chain_checkpoint(&self, chain: &str) -> Result<Option<(u64, String)>> {
+        let row: Option<(i64, String)> = on_pool!(self, pool => sqlx::query_as(
+                "SELECT height, hash FROM chain_blocks WHERE chain = $1 ORDER BY height DESC LIMIT 1")
+            .bind(chain)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|(h, hash)| (h as u64, hash)))
+    }
+
+    pub async fn chain_block_hash(&self, chain: &str, height: u64) -> Result<Option<String>> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT hash FROM chain_blocks WHERE chain = $1 AND height = $2")
+            .bind(chain)
+            .bind(height as i64)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Records one scanned block and the deposits it carries, in one database
+    /// transaction, so a crash leaves either all of it or none. Re-recording a block
+    /// only refreshes its deposits' block data.
+    pub async fn record_block(&self, chain: &str, height: u64, hash: &str, found: &[FoundDeposit], keep_blocks: u64) -> Result<()> {
+        let now = now_ms();
+        let upsert = format!(
+            "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
+                 block_height, block_hash, confirmations, first_seen_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, 'confirming', $9, $10, 0, $11, $11)
+             ON CONFLICT (chain, txid, vout) DO UPDATE SET block_height = excluded.block_height,
+                 block_hash = excluded.block_hash,
+                 status = CASE WHEN deposits.credits > deposits.reversals THEN 'credited' ELSE 'confirming' END,
+                 updated_at_ms = excluded.updated_at_ms",
+            n = self.numeric()
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for d in found {
+                sqlx::query(&upsert)
+                    .bind(chain)
+                    .bind(&d.currency)
+                    .bind(&d.txid)
+                    .bind(i64::from(d.vout))
+                    .bind(d.address_id)
+                    .bind(d.merchant_id)
+                    .bind(d.amount_units.to_string())
+                    .bind(d.dust_units.to_string())
+                    .bind(height as i64)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO chain_blocks (chain, height, hash) VALUES ($1, $2, $3)
+                         ON CONFLICT (chain, height) DO UPDATE SET hash = excluded.hash")
+                .bind(chain)
+                .bind(height as i64)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM chain_blocks WHERE chain = $1 AND height < $2")
+                .bind(chain)
+                .bind(height as i64 - keep_blocks as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Sets the starting checkpoint of a chain never scanned before.
+    pub async fn init_chain_checkpoint(&self, chain: &str, height: u64, hash: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("INSERT INTO chain_blocks (chain, height, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(chain)
+                .bind(height as i64)
+                .bind(hash)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets blocks above `fork_height` (a reorg): their deposits lose their block.
+    pub async fn rollback_blocks(&self, chain: &str, fork_height: u64) -> Result<u64> {
+        let n = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE deposits SET block_height = NULL, block_hash = NULL, confirmations = 0,
+                     status = CASE WHEN credits > reversals THEN 'credited' ELSE 'seen' END, updated_at_ms = $3
+                 WHERE chain = $1 AND block_height > $2")
+                .bind(chain)
+                .bind(fork_height as i64)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM chain_blocks WHERE chain = $1 AND height > $2")
+                .bind(chain)
+                .bind(fork_height as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
+    }
+
+    /// Outputs seen in the mempool (known ones are left as they are).
+    pub async fn record_mempool_deposits(&self, chain: &str, found: &[FoundDeposit]) -> Result<()> {
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
+                 confirmations, first_seen_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, 'seen', 0, $9, $9)
+             ON CONFLICT (chain, txid, vout) DO UPDATE SET
+                 status = CASE WHEN deposits.status = 'dropped' THEN 'seen' ELSE deposits.status END
+             ",
+            n = self.numeric()
+        );
+        for d in found {
+            on_pool!(self, pool => {
+                sqlx::query(&sql)
+                    .bind(chain)
+                    .bind(&d.currency)
+                    .bind(&d.txid)
+                    .bind(i64::from(d.vout))
+                    .bind(d.address_id)
+                    .bind(d.merchant_id)
+                    .bind(d.amount_units.to_string())
+                    .bind(d.dust_units.to_string())
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Deposits of a chain that may still change: not yet credited, credited but
+    /// without a block (reorged out), or credited and not yet past `final_depth`.
+    pub async fn open_deposits(&self, chain: &str, limit: u32) -> Result<Vec<DepositRow>> {
+        let sql = format!(
+            "{DEPOSIT_COLUMNS} WHERE d.chain = $1 AND (d.status IN ('seen', 'confirming')
+                 OR (d.status = 'credited' AND d.block_height IS NULL)) ORDER BY d.id LIMIT $2"
+        );
+        let rows: Vec<DepositTuple> = on_pool!(self, pool => sqlx::query_as(&sql).bind(chain).bind(i64::from(limit)).fetch_all(pool).await?);
+        rows.into_iter().map(deposit_from).collect()
+    }
+
+    pub async fn set_deposit_confirmations(&self, id: i64, confirmations: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deposits SET confirmations = $1, updated_at_ms = $2 WHERE id = $3 AND confirmations <> $1")
+            .bind(confirmations)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records credit number `k` (1-based); a repeat is a no-op.
+    pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE deposits SET credits = $1, status = 'credited', confirmations = $2, updated_at_ms = $3
+                 WHERE id = $4 AND credits = $1 - 1")
+            .bind(k)
+            .bind(confirmations)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records reversal number `k` (1-based); a repeat is a no-op.
+    pub async fn mark_deposit_reversed(&self, id: i64, k: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE deposits SET reversals = $1, status = CASE WHEN block_height IS NULL THEN 'reversed' ELSE 'confirming' END,
+                     updated_at_ms = $2
+                 WHERE id = $3 AND reversals = $1 - 1")
+            .bind(k)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn mark_deposit_dropped(&self, id: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE deposits SET status = 'dropped', updated_at_ms = $1 WHERE id = $2 AND status = 'seen'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn deposits(&self, q: &DepositQuery) -> Result<Vec<DepositRow>> {
+        let sql = format!(
+            "{DEPOSIT_COLUMNS} WHERE ($1 IS NULL OR d.merchant_id = $1) AND ($2 IS NULL OR d.currency = $2)
+                 AND ($3 IS NULL OR d.status = $3) AND ($4 IS NULL OR d.id < $4)
+             ORDER BY d.id DESC LIMIT $5"
+        );
+        let rows: Vec<DepositTuple> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(q.merchant.map(|m| m.0))
+            .bind(&q.currency)
+            .bind(&q.status)
+            .bind(q.before_id)
+            .bind(i64::from(q.limit))
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(deposit_from).collect()
+    }
+
+    /// Stops a chain (a reorg deeper than allowed): crediting and sending halt until an
+    /// operator resumes it.
+    pub async fn halt_chain(&self, chain: &str, reason: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO chain_state (chain, halted_reason, halted_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain) DO UPDATE SET halted_reason = excluded.halted_reason, halted_at_ms = excluded.halted_at_ms")
+            .bind(chain)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn chain_halted(&self, chain: &str) -> Result<Option<String>> {
+        let r: Option<Option<String>> = on_pool!(self, pool => sqlx::query_scalar("SELECT halted_reason FROM chain_state WHERE chain = $1")
+            .bind(chain)
+            .fetch_optional(pool)
+            .await?);
+        Ok(r.flatten())
+    }
+
+    pub async fn resume_chain(&self, chain: &str) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE chain_state SET halted_reason = NULL, halted_at_ms = NULL WHERE chain = $1 AND halted_reason IS NOT NULL")
+            .bind(chain)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Takes or renews the lease that makes one instance the scanner of `chain`.
+    pub async fn acquire_chain_lease(&self, chain: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let n = on_pool!(self, pool => {
+            sqlx::query("INSERT INTO chain_state (chain) VALUES ($1) ON CONFLICT (chain) DO NOTHING")
+                .bind(chain)
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "UPDATE chain_state SET lease_owner = $1, lease_until_ms = $2
+                 WHERE chain = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until_ms < $4)")
+                .bind(owner)
+                .bind(now + ttl_ms)
+                .bind(chain)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+}
