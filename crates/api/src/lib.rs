@@ -3,6 +3,7 @@
 //! routers together with health, readiness, metrics, request ids, logging and limits.
 
 mod health;
+mod hooks;
 mod middleware;
 pub mod native;
 
@@ -20,11 +21,13 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// Time allowed to answer one request.
     pub request_timeout: Duration,
+    /// Token node hooks must present; hooks are refused without one.
+    pub hook_token: Option<String>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None }
     }
 }
 
@@ -33,6 +36,7 @@ impl Default for HttpOptions {
 pub struct AppState {
     pub engine: Engine,
     pub metrics: PrometheusHandle,
+    pub hook_token: Option<std::sync::Arc<str>>,
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -56,7 +60,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The complete application router.
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
-    let state = AppState { engine, metrics: metrics_handle() };
-    let routes = Router::new().merge(health::router()).nest("/kassa/v1", native::router());
+    let state = AppState { engine, metrics: metrics_handle(), hook_token: options.hook_token.as_deref().map(Into::into) };
+    let routes = Router::new().merge(health::router()).merge(hooks::router()).nest("/kassa/v1", native::router());
     middleware::wrap(routes.with_state(state), options)
 }

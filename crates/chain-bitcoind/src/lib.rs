@@ -213,6 +213,10 @@ impl ChainAdapter for Bitcoind {
         DECIMALS
     }
 
+    async fn prepare(&self) -> Result<()> {
+        self.ensure_wallet().await
+    }
+
     fn validate_address(&self, text: &str) -> Result<String, String> {
         address::parse(text, self.cfg.coin, self.cfg.network).map(|a| a.to_string()).map_err(|e| e.to_string())
     }

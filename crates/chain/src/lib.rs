@@ -123,6 +123,11 @@ pub trait ChainAdapter: Send + Sync {
     /// Decimals of the chain's smallest unit (8 for the Bitcoin family).
     fn decimals(&self) -> u8;
 
+    /// Gets the node ready for Kassa (e.g. loads or creates its wallet). Idempotent.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Checks an address locally (checksums, network, coin). Returns its canonical form.
     fn validate_address(&self, address: &str) -> Result<String, String>;
 

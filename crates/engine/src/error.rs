@@ -26,6 +26,12 @@ pub enum EngineError {
     LedgerStopped,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    ChainHalted(String),
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
     #[error("chain {0} is not configured")]
     ChainNotConfigured(String),
     #[error("chain: {0}")]

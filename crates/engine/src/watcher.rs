@@ -54,6 +54,7 @@ pub struct Watcher {
     addresses: HashMap<Box<str>, Watched>,
     last_address_id: i64,
     mempool_known: HashSet<String>,
+    prepared: bool,
 }
 
 impl Watcher {
@@ -75,6 +76,7 @@ impl Watcher {
             addresses: HashMap::new(),
             last_address_id: 0,
             mempool_known: HashSet::new(),
+            prepared: false,
         })
     }
 
@@ -150,6 +152,10 @@ impl Watcher {
             report.halted = true;
             metrics::gauge!("kassa_chain_halted", "chain" => self.chain.clone()).set(1.0);
             return Ok(report);
+        }
+        if !self.prepared {
+            self.adapter.prepare().await.map_err(EngineError::Chain)?;
+            self.prepared = true;
         }
         self.refresh_addresses().await?;
         let chain_err = EngineError::Chain;

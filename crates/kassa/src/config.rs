@@ -45,6 +45,77 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub currencies: BTreeMap<String, CurrencyConfig>,
+    /// Chains and their nodes, by name (the `chain` of a currency).
+    #[serde(default)]
+    pub chains: BTreeMap<String, ChainConfig>,
+    /// Secret that node hooks (`-walletnotify`, `-blocknotify`) present to
+    /// `POST /hooks/chain/NAME?token=…`; hooks are refused while it is unset.
+    #[serde(default)]
+    pub hook_token: Option<String>,
+    #[serde(default)]
+    pub withdrawals: WithdrawalsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalsConfig {
+    /// How often the broadcaster looks for due withdrawals and confirmations.
+    #[serde(default = "default_broadcast_poll")]
+    pub poll_interval_ms: u64,
+    /// Low-priority withdrawals wait this long to share one transaction.
+    #[serde(default = "default_batch_window")]
+    pub batch_window_secs: u64,
+}
+
+impl Default for WithdrawalsConfig {
+    fn default() -> Self {
+        Self { poll_interval_ms: default_broadcast_poll(), batch_window_secs: default_batch_window() }
+    }
+}
+
+fn default_broadcast_poll() -> u64 {
+    2000
+}
+fn default_batch_window() -> u64 {
+    300
+}
+
+/// One `[chains.NAME]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// `bitcoind`: Bitcoin Core's JSON-RPC (bitcoind, litecoind, dogecoind).
+    pub kind: String,
+    pub coin: String,
+    pub network: String,
+    pub rpc_url: String,
+    pub rpc_user: String,
+    pub rpc_password: String,
+    #[serde(default = "default_wallet")]
+    pub wallet: String,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_reorg")]
+    pub max_reorg_depth: u64,
+    #[serde(default)]
+    pub start_height: Option<u64>,
+    #[serde(default)]
+    pub conf_targets: kassa_chain_bitcoind::ConfTargets,
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_secs: u64,
+}
+
+fn default_wallet() -> String {
+    "kassa".into()
+}
+fn default_poll_ms() -> u64 {
+    5000
+}
+fn default_reorg() -> u64 {
+    10
+}
+fn default_rpc_timeout() -> u64 {
+    30
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -181,6 +252,36 @@ impl Config {
             bail!("ledger.queue_capacity: must be at least 1");
         }
         let currencies = validate_currencies(&self.currencies).map_err(|e| anyhow!("{e}"))?;
+        for (name, chain) in &self.chains {
+            let key = |k: &str| format!("chains.{name}.{k}");
+            if chain.kind != "bitcoind" {
+                bail!("{}: {:?} is not a supported chain kind (bitcoind)", key("kind"), chain.kind);
+            }
+            chain.coin.parse::<kassa_chain_bitcoind::Coin>().map_err(|e| anyhow!("{}: {e}", key("coin")))?;
+            chain.network.parse::<kassa_chain_bitcoind::Network>().map_err(|e| anyhow!("{}: {e}", key("network")))?;
+            if !(chain.rpc_url.starts_with("http://") || chain.rpc_url.starts_with("https://")) {
+                bail!("{}: must be an http:// or https:// URL", key("rpc_url"));
+            }
+            if !(100..=3_600_000).contains(&chain.poll_interval_ms) {
+                bail!("{}: must be 100-3600000", key("poll_interval_ms"));
+            }
+            if !(1..=1000).contains(&chain.max_reorg_depth) {
+                bail!("{}: must be 1-1000", key("max_reorg_depth"));
+            }
+            let carried = currencies.iter().filter(|c| c.chain.as_deref() == Some(name.as_str())).count();
+            if carried != 1 {
+                bail!("chains.{name}: exactly one currency must name chain {name:?} (found {carried})");
+            }
+        }
+        if !(100..=3_600_000).contains(&self.withdrawals.poll_interval_ms) {
+            bail!("withdrawals.poll_interval_ms: must be 100-3600000");
+        }
+        if self.withdrawals.batch_window_secs > 86_400 {
+            bail!("withdrawals.batch_window_secs: must be at most 86400");
+        }
+        if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
+            bail!("hook_token: must be at least 16 characters");
+        }
         Ok(Settings { listen, currencies: Currencies::new(currencies), path: path.to_path_buf(), config: self })
     }
 }
@@ -198,7 +299,34 @@ impl Settings {
         kassa_api::HttpOptions {
             max_body_bytes: self.config.http.max_body_bytes,
             request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
+            hook_token: self.config.hook_token.clone(),
         }
+    }
+
+    /// The chain adapters and their watch settings.
+    pub fn chains(&self) -> kassa_engine::chains::Chains {
+        let mut chains = kassa_engine::chains::Chains::default();
+        for (name, c) in &self.config.chains {
+            let adapter = kassa_chain_bitcoind::Bitcoind::new(kassa_chain_bitcoind::BitcoindConfig {
+                chain: name.clone(),
+                coin: c.coin.parse().expect("validated"),
+                network: c.network.parse().expect("validated"),
+                rpc_url: c.rpc_url.clone(),
+                rpc_user: c.rpc_user.clone(),
+                rpc_password: c.rpc_password.clone(),
+                wallet: c.wallet.clone(),
+                conf_targets: c.conf_targets.clone(),
+                timeout: Duration::from_secs(c.rpc_timeout_secs),
+            });
+            let settings = kassa_engine::chains::ChainSettings {
+                poll_interval: Duration::from_millis(c.poll_interval_ms),
+                max_reorg_depth: c.max_reorg_depth,
+                start_height: c.start_height,
+                ..Default::default()
+            };
+            chains.add(std::sync::Arc::new(adapter), settings);
+        }
+        chains
     }
 
     /// The master key: from `master_key` (env), else `master_key_file`, else in dev

@@ -33,7 +33,14 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         tracing::info!(applied, backend = store.backend().as_str(), "database migrated");
     }
     let master_key = settings.master_key()?;
-    Ok(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()))
+    for c in settings.currencies.all() {
+        if let Some(chain) = &c.chain {
+            if settings.config.chains.get(chain).is_none() {
+                tracing::warn!(currency = %c.code, chain, "no [chains.{chain}] configured: {} exists in the ledger only", c.code);
+            }
+        }
+    }
+    Ok(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()).with_chains(settings.chains()))
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
@@ -43,6 +50,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 
 async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCode> {
     let store = engine.store.clone();
+    let (workers_stop, workers_stopping) = tokio::sync::watch::channel(false);
+    let mut workers = kassa_engine::watcher::spawn_watchers(&engine, workers_stopping.clone())?;
+    workers.extend(kassa_engine::withdrawals::spawn_broadcasters(
+        &engine,
+        Duration::from_millis(settings.config.withdrawals.poll_interval_ms),
+        Duration::from_secs(settings.config.withdrawals.batch_window_secs),
+        workers_stopping,
+    )?);
     let app = kassa_api::app(engine, &settings.http_options());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -65,6 +80,10 @@ async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCod
             let _ = stopping.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace expired with requests in flight"),
+    }
+    let _ = workers_stop.send(true);
+    for w in workers {
+        let _ = tokio::time::timeout(grace, w).await;
     }
     store.close().await;
     tracing::info!("stopped");

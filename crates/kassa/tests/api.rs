@@ -149,7 +149,7 @@ async fn malformed_requests_get_clear_errors(backend: Backend) {
         ("/kassa/v1/history?limit=abc", "limit must be an integer from 1 to 500"),
         ("/kassa/v1/history?limit=0", "limit must be"),
         ("/kassa/v1/history?limit=100000", "limit must be"),
-        ("/kassa/v1/history?before=-4", "before must be a positive entry id"),
+        ("/kassa/v1/history?before=-4", "before must be a positive id"),
         ("/kassa/v1/history?colour=red", "unknown query parameter \"colour\""),
         ("/kassa/v1/history?currency=DOGE", "unknown currency \"DOGE\""),
     ] {

@@ -122,7 +122,7 @@ fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
 }
 
 impl Store {
-    fn numeric(&self) -> &'static str {
+    pub(crate) fn numeric(&self) -> &'static str {
         match self.db {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "::numeric",

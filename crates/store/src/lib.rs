@@ -6,6 +6,7 @@
 mod deposits;
 mod ledger;
 mod merchants;
+mod withdrawals;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub use ledger::{
 };
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
+pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -49,7 +49,9 @@ impl From<EngineError> for ApiError {
             EngineError::MerchantNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::MerchantBlocked(_) => (StatusCode::FORBIDDEN, "forbidden"),
             EngineError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            EngineError::ChainNotConfigured(_) => (StatusCode::BAD_REQUEST, "currency_unavailable"),
+            EngineError::ChainNotConfigured(_) | EngineError::ChainHalted(_) => (StatusCode::SERVICE_UNAVAILABLE, "currency_unavailable"),
+            EngineError::LimitReached(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
+            EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             EngineError::Chain(_) => {
                 tracing::error!(error = %e, "chain node error");
                 return Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "node_unavailable", message: "the currency's node is not answering; try again later".into() };

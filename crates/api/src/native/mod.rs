@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use kassa_engine::merchants::{Dialect, Principal, Scope};
 use kassa_store::HistoryQuery;
@@ -29,6 +29,154 @@ pub fn router() -> Router<AppState> {
         .route("/currencies", get(currencies))
         .route("/balances", get(balances))
         .route("/history", get(history))
+        .route("/addresses", post(create_address))
+        .route("/deposits", get(deposits))
+        .route("/withdrawals", post(create_withdrawal).get(list_withdrawals))
+        .route("/withdrawals/{id}", get(get_withdrawal))
+}
+
+async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Withdraw)?;
+    body.only(&["currency", "address", "amount", "priority", "idempotency_key"])?;
+    let amount = match body.0.get("amount") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(ApiError::bad_request("amount must be a decimal string or number")),
+        None => return Err(ApiError::bad_request("amount is required")),
+    };
+    let priority = match body.string("priority")? {
+        Some(p) => kassa_chain::Priority::parse(&p).ok_or_else(|| ApiError::bad_request("priority must be low, medium or high"))?,
+        None => kassa_chain::Priority::Medium,
+    };
+    let w = state
+        .engine
+        .request_withdrawal(kassa_engine::withdrawals::WithdrawalRequest {
+            merchant: who.merchant,
+            currency: body.required("currency")?,
+            address: body.required("address")?,
+            amount,
+            priority,
+            idempotency_key: body.required("idempotency_key")?,
+        })
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(w))))
+}
+
+async fn get_withdrawal(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let id: i64 = id.parse().map_err(|_| ApiError { status: axum::http::StatusCode::NOT_FOUND, code: "not_found", message: "withdrawal not found".into() })?;
+    Ok(Json(json!(state.engine.withdrawal(who.merchant, id).await?)))
+}
+
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (before, limit) = page_params(&params, &["currency", "status", "before", "limit"])?;
+    let list = state
+        .engine
+        .withdrawals(kassa_store::WithdrawalQuery {
+            merchant: Some(who.merchant),
+            currency: params.get("currency").cloned(),
+            status: params.get("status").cloned(),
+            before_id: before,
+            limit,
+        })
+        .await?;
+    let next = if list.len() == limit as usize { list.last().map(|w| w.id) } else { None };
+    Ok(Json(json!({ "withdrawals": list, "next_before": next })))
+}
+
+/// A JSON object body, parsed with errors in this API's format. Unknown fields are
+/// refused so a misspelt option is not silently ignored.
+pub struct JsonObject(pub serde_json::Map<String, serde_json::Value>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => Ok(JsonObject(map)),
+            Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+            Err(e) => Err(ApiError::bad_request(format!("the body is not valid JSON: {e}"))),
+        }
+    }
+}
+
+impl JsonObject {
+    fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::bad_request(format!("unknown field {k:?} (expected one of {})", allowed.join(", ")))),
+            None => Ok(()),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<String, ApiError> {
+        self.string(key)?.ok_or_else(|| ApiError::bad_request(format!("{key} is required")))
+    }
+}
+
+fn page_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(Option<i64>, u32), ApiError> {
+    for key in params.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!("unknown query parameter {key:?} (expected {})", allowed.join(", "))));
+        }
+    }
+    let limit = match params.get("limit") {
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}")))?,
+        None => 100,
+    };
+    let before = match params.get("before") {
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::bad_request("before must be a positive id"))?),
+        None => None,
+    };
+    Ok((before, limit))
+}
+
+async fn create_address(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Receive)?;
+    body.only(&["currency", "label", "foreign_id"])?;
+    let currency = body.required("currency")?;
+    let address = state.engine.create_deposit_address(who.merchant, &currency, body.string("label")?, body.string("foreign_id")?).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(address))))
+}
+
+async fn deposits(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (before, limit) = page_params(&params, &["currency", "status", "before", "limit"])?;
+    let list = state
+        .engine
+        .deposits(kassa_store::DepositQuery {
+            merchant: Some(who.merchant),
+            currency: params.get("currency").cloned(),
+            status: params.get("status").cloned(),
+            before_id: before,
+            limit,
+        })
+        .await?;
+    let next = if list.len() == limit as usize { list.last().map(|d| d.id) } else { None };
+    Ok(Json(json!({ "deposits": list, "next_before": next })))
 }
 
 /// The authenticated merchant of a request.
@@ -104,23 +252,7 @@ async fn history(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    for key in params.keys() {
-        if !["currency", "before", "limit"].contains(&key.as_str()) {
-            return Err(ApiError::bad_request(format!("unknown query parameter {key:?} (expected currency, before, limit)")));
-        }
-    }
-    let limit = match params.get("limit") {
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}")))?,
-        None => 100,
-    };
-    let before = match params.get("before") {
-        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::bad_request("before must be a positive entry id"))?),
-        None => None,
-    };
+    let (before, limit) = page_params(&params, &["currency", "before", "limit"])?;
     let lines = state
         .engine
         .history(HistoryQuery { merchant: who.merchant, user: None, currency: params.get("currency").cloned(), before_entry: before, limit })

@@ -1,0 +1,428 @@
+//! Withdrawals: request → checks (address, amount limits, daily count, balance with
+//! fee) → hold → queue → broadcaster → txid recorded → confirmations → confirmed.
+//! Failures void the hold.
+//!
+//! Exactly once across crashes: the payout transaction is signed and stored (txid and
+//! raw bytes) before it is broadcast. After a restart the broadcaster asks the node
+//! about a stored transaction and re-broadcasts the same bytes, never a new payment;
+//! a payout that was never signed goes back to the queue. A transaction replaced on
+//! the network (RBF) is matched by what it pays, not by its txid.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kassa_chain::{ChainAdapter, ChainError, Payment, Priority};
+use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxId, TxRequest};
+use kassa_core::{Currency, SignPolicy};
+use kassa_store::{NewWithdrawal, PayoutRow, StoreError, WithdrawalQuery, WithdrawalRow};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::adjustments::format_ms;
+use crate::{Engine, EngineError};
+
+/// Most withdrawals paid by one transaction.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Clone, Debug)]
+pub struct WithdrawalRequest {
+    pub merchant: MerchantId,
+    pub currency: String,
+    pub address: String,
+    pub amount: String,
+    pub priority: Priority,
+    /// The client's id for this withdrawal: a retry returns the original.
+    pub idempotency_key: String,
+}
+
+/// A withdrawal as merchants see it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub id: i64,
+    pub currency: String,
+    pub address: String,
+    pub amount: String,
+    pub fee: String,
+    pub priority: String,
+    pub idempotency_key: String,
+    pub status: String,
+    pub txid: Option<String>,
+    pub confirmations: i64,
+    pub failure: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Test-only fault injection: with `KASSATEST_CRASH_AT=<point>` in the environment the
+/// process aborts at that point of the withdrawal flow, as `kill -9` would.
+fn crash_point(point: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    if AT.get_or_init(|| std::env::var("KASSATEST_CRASH_AT").ok()).as_deref() == Some(point) {
+        eprintln!("KASSATEST_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
+
+fn request_hash(r: &WithdrawalRequest, address: &str, units: i128) -> Vec<u8> {
+    let text = format!("{}|{}|{}|{}", r.currency, address, units, r.priority.as_str());
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+impl Engine {
+    fn withdrawal_view(&self, w: WithdrawalRow) -> Result<Withdrawal, EngineError> {
+        let c = self.currencies.get(&w.currency)?;
+        Ok(Withdrawal {
+            id: w.id,
+            currency: w.currency.clone(),
+            address: w.address,
+            amount: c.amount(w.amount_units)?.to_string(),
+            fee: c.amount(w.fee_units)?.to_string(),
+            priority: w.priority,
+            idempotency_key: w.idempotency_key,
+            status: w.status,
+            txid: w.txid,
+            confirmations: w.confirmations,
+            failure: w.failure,
+            created_at: format_ms(w.created_at_ms),
+            updated_at: format_ms(w.updated_at_ms),
+        })
+    }
+
+    /// Requests a withdrawal; its amount plus fee is held at once.
+    pub async fn request_withdrawal(&self, r: WithdrawalRequest) -> Result<Withdrawal, EngineError> {
+        if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
+            return Err(EngineError::invalid("idempotency_key", "must be 1-200 characters"));
+        }
+        let currency = self.currencies.active(&r.currency)?.clone();
+        if !currency.can_send {
+            return Err(EngineError::invalid("currency", format!("{} cannot be sent", currency.code)));
+        }
+        let chain_name = currency.chain.clone().unwrap_or_default();
+        let chain = self.chains.get(&chain_name).ok_or_else(|| EngineError::ChainNotConfigured(chain_name.clone()))?;
+        if let Some(reason) = self.store.chain_halted(&chain_name).await? {
+            return Err(EngineError::ChainHalted(reason));
+        }
+        let address = chain.adapter.validate_address(r.address.trim()).map_err(|e| EngineError::invalid("address", e))?;
+        let amount = currency.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
+        if amount < currency.min_withdrawal {
+            return Err(EngineError::invalid("amount", format!("the minimum withdrawal is {} {}", currency.min_withdrawal, currency.code)));
+        }
+        if let Some(max) = currency.max_withdrawal {
+            if amount > max {
+                return Err(EngineError::invalid("amount", format!("the maximum withdrawal is {max} {}", currency.code)));
+            }
+        }
+        let hash = request_hash(&r, &address, amount.units());
+        if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
+            return self.replay(existing, &hash);
+        }
+        if let Some(max) = currency.max_withdrawals_per_day {
+            let midnight = (time::OffsetDateTime::now_utc().unix_timestamp() / 86_400) * 86_400 * 1000;
+            if self.store.count_withdrawals_since(r.merchant, currency.code.as_str(), midnight).await? >= i64::from(max) {
+                return Err(EngineError::LimitReached(format!("at most {max} {} withdrawals per day", currency.code)));
+            }
+        }
+        let fee = currency.fees.withdrawal.on(amount.units())?;
+        let inserted = self
+            .store
+            .insert_withdrawal(&NewWithdrawal {
+                merchant: r.merchant,
+                currency: currency.code.to_string(),
+                chain: chain_name.clone(),
+                address,
+                amount_units: amount.units(),
+                fee_units: fee,
+                priority: r.priority.as_str().to_string(),
+                idempotency_key: r.idempotency_key.clone(),
+                request_hash: hash.clone(),
+            })
+            .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(StoreError::Duplicate { .. }) => {
+                let existing = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
+                return self.replay(existing, &hash);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
+        self.hold_withdrawal(&row, &currency).await?;
+        crash_point("after_hold");
+        self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?)
+    }
+
+    fn replay(&self, existing: WithdrawalRow, hash: &[u8]) -> Result<Withdrawal, EngineError> {
+        if existing.request_hash != hash {
+            return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.idempotency_key }));
+        }
+        self.withdrawal_view(existing)
+    }
+
+    /// Holds amount + fee for a `requested` withdrawal and queues it; refused for
+    /// insufficient funds, the withdrawal is removed (nothing stays stored).
+    async fn hold_withdrawal(&self, w: &WithdrawalRow, currency: &Currency) -> Result<(), EngineError> {
+        let code = currency.code.clone();
+        let merchant = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(w.merchant_id), currency: code.clone() }).await?;
+        let hot = self.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+        let mut legs = vec![Leg { from: merchant, to: hot, currency: code.clone(), units: w.amount_units }];
+        if w.fee_units > 0 {
+            let fees = self.ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+            legs.push(Leg { from: merchant, to: fees, currency: code, units: w.fee_units });
+        }
+        let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address}).to_string();
+        match self.ledger.submit(TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo }).await {
+            Ok(outcome) => {
+                self.store.set_withdrawal_queued(w.id, outcome.tx_id.0).await?;
+                Ok(())
+            }
+            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                self.store.delete_requested_withdrawal(w.id).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn withdrawal(&self, merchant: MerchantId, id: i64) -> Result<Withdrawal, EngineError> {
+        match self.store.withdrawal(id).await? {
+            Some(w) if w.merchant_id == merchant.0 => self.withdrawal_view(w),
+            _ => Err(EngineError::NotFound("withdrawal")),
+        }
+    }
+
+    pub async fn withdrawals(&self, query: WithdrawalQuery) -> Result<Vec<Withdrawal>, EngineError> {
+        if let Some(c) = &query.currency {
+            self.currencies.get(c)?;
+        }
+        self.store.withdrawals(&query).await?.into_iter().map(|w| self.withdrawal_view(w)).collect()
+    }
+}
+
+/// Sends queued withdrawals of one chain and follows them to confirmation.
+pub struct Broadcaster {
+    engine: Engine,
+    adapter: Arc<dyn ChainAdapter>,
+    chain: String,
+    currency: Currency,
+    /// Low-priority withdrawals wait up to this long to share a transaction.
+    pub batch_window: Duration,
+}
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BroadcastReport {
+    pub payouts_sent: u64,
+    pub withdrawals_sent: u64,
+    pub confirmed: u64,
+    pub recovered: u64,
+}
+
+impl Broadcaster {
+    pub fn new(engine: Engine, chain: &str, batch_window: Duration) -> Result<Self, EngineError> {
+        let entry = engine.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
+        let currency = engine
+            .currencies
+            .all()
+            .find(|c| c.chain.as_deref() == Some(chain))
+            .cloned()
+            .ok_or_else(|| EngineError::invalid("chain", format!("no currency is carried by chain {chain}")))?;
+        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), currency, engine, batch_window })
+    }
+
+    pub async fn run(self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(chain = %self.chain, "broadcaster started");
+        loop {
+            match self.cycle().await {
+                Ok(r) if r != BroadcastReport::default() => {
+                    tracing::info!(chain = %self.chain, payouts = r.payouts_sent, withdrawals = r.withdrawals_sent,
+                        confirmed = r.confirmed, recovered = r.recovered, "broadcaster cycle");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(chain = %self.chain, error = %e, "broadcaster cycle failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                tracing::info!(chain = %self.chain, "broadcaster stopped");
+                return;
+            }
+        }
+    }
+
+    /// One pass: finish what a crash interrupted, send what is due, follow confirmations.
+    pub async fn cycle(&self) -> Result<BroadcastReport, EngineError> {
+        let mut report = BroadcastReport::default();
+        let store = &self.engine.store;
+        if store.chain_halted(&self.chain).await?.is_some() {
+            return Ok(report);
+        }
+        // Withdrawals whose hold a crash interrupted.
+        for w in store.withdrawals_in(&self.chain, &["requested"], 1000).await? {
+            let _ = self.engine.hold_withdrawal(&w, &self.currency).await;
+            report.recovered += 1;
+        }
+        // Payouts never signed: nothing left Kassa; their withdrawals return to the queue.
+        for p in store.payouts_in(&self.chain, &["preparing"]).await? {
+            store.abandon_payout(p.id, "interrupted before signing").await?;
+            report.recovered += 1;
+        }
+        // Signed payouts: broadcast the stored bytes (the node may already have them).
+        for p in store.payouts_in(&self.chain, &["signed"]).await? {
+            self.broadcast_signed(&p).await?;
+            report.recovered += 1;
+        }
+        self.send_due(&mut report).await?;
+        self.follow_broadcast(&mut report).await?;
+        Ok(report)
+    }
+
+    async fn send_due(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
+        let store = &self.engine.store;
+        let queued: Vec<WithdrawalRow> =
+            store.withdrawals_in(&self.chain, &["queued"], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let urgent = queued.iter().any(|w| w.priority != "low");
+        let oldest_low_due = queued.iter().any(|w| w.priority == "low" && now_ms - w.created_at_ms >= self.batch_window.as_millis() as i64);
+        if !urgent && !oldest_low_due && queued.len() < MAX_BATCH {
+            return Ok(()); // low priority waits for its batch window
+        }
+        // One transaction: distinct addresses only (a repeated address waits for the next).
+        let mut seen = HashSet::new();
+        let batch: Vec<&WithdrawalRow> = queued.iter().filter(|w| seen.insert(w.address.clone())).take(MAX_BATCH).collect();
+        let priority = batch.iter().map(|w| Priority::parse(&w.priority).unwrap_or(Priority::Medium)).max_by_key(|p| *p as u8).unwrap_or(Priority::Medium);
+        let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
+        let payout = store.create_payout(&self.chain, self.currency.code.as_str(), &ids).await?;
+        let payments: Vec<Payment> = batch.iter().map(|w| Payment { address: w.address.clone(), amount: w.amount_units }).collect();
+        let signed = match self.adapter.sign_payments(&payments, priority).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was sent: back to the queue, retried next cycle.
+                store.abandon_payout(payout, &e.to_string()).await?;
+                if matches!(e, ChainError::InsufficientFunds(_)) {
+                    tracing::error!(chain = %self.chain, error = %e, "ALERT: the hot wallet cannot pay queued withdrawals");
+                }
+                return Err(EngineError::Chain(e));
+            }
+        };
+        crash_point("after_sign");
+        let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(signed.vouts.iter().copied()).collect();
+        store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
+        crash_point("after_record_signed");
+        let row = store.payouts_in(&self.chain, &["signed"]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
+        self.broadcast_signed(&row).await?;
+        report.payouts_sent += 1;
+        report.withdrawals_sent += ids.len() as u64;
+        Ok(())
+    }
+
+    async fn broadcast_signed(&self, p: &PayoutRow) -> Result<(), EngineError> {
+        let (Some(txid), Some(raw)) = (&p.txid, &p.raw_hex) else {
+            return Err(EngineError::Store(StoreError::Corrupt(format!("signed payout {} has no transaction", p.id))));
+        };
+        match self.adapter.wallet_tx_status(txid).await {
+            Ok(_) => {} // the node has it already: broadcast before a crash
+            Err(e) if e.is_not_found() => {
+                self.adapter.broadcast(raw).await?;
+                crash_point("after_broadcast");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.engine.store.payout_broadcast(p.id, txid).await?;
+        tracing::info!(chain = %self.chain, payout = p.id, txid, "payout broadcast");
+        self.book_payout(p.id).await
+    }
+
+    /// Posts the holds of a broadcast payout and books its network fee (idempotent).
+    async fn book_payout(&self, payout: i64) -> Result<(), EngineError> {
+        let store = &self.engine.store;
+        for w in store.withdrawals_of_payout(payout).await? {
+            if w.hold_posted {
+                continue;
+            }
+            let hold = w.hold_tx_id.ok_or_else(|| EngineError::Store(StoreError::Corrupt(format!("withdrawal {} has no hold", w.id))))?;
+            let memo = serde_json::json!({"type": "withdrawal_sent", "withdrawal_id": w.id, "txid": w.txid}).to_string();
+            self.engine
+                .ledger
+                .submit(TxRequest { idempotency_key: format!("withdrawal:{}:post", w.id), action: Action::Post { hold: TxId(hold) }, memo })
+                .await?;
+            store.set_hold_posted(w.id).await?;
+        }
+        let p = store.payouts_in(&self.chain, &["broadcast", "confirmed"]).await?.into_iter().find(|p| p.id == payout);
+        if let Some(p) = p.filter(|p| !p.fee_booked) {
+            let fee = p.network_fee_units.unwrap_or(0);
+            if fee > 0 {
+                let code = self.currency.code.clone();
+                let (ledger_fee, _) = kassa_core::Amount::from_units(fee, self.adapter.decimals())?.rescale_down(self.currency.precision)?;
+                let network = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::NetworkFees, currency: code.clone() }).await?;
+                let hot = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+                let memo = serde_json::json!({"type": "network_fee", "payout_id": p.id, "txid": p.txid}).to_string();
+                if ledger_fee.units() > 0 {
+                    self.engine
+                        .ledger
+                        .submit(TxRequest {
+                            idempotency_key: format!("payout:{}:network_fee", p.id),
+                            action: Action::Transfer(vec![Leg { from: network, to: hot, currency: code, units: ledger_fee.units() }]),
+                            memo,
+                        })
+                        .await?;
+                }
+            }
+            store.set_payout_fee_booked(p.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn follow_broadcast(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
+        let store = &self.engine.store;
+        for p in store.payouts_in(&self.chain, &["broadcast"]).await? {
+            self.book_payout(p.id).await?; // in case a crash came between broadcast and booking
+            let Some(txid) = &p.txid else { continue };
+            let status = self.adapter.wallet_tx_status(txid).await?;
+            if status.confirmations < 0 {
+                // Conflicted: adopt a replacement that pays the same outputs (RBF, C2).
+                let withdrawals = store.withdrawals_of_payout(p.id).await?;
+                for candidate in &status.conflicts {
+                    let Ok(tx) = self.adapter.transaction(candidate).await else { continue };
+                    let pays_all = withdrawals.iter().all(|w| {
+                        tx.outputs.iter().any(|o| o.address.as_deref() == Some(w.address.as_str()) && o.amount == w.amount_units)
+                    });
+                    if pays_all {
+                        tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
+                        store.payout_broadcast(p.id, candidate).await?;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let threshold = i64::from(self.currency.confirmations.max(1));
+            let confirmed = status.confirmations >= threshold;
+            store.payout_confirmations(p.id, status.confirmations, confirmed).await?;
+            if confirmed {
+                report.confirmed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a broadcaster per configured chain.
+pub fn spawn_broadcasters(
+    engine: &Engine,
+    poll: Duration,
+    batch_window: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+    let mut handles = Vec::new();
+    for name in engine.chains.names() {
+        let b = Broadcaster::new(engine.clone(), name, batch_window)?;
+        handles.push(tokio::spawn(b.run(poll, shutdown.clone())));
+    }
+    Ok(handles)
+}

@@ -1,0 +1,184 @@
+//! Withdrawals against a real Litecoin Core node in regtest, on both backends:
+//! 20 queued withdrawals paid in one transaction with exact fee accounting and a
+//! reconciled hot wallet, 50 concurrent withdrawals against a balance covering one
+//! (L1), and refusals (bad addresses for every coin and network, limits, idempotency).
+
+use std::time::Duration;
+
+use kassa_chain::Priority;
+use kassa_core::ledger::{MerchantId, SystemAccount};
+use kassa_engine::chains::ChainSettings;
+use kassa_engine::withdrawals::{Broadcaster, WithdrawalRequest};
+use kassa_engine::EngineError;
+use kassa_testkit::{both_backends, Backend, ChainWorld};
+use serde_json::json;
+
+/// Credits `amount` LTC to a merchant through a real deposit.
+async fn fund_by_deposit(w: &ChainWorld, m: MerchantId, amount: &str) {
+    let mut watcher = w.watcher();
+    watcher.cycle().await.unwrap();
+    let a = w.t.engine.create_deposit_address(m, "LTC", None, None).await.unwrap();
+    w.node.pay(&a.address, amount).await;
+    w.node.mine(3).await;
+    assert_eq!(watcher.cycle().await.unwrap().credited, 1);
+}
+
+fn request(m: MerchantId, address: &str, amount: &str, key: &str, priority: Priority) -> WithdrawalRequest {
+    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into() }
+}
+
+async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
+    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    fund_by_deposit(&w, m, "10").await;
+    let mut destinations = Vec::new();
+    let mut total_amount: i128 = 0;
+    let mut total_fee: i128 = 0;
+    for i in 0..20 {
+        let to = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+        let amount_units = 10_000_000 + i * 1_000_000; // 0.10, 0.11, … LTC
+        let amount = kassa_core::Amount::from_units(amount_units, 8).unwrap().to_string();
+        let wd = w.t.engine.request_withdrawal(request(m, &to, &amount, &format!("payout-{i}"), Priority::Low)).await.unwrap();
+        assert_eq!(wd.status, "queued");
+        // Fee: 0.0001 fixed + 0.5 %, rounded up.
+        let fee = 10_000 + (amount_units * 5 + 999) / 1000;
+        assert_eq!(wd.fee, kassa_core::Amount::from_units(fee, 8).unwrap().to_string());
+        total_amount += amount_units;
+        total_fee += fee;
+        destinations.push((to, amount_units));
+    }
+    let balances = w.t.engine.balances(m, None).await.unwrap();
+    let ltc = balances.iter().find(|b| b.currency == "LTC").unwrap();
+    assert_eq!(ltc.balance, "10.00000000", "held, not yet spent");
+    assert_eq!(ltc.available, kassa_core::Amount::from_units(1_000_000_000 - total_amount - total_fee, 8).unwrap().to_string());
+
+    // Low priority waits for its batch window…
+    let waiting = Broadcaster::new(w.t.engine.clone(), "litecoin", Duration::from_secs(3600)).unwrap();
+    assert_eq!(waiting.cycle().await.unwrap().payouts_sent, 0);
+    // …and once it has passed, all twenty go in one transaction.
+    let due = Broadcaster::new(w.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let r = due.cycle().await.unwrap();
+    assert_eq!((r.payouts_sent, r.withdrawals_sent), (1, 20));
+    let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
+    let txids: std::collections::BTreeSet<_> = list.iter().map(|x| x.txid.clone().unwrap()).collect();
+    assert_eq!(txids.len(), 1, "one transaction pays all twenty");
+    assert!(list.iter().all(|x| x.status == "broadcast"));
+    let txid = txids.into_iter().next().unwrap();
+    let tx = w.node.rpc("getrawtransaction", json!([txid, true])).await;
+    for (to, units) in &destinations {
+        let paid: Vec<_> = tx["vout"].as_array().unwrap().iter().filter(|o| o["scriptPubKey"]["addresses"][0] == json!(to)).collect();
+        assert_eq!(paid.len(), 1, "{to}");
+        assert_eq!(kassa_chain_bitcoind::parse_amount(&paid[0]["value"]).unwrap(), *units);
+    }
+
+    // Exact accounting: the merchant paid amounts + fees, Kassa earned the fees, the
+    // network fee is an expense, and the hot wallet matches the node to the unit.
+    w.node.mine(3).await;
+    assert_eq!(due.cycle().await.unwrap().confirmed, 1);
+    let (merchant_balance, _) = w.t.balance(w.t.merchant_account(m, "LTC").await).await;
+    assert_eq!(merchant_balance, 1_000_000_000 - total_amount - total_fee);
+    let (fees, _) = w.t.balance(w.t.system_account(SystemAccount::FeesEarned, "LTC").await).await;
+    assert_eq!(fees, total_fee);
+    let (network, _) = w.t.balance(w.t.system_account(SystemAccount::NetworkFees, "LTC").await).await;
+    let wallet_fee = w.node.adapter("kassa").wallet_call("gettransaction", json!([txid])).await.unwrap()["fee"].clone();
+    assert_eq!(network, kassa_chain_bitcoind::parse_amount(&wallet_fee).unwrap(), "the network fee the node reports is booked as an expense");
+    let (hot, _) = w.t.balance(w.t.system_account(SystemAccount::HotWallet, "LTC").await).await;
+    let node_balance = kassa_chain::ChainAdapter::hot_wallet_balance(&w.node.adapter("kassa")).await.unwrap();
+    assert_eq!(-hot, node_balance, "ledger hot wallet equals the node's wallet");
+    assert_eq!(-hot, 1_000_000_000 - total_amount + network);
+    let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
+    assert!(list.iter().all(|x| x.status == "confirmed" && x.confirmations >= 3), "{list:?}");
+    w.t.assert_books_balance().await;
+}
+both_backends!(batch, twenty_withdrawals_in_one_transaction);
+
+// L1 with real withdrawals: 50 at once against a balance that covers one.
+async fn l1_concurrent_withdrawals(backend: Backend) {
+    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    fund_by_deposit(&w, m, "1").await;
+    let to = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let engine = w.t.engine.clone();
+            let req = request(m, &to, "0.9", &format!("w-{i}"), Priority::High);
+            tokio::spawn(async move { engine.request_withdrawal(req).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(EngineError::Ledger(kassa_core::ledger::LedgerError::InsufficientFunds { .. })) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(list.len(), 1, "refused withdrawals are not stored");
+    let (balance, available) = w.t.balance(w.t.merchant_account(m, "LTC").await).await;
+    assert_eq!(balance, 100_000_000);
+    assert!(available >= 0 && available < 10_000_000, "{available}");
+    w.t.assert_books_balance().await;
+}
+both_backends!(l1_withdrawals, l1_concurrent_withdrawals);
+
+async fn refusals(backend: Backend) {
+    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    fund_by_deposit(&w, m, "1").await;
+    let before = w.t.engine.check().await.unwrap().transactions;
+    let key = |b: &str| bs58_address(b);
+    let bad_addresses = [
+        "ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9".to_string(), // Litecoin mainnet
+        "tltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kd4avx7".to_string(), // Litecoin testnet
+        "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".to_string(), // Bitcoin regtest
+        "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".to_string(),   // Bitcoin mainnet
+        "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa".to_string(),           // Bitcoin mainnet legacy
+        key("30"),                                                  // Dogecoin mainnet
+        key("48"),                                                  // Litecoin mainnet legacy
+        "tmweb1qq0ydlxy9vd6s9ccnlj3dtk6mp3ctjmxxl".to_string(),     // MWEB
+        "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfo".to_string(),           // checksum broken
+        "".to_string(),
+        "not an address".to_string(),
+    ];
+    for (i, a) in bad_addresses.iter().enumerate() {
+        let r = w.t.engine.request_withdrawal(request(m, a, "0.01", &format!("bad-{i}"), Priority::High)).await;
+        assert!(matches!(r, Err(EngineError::Invalid { field: "address", .. })), "{a:?}: {r:?}");
+    }
+    let good = w.node.miner_rpc("getnewaddress", json!(["", "legacy"])).await.as_str().unwrap().to_string();
+    for (amount, field) in [("0.0001", "amount"), ("0.000000001", "amount"), ("-1", "amount"), ("1e-2", "amount")] {
+        let r = w.t.engine.request_withdrawal(request(m, &good, amount, "x", Priority::High)).await;
+        match r {
+            Err(EngineError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            Err(EngineError::Amount(_)) => {}
+            other => panic!("{amount}: {other:?}"),
+        }
+    }
+    let mut other = request(m, &good, "0.01", "x", Priority::High);
+    other.currency = "DOGE".into();
+    assert!(matches!(w.t.engine.request_withdrawal(other).await, Err(EngineError::UnknownCurrency(_))));
+    let mut fiat = request(m, &good, "1", "x", Priority::High);
+    fiat.currency = "EUR".into();
+    assert!(w.t.engine.request_withdrawal(fiat).await.is_err(), "fiat cannot be sent");
+    assert_eq!(w.t.engine.check().await.unwrap().transactions, before, "nothing stored");
+
+    // Idempotency: the same key and request replays; a different request conflicts.
+    let first = w.t.engine.request_withdrawal(request(m, &good, "0.01", "order-9", Priority::High)).await.unwrap();
+    let again = w.t.engine.request_withdrawal(request(m, &good, "0.01", "order-9", Priority::High)).await.unwrap();
+    assert_eq!(first, again);
+    let conflict = w.t.engine.request_withdrawal(request(m, &good, "0.02", "order-9", Priority::High)).await;
+    assert!(matches!(conflict, Err(EngineError::Ledger(kassa_core::ledger::LedgerError::IdempotencyConflict { .. }))));
+    // Another merchant cannot see it.
+    let stranger = w.t.merchant("stranger").await;
+    assert!(matches!(w.t.engine.withdrawal(stranger, first.id).await, Err(EngineError::NotFound(_))));
+    w.t.assert_books_balance().await;
+}
+both_backends!(refused, refusals);
+
+/// A base58check address with version byte `version` (decimal text) over a fixed hash.
+fn bs58_address(version: &str) -> String {
+    let mut payload = vec![version.parse::<u8>().unwrap()];
+    payload.extend_from_slice(&[7u8; 20]);
+    bs58::encode(payload).with_check().into_string()
+}
