@@ -40,7 +40,16 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             }
         }
     }
-    Ok(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()).with_chains(settings.chains()))
+    let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()).with_chains(settings.chains());
+    for name in engine.chains.names() {
+        let chain = engine.chains.get(name).expect("listed");
+        match tokio::time::timeout(Duration::from_secs(30), chain.adapter.prepare()).await {
+            Ok(Ok(())) => tracing::info!(chain = %name, "node ready"),
+            Ok(Err(e)) => tracing::warn!(chain = %name, error = %e, "node not ready; the watcher keeps trying"),
+            Err(_) => tracing::warn!(chain = %name, "node did not answer within 30 s; the watcher keeps trying"),
+        }
+    }
+    Ok(engine)
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {

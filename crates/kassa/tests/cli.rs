@@ -2,11 +2,10 @@
 //! check's exit codes, fail-fast configuration, `serve` with graceful shutdown, and
 //! `kassa dev`. Database-backed flows run on both backends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
+use kassa_testkit::process::ServerProcess;
 use kassa_testkit::{both_backends, Backend, TestDb, TEST_CURRENCIES, TEST_MASTER_KEY};
 use serde_json::Value;
 
@@ -59,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("3 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -178,47 +177,6 @@ fn bad_configuration_fails_fast_and_names_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("configuration file /nonexistent/kassa.toml not found"));
 }
 
-/// Starts a server process and waits for its "listening on" line.
-fn start_server(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start kassa");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut printed = Vec::new();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    break url.to_string();
-                }
-                printed.push(line);
-            }
-            _ => {
-                let _ = child.kill();
-                let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
-                panic!("server exited before listening; stdout {printed:?}; stderr {err}");
-            }
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("{base}\n{}", printed.join("\n")))
-}
-
-fn terminate_and_wait(mut child: Child) -> (Option<i32>, String) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).ok();
-            return (status.code(), err);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("server did not stop within 10 s of SIGTERM");
-}
-
 async fn serve_and_shut_down_gracefully(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cli = Cli::new(&db.url, "log_format = \"json\"");
@@ -227,14 +185,14 @@ async fn serve_and_shut_down_gracefully(backend: Backend) {
     let token = key["token"].as_str().unwrap().to_string();
     let mut cmd = cli.command(&["serve"]);
     cmd.env("KASSA_LISTEN", "127.0.0.1:0");
-    let (child, printed) = start_server(cmd);
-    let base = printed.lines().next().unwrap().to_string();
+    let server = ServerProcess::start(cmd);
+    let base = server.base_url.clone();
     let client = reqwest::Client::new();
     let ready: Value = client.get(format!("{base}/ready")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
     let resp = client.get(format!("{base}/kassa/v1/balances")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let (code, stderr) = terminate_and_wait(child);
+    let (code, stderr) = server.terminate();
     assert_eq!(code, Some(0), "graceful shutdown exits 0; stderr: {stderr}");
     // Structured logs, one JSON object per line, that never contain the secret.
     assert!(!stderr.contains(&token), "a token reached the log");
@@ -250,12 +208,13 @@ async fn dev_command_prints_a_working_demo_merchant() {
     let data = dir.path().join("dev");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
     cmd.args(["dev", "--data-dir"]).arg(&data).env("KASSA_LISTEN", "127.0.0.1:0").env_remove("KASSA_MASTER_KEY");
-    let (child, printed) = start_server(cmd);
-    let base = printed.lines().next().unwrap().to_string();
-    let token = printed
+    let server = ServerProcess::start(cmd);
+    let base = server.base_url.clone();
+    let token = server
+        .printed
         .lines()
         .find_map(|l| l.trim().strip_prefix("API token: "))
-        .unwrap_or_else(|| panic!("no token printed: {printed}"))
+        .unwrap_or_else(|| panic!("no token printed: {}", server.printed))
         .to_string();
     let body: Value = reqwest::Client::new()
         .get(format!("{base}/kassa/v1/balances"))
@@ -268,7 +227,7 @@ async fn dev_command_prints_a_working_demo_merchant() {
         .unwrap();
     let eur = body["balances"].as_array().unwrap().iter().find(|b| b["currency"] == "EUR").unwrap().clone();
     assert_eq!(eur["balance"], "100.00");
-    let (code, stderr) = terminate_and_wait(child);
+    let (code, stderr) = server.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("generated a new master key"), "dev mode says it made a key: {stderr}");
     assert!(Path::new(&data.join("master.key")).exists());

@@ -17,6 +17,7 @@ use kassa_engine::{Engine, Store, StoreOptions};
 pub use kassa_store::Backend;
 
 pub mod litecoin;
+pub mod process;
 
 /// The PostgreSQL server tests create their databases on.
 pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";

@@ -1,0 +1,158 @@
+//! C1: the real server binary is killed (aborted, like `kill -9`) at each step of a
+//! withdrawal — after the hold, after signing, after recording the signed transaction,
+//! after broadcasting — and restarted: the destination is paid exactly once, and the
+//! books balance. Runs on both backends against a real litecoind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kassa_testkit::litecoin::LitecoinNode;
+use kassa_testkit::process::ServerProcess;
+use kassa_testkit::{both_backends, Backend, TestDb, TEST_MASTER_KEY};
+use serde_json::{json, Value};
+
+struct Setup {
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(db: &TestDb, node: &LitecoinNode) -> Setup {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = dir.path().join("kassa.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"database_url = {db:?}
+listen = "127.0.0.1:0"
+log_format = "json"
+[withdrawals]
+poll_interval_ms = 200
+batch_window_secs = 0
+[chains.litecoin]
+kind = "bitcoind"
+coin = "litecoin"
+network = "regtest"
+rpc_url = {rpc:?}
+rpc_user = {user:?}
+rpc_password = {password:?}
+poll_interval_ms = 200
+[currencies.LTC]
+name = "Litecoin"
+kind = "crypto"
+chain = "litecoin"
+confirmations = 1
+fees.withdrawal = {{ fixed = "0.001" }}
+"#,
+                db = db.url,
+                rpc = node.rpc_url,
+                user = node.user,
+                password = node.password
+            ),
+        )
+        .unwrap();
+        Setup { config, _dir: dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        cmd.arg("--config").arg(&self.config).args(args).env("KASSA_MASTER_KEY", TEST_MASTER_KEY).env_remove("KASSATEST_CRASH_AT");
+        cmd
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn serve(&self, crash_at: Option<&str>) -> ServerProcess {
+        let mut cmd = self.command(&["serve"]);
+        if let Some(point) = crash_at {
+            cmd.env("KASSATEST_CRASH_AT", point);
+        }
+        ServerProcess::start(cmd)
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn crash_at_each_withdrawal_step(backend: Backend) {
+    let node = LitecoinNode::start().await;
+    for point in ["after_hold", "after_sign", "after_record_signed", "after_broadcast"] {
+        let db = TestDb::new(backend).await;
+        let setup = Setup::new(&db, &node);
+        setup.json(&["merchant", "create", "--name", "shop", "--json"]);
+        let token = setup.json(&["key", "create", "--merchant", "shop", "--dialect", "native", "--scopes", "all", "--json"])["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let client = reqwest::Client::new();
+        let mut server = setup.serve(Some(point));
+        let base = server.base_url.clone();
+        let get = |path: String| {
+            let (client, token) = (client.clone(), token.clone());
+            async move { client.get(path).bearer_auth(token).send().await.ok()?.json::<Value>().await.ok() }
+        };
+
+        // Fund the merchant with a real deposit.
+        let addr: Value = client.post(format!("{base}/kassa/v1/addresses")).bearer_auth(&token).json(&json!({"currency": "LTC"})).send().await.unwrap().json().await.unwrap();
+        node.pay(addr["address"].as_str().unwrap(), "2").await;
+        node.mine(1).await;
+        wait_for("the deposit credit", || async {
+            get(format!("{base}/kassa/v1/balances")).await.is_some_and(|b| b["balances"][0]["balance"] == "2.00000000")
+        })
+        .await;
+
+        // The withdrawal: the server dies at `point`.
+        let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+        let body = json!({"currency": "LTC", "address": dest, "amount": "0.5", "priority": "high", "idempotency_key": "pay-1"});
+        let first = client.post(format!("{base}/kassa/v1/withdrawals")).bearer_auth(&token).json(&body).send().await;
+        if point == "after_hold" {
+            assert!(first.is_err(), "the server died while answering");
+        }
+        let (code, stderr) = server.wait_exit(Duration::from_secs(20));
+        assert_ne!(code, Some(0), "{point}: the server should have been killed");
+        assert!(stderr.contains(&format!("KASSATEST_CRASH_AT={point}")), "{point}: {stderr}");
+
+        // Restart: the client retries with the same key and gets the same withdrawal.
+        let server = setup.serve(None);
+        let base = server.base_url.clone();
+        let retry: Value = client.post(format!("{base}/kassa/v1/withdrawals")).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
+        assert_eq!(retry["idempotency_key"], "pay-1", "{point}: {retry}");
+        let id = retry["id"].as_i64().unwrap();
+        wait_for("the withdrawal to be broadcast", || async {
+            get(format!("{base}/kassa/v1/withdrawals/{id}")).await.is_some_and(|w| w["status"] == "broadcast" || w["status"] == "confirmed")
+        })
+        .await;
+        node.mine(1).await;
+        wait_for("the withdrawal to confirm", || async {
+            get(format!("{base}/kassa/v1/withdrawals/{id}")).await.is_some_and(|w| w["status"] == "confirmed")
+        })
+        .await;
+        // Let the broadcaster run a few more cycles: it must not pay again.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        node.mine(1).await;
+        let received = node.miner_rpc("getreceivedbyaddress", json!([dest, 0])).await;
+        assert_eq!(kassa_chain_bitcoind::parse_amount(&received).unwrap(), 50_000_000, "{point}: paid exactly once");
+        let list = get(format!("{base}/kassa/v1/withdrawals")).await.unwrap();
+        assert_eq!(list["withdrawals"].as_array().unwrap().len(), 1, "{point}");
+        let balances = get(format!("{base}/kassa/v1/balances")).await.unwrap();
+        assert_eq!(balances["balances"][0]["balance"], "1.49900000", "{point}: 2 - 0.5 - 0.001 fee");
+        let (code, _) = server.terminate();
+        assert_eq!(code, Some(0));
+        let check = setup.command(&["check"]).output().unwrap();
+        assert!(check.status.success(), "{point}: {}", String::from_utf8_lossy(&check.stdout));
+    }
+}
+both_backends!(c1, crash_at_each_withdrawal_step);
