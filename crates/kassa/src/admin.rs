@@ -238,7 +238,16 @@ pub async fn check(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
             println!("  {:<10} postings sum to {} units", c.currency, c.total_units);
         }
         for h in &report.hot_wallets {
-            println!("  {h}");
+            match (&h.node, &h.difference) {
+                (Some(node), Some(diff)) => println!(
+                    "  hot wallet {} ({}): ledger {} {c}, node {} {c}, difference {} {c}",
+                    h.chain, h.currency, h.ledger, node, diff, c = h.currency
+                ),
+                _ => println!(
+                    "  hot wallet {} ({}): ledger {} {}, node unreachable: {}",
+                    h.chain, h.currency, h.ledger, h.currency, h.error.as_deref().unwrap_or("unknown error")
+                ),
+            }
         }
         if report.ok() {
             println!("OK: the books balance; every balance equals the sum of its postings");

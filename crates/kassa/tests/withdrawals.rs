@@ -88,6 +88,15 @@ async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
     assert_eq!(-hot, 1_000_000_000 - total_amount + network);
     let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
     assert!(list.iter().all(|x| x.status == "confirmed" && x.confirmations >= 3), "{list:?}");
+    let report = w.t.engine.check().await.unwrap();
+    assert_eq!(report.hot_wallets.len(), 1);
+    let h = &report.hot_wallets[0];
+    assert_eq!((h.node.as_deref(), h.difference.as_deref()), (Some(h.ledger.as_str()), Some("0.00000000")), "{h:?}");
+    // A deposit seen but not yet credited shows up as a difference.
+    let a = w.t.engine.create_deposit_address(m, "LTC", None, None).await.unwrap();
+    w.node.pay(&a.address, "0.5").await;
+    let report = w.t.engine.check().await.unwrap();
+    assert_eq!(report.hot_wallets[0].difference.as_deref(), Some("0.50000000"));
     w.t.assert_books_balance().await;
 }
 both_backends!(batch, twenty_withdrawals_in_one_transaction);
