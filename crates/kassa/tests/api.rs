@@ -190,11 +190,14 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     let documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    for path in &documented {
-        let (status, _) = app.get(&format!("/kassa/v1{path}"), None).await;
-        assert_ne!(status, 404, "{path} is documented but not served");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = app.url(&format!("/kassa/v1{}", path.replace("{id}", "1")));
+            let status = app.client.request(method.to_uppercase().parse().unwrap(), url).send().await.unwrap().status().as_u16();
+            assert!(status != 404 && status != 405, "{method} {path} is documented but not served ({status})");
+        }
     }
-    for served in ["/currencies", "/balances", "/history", "/openapi.json"] {
+    for served in ["/currencies", "/balances", "/history", "/openapi.json", "/addresses", "/deposits", "/withdrawals", "/withdrawals/{id}"] {
         assert!(documented.iter().any(|p| p == served), "{served} is served but not documented");
     }
     // Every error code the API can send is in the schema.
@@ -203,3 +206,43 @@ async fn openapi_document_matches_the_routes() {
         assert!(codes.as_array().unwrap().iter().any(|c| c == code), "{code} missing from the Error schema");
     }
 }
+
+async fn bodies_are_validated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.merchant_with_token("m", &[Scope::Read, Scope::Receive, Scope::Withdraw]).await;
+    let (_, reader) = app.merchant_with_token("r", &[Scope::Read]).await;
+    let post = |path: &'static str, body: String, token: String| {
+        let app = &app;
+        async move {
+            let resp = app.client.post(app.url(path)).bearer_auth(token).header("content-type", "application/json").body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for (path, body, status, needle) in [
+        ("/kassa/v1/addresses", "{not json", 400, "not valid JSON"),
+        ("/kassa/v1/addresses", "[1]", 400, "must be a JSON object"),
+        ("/kassa/v1/addresses", r#"{"currency":"LTC","colour":"red"}"#, 400, "unknown field \"colour\""),
+        ("/kassa/v1/addresses", r#"{"label":"x"}"#, 400, "currency is required"),
+        ("/kassa/v1/addresses", r#"{"currency":7}"#, 400, "currency must be a string"),
+        ("/kassa/v1/addresses", r#"{"currency":"XYZ"}"#, 400, "unknown currency"),
+        ("/kassa/v1/addresses", r#"{"currency":"EUR"}"#, 400, "not carried by a chain"),
+        ("/kassa/v1/addresses", r#"{"currency":"LTC"}"#, 503, "chain litecoin is not configured"),
+        ("/kassa/v1/withdrawals", r#"{"currency":"LTC","address":"x","amount":"1","priority":"asap","idempotency_key":"k"}"#, 400, "priority must be"),
+        ("/kassa/v1/withdrawals", r#"{"currency":"LTC","address":"x","amount":true,"idempotency_key":"k"}"#, 400, "amount must be"),
+        ("/kassa/v1/withdrawals", r#"{"currency":"LTC","address":"x","amount":"1"}"#, 400, "idempotency_key is required"),
+        ("/kassa/v1/withdrawals", r#"{"currency":"LTC","address":"x","amount":"1","idempotency_key":"k"}"#, 503, "chain litecoin is not configured"),
+    ] {
+        let (got, body) = post(path, body.to_string(), token.clone()).await;
+        assert_eq!(got, status, "{path} {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{path}: {body}");
+    }
+    let (status, _) = post("/kassa/v1/addresses", r#"{"currency":"LTC"}"#.into(), reader.clone()).await;
+    assert_eq!(status, 403, "receive scope needed");
+    let (status, _) = post("/kassa/v1/withdrawals", r#"{"currency":"LTC","address":"x","amount":"1","idempotency_key":"k"}"#.into(), reader).await;
+    assert_eq!(status, 403, "withdraw scope needed");
+    assert_eq!(app.get("/kassa/v1/withdrawals/abc", Some(&token)).await.0, 404);
+    assert_eq!(app.get("/kassa/v1/withdrawals/999", Some(&token)).await.0, 404);
+    app.t.assert_books_balance().await;
+}
+both_backends!(bodies, bodies_are_validated);
