@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod config;
+mod dev;
 mod serve;
 
 use std::path::PathBuf;
@@ -24,13 +25,10 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (migrates the database first).
     Serve,
-    /// Run a development server: embedded SQLite under .kassa/, a generated master key,
-    /// and a demo merchant whose credentials are printed.
-    Dev {
-        /// Directory for the development database and key.
-        #[arg(long, default_value = ".kassa")]
-        data_dir: PathBuf,
-    },
+    /// A local development network: Litecoin Core in regtest, Kassa on SQLite under
+    /// .kassa/, and a demo merchant whose credentials are printed. `kassa dev pay
+    /// ADDRESS AMOUNT` pays a test deposit and mines the blocks that confirm it.
+    Dev(dev::DevArgs),
     /// Apply pending database migrations and exit.
     Migrate {
         #[arg(long)]
@@ -72,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::init_logging("text", "warn");
             bench::run(cmd, &cli.config).await
         }
-        Command::Dev { data_dir } => serve::dev(&data_dir).await,
+        Command::Dev(args) => dev::run(args).await,
         command => {
             let settings = config::Config::load(&cli.config)?;
             let quiet = !matches!(command, Command::Serve);
@@ -84,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
                 Command::Check { json } => admin::check(&settings, json).await,
-                Command::Bench(_) | Command::Dev { .. } => unreachable!("handled above"),
+                Command::Bench(_) | Command::Dev(_) => unreachable!("handled above"),
             }
         }
     }

@@ -1,19 +1,15 @@
 //! `kassa serve` and `kassa dev`: start the engine and the HTTP server, stop gracefully.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
-use kassa_core::ledger::MerchantId;
-use kassa_engine::adjustments::AdjustmentRequest;
-use kassa_engine::merchants::{Dialect, Scope};
 use kassa_engine::{Engine, Store, StoreOptions};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, Settings};
+use crate::config::Settings;
 
 /// Logs to stderr, as text or JSON lines; `RUST_LOG` overrides the level.
 pub fn init_logging(format: &str, default_level: &str) {
@@ -57,7 +53,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     run_http(&settings, engine).await
 }
 
-async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCode> {
+pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<ExitCode> {
     let store = engine.store.clone();
     let (workers_stop, workers_stopping) = tokio::sync::watch::channel(false);
     let mut workers = kassa_engine::watcher::spawn_watchers(&engine, workers_stopping.clone())?;
@@ -116,39 +112,4 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown requested");
-}
-
-/// `kassa dev`: the built-in development configuration, a demo merchant with a fresh
-/// native API key and a funded EUR balance, then the server.
-pub async fn dev(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let settings = Config::from_toml(include_str!("../../../config/dev.toml"), &data_dir.join("kassa.toml"))?;
-    init_logging(&settings.config.log_format, "info");
-    let engine = engine(&settings).await?;
-    let merchant = match engine.store.merchant_by_name("demo").await? {
-        Some(m) => m,
-        None => {
-            let m = engine.create_merchant("demo").await?;
-            engine
-                .adjust(AdjustmentRequest {
-                    merchant: MerchantId(m.id),
-                    currency: "EUR".into(),
-                    amount: "100.00".into(),
-                    reason: "demo funds".into(),
-                    operator: "kassa dev".into(),
-                    idempotency_key: Some("dev-demo-funds".into()),
-                })
-                .await?;
-            m
-        }
-    };
-    let key = engine.create_key(MerchantId(merchant.id), Dialect::Native, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
-    let base = format!("http://{}", settings.listen);
-    println!("Kassa development server");
-    println!("  database:  {}", settings.database_url());
-    println!("  merchant:  demo (id {})", merchant.id);
-    println!("  API token: {}", key.token.as_deref().unwrap_or_default());
-    println!("  try:       curl -H 'Authorization: Bearer {}' {base}/kassa/v1/balances", key.token.as_deref().unwrap_or_default());
-    println!("  API doc:   {base}/kassa/v1/openapi.json");
-    run_http(&settings, engine).await
 }

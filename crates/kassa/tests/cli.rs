@@ -203,34 +203,51 @@ async fn serve_and_shut_down_gracefully(backend: Backend) {
 both_backends!(serve, serve_and_shut_down_gracefully);
 
 #[tokio::test]
-async fn dev_command_prints_a_working_demo_merchant() {
+async fn dev_network_runs_and_pays_a_test_deposit() {
     let dir = tempfile::TempDir::new().unwrap();
     let data = dir.path().join("dev");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
-    cmd.args(["dev", "--data-dir"]).arg(&data).env("KASSA_LISTEN", "127.0.0.1:0").env_remove("KASSA_MASTER_KEY");
-    let server = ServerProcess::start(cmd);
+    let rpc_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dev = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        cmd.arg("dev").arg("--data-dir").arg(&data).args(["--rpc-port", &rpc_port]).args(args);
+        cmd.env("KASSA_LISTEN", "127.0.0.1:0").env_remove("KASSA_MASTER_KEY");
+        cmd
+    };
+    let server = ServerProcess::start(dev(&[]));
     let base = server.base_url.clone();
-    let token = server
-        .printed
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("API token: "))
-        .unwrap_or_else(|| panic!("no token printed: {}", server.printed))
-        .to_string();
-    let body: Value = reqwest::Client::new()
-        .get(format!("{base}/kassa/v1/balances"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let eur = body["balances"].as_array().unwrap().iter().find(|b| b["currency"] == "EUR").unwrap().clone();
-    assert_eq!(eur["balance"], "100.00");
+    let field = |name: &str| {
+        server
+            .printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("{name} not printed: {}", server.printed))
+    };
+    let token = field("API token:");
+    let address = field("LTC address:");
+    assert!(field("pay it:").contains(&format!("pay {address} 0.5")));
+    let client = reqwest::Client::new();
+    let balance = |currency: &'static str| {
+        let (client, token, base) = (client.clone(), token.clone(), base.clone());
+        async move {
+            let body: Value = client.get(format!("{base}/kassa/v1/balances")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+            body["balances"].as_array().unwrap().iter().find(|b| b["currency"] == currency).unwrap()["balance"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(balance("EUR").await, "100.00");
+
+    // The printed command pays the deposit and mines its confirmations.
+    let out = dev(&["pay", &address, "0.5"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mined 3 block(s)"));
+    let start = std::time::Instant::now();
+    while balance("LTC").await != "0.50000000" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the deposit was not credited");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let (code, stderr) = server.terminate();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("generated a new master key"), "dev mode says it made a key: {stderr}");
-    assert!(Path::new(&data.join("master.key")).exists());
+    assert!(data.join("master.key").exists());
 }
 
 /// The ledger benchmark runs end to end and its books balance afterwards (the figures
