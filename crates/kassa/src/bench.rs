@@ -25,6 +25,26 @@ use rand::Rng;
 pub enum BenchCommand {
     /// Concurrent ledger transfers with durable commits.
     Ledger(LedgerBench),
+    /// Chain scanning against a real Litecoin regtest node: catch-up speed, detection
+    /// latency from the block hook to the committed credit, and memory, with many
+    /// watched addresses.
+    Scan(ScanBench),
+}
+
+#[derive(Args)]
+pub struct ScanBench {
+    /// Watched addresses (synthetic ones plus the few that receive payments).
+    #[arg(long, default_value_t = 100_000)]
+    addresses: usize,
+    /// Blocks mined while Kassa is not scanning, then caught up.
+    #[arg(long, default_value_t = 200)]
+    blocks: u64,
+    /// Deposits whose detection latency is measured, one block each.
+    #[arg(long, default_value_t = 50)]
+    deposits: usize,
+    /// RPC port for the benchmark's own regtest node (default: a free one).
+    #[arg(long)]
+    rpc_port: Option<u16>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +90,7 @@ const START_UNITS: i128 = 100_000_000;
 pub async fn run(cmd: BenchCommand, _config: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
+        BenchCommand::Scan(args) => scan(args).await,
     }
 }
 
@@ -245,5 +266,137 @@ async fn run_ledger(args: &LedgerBench, url: &str, run_id: &str) -> anyhow::Resu
         if report.ok() { "OK".to_string() } else { format!("{} violation(s): {:?}", report.violations.len(), report.violations) }
     );
     store.close().await;
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn scan(args: ScanBench) -> anyhow::Result<ExitCode> {
+    use kassa_chain::ChainAdapter;
+    use kassa_engine::chains::{ChainSettings, Chains};
+    use kassa_engine::watcher::Watcher;
+    use serde_json::json;
+
+    if args.addresses == 0 || args.deposits == 0 {
+        bail!("--addresses and --deposits must be positive");
+    }
+    let dir = tempfile::TempDir::new()?;
+    let port = match args.rpc_port {
+        Some(p) => p,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+    };
+    println!("kassa bench scan: {} watched addresses, catch-up over {} blocks, {} detections", args.addresses, args.blocks, args.deposits);
+    let node = crate::dev::start_node(dir.path(), port, None).await?;
+    let miner_address = node.fund().await?;
+    let store = Store::connect(&StoreOptions { url: dir.path().join("bench.db").display().to_string(), max_connections: 8 }).await?;
+    store.migrate().await?;
+    let cfg: CurrencyConfig = serde_json::from_str(r#"{"name":"Litecoin","kind":"crypto","chain":"litecoin","confirmations":1}"#)?;
+    let currency = cfg.validate("LTC").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let adapter = kassa_chain_bitcoind::Bitcoind::new(crate::dev::node_config(&node.rpc_url, &node.password, "kassa"));
+    adapter.prepare().await?;
+    let mut chains = Chains::default();
+    chains.add(Arc::new(adapter), ChainSettings { poll_interval: Duration::from_secs(3600), max_blocks_per_cycle: 1000, ..Default::default() });
+    let engine = Engine::new(store.clone(), Currencies::new(vec![currency]), MasterKey::from_hex(&"00".repeat(32))?, LedgerOptions::default())
+        .with_chains(chains);
+    let merchant = MerchantId(store.create_merchant("bench-scan").await?.id);
+
+    // The watched set: synthetic addresses (never paid) plus real ones that receive.
+    let real_count = args.deposits + args.blocks as usize;
+    let synthetic = args.addresses.saturating_sub(real_count);
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(50_000);
+    let mut inserted = 0;
+    for i in 0..synthetic {
+        batch.push(format!("rltc1qbench{i:032x}"));
+        if batch.len() == 50_000 || i + 1 == synthetic {
+            inserted += store.insert_deposit_addresses_bulk(merchant, "LTC", "litecoin", &batch).await?;
+            batch.clear();
+            eprint!("\r  {inserted} synthetic addresses stored");
+        }
+    }
+    let mut real = Vec::with_capacity(real_count);
+    for _ in 0..real_count {
+        real.push(engine.create_deposit_address(merchant, "LTC", None, None).await?.address);
+    }
+    eprintln!();
+    println!("set-up: {} addresses stored in {:.1} s", inserted as usize + real.len(), started.elapsed().as_secs_f64());
+    let rss_before = rss_mb().unwrap_or(0.0);
+    let mut watcher = Watcher::new(engine.clone(), "litecoin")?;
+    let t = Instant::now();
+    watcher.cycle().await?;
+    println!(
+        "loaded {} watched addresses in {:.2} s; RSS {:.0} MB before, {:.0} MB after loading",
+        watcher.watched(),
+        t.elapsed().as_secs_f64(),
+        rss_before,
+        rss_mb().unwrap_or(0.0)
+    );
+
+    // Catch-up: blocks mined while Kassa was not scanning, each paying one watched address.
+    for (i, address) in real[args.deposits..].iter().enumerate() {
+        node.miner.wallet_call("sendtoaddress", json!([address, 0.001])).await?;
+        node.miner.call("generatetoaddress", json!([1, miner_address])).await?;
+        if (i + 1) % 50 == 0 {
+            eprint!("\r  mined {}/{} blocks", i + 1, args.blocks);
+        }
+    }
+    eprintln!();
+    let t = Instant::now();
+    let mut scanned = 0;
+    let mut credited = 0;
+    loop {
+        let r = watcher.cycle().await?;
+        scanned += r.blocks;
+        credited += r.credited;
+        if r.blocks == 0 {
+            break;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("catch-up: {scanned} blocks in {secs:.2} s = {:.0} blocks/s; {credited} deposits credited", scanned as f64 / secs);
+
+    // Detection latency: block mined, hook fires (wakes the watcher), credit committed.
+    let wake = engine.chains.get("litecoin").expect("configured").wake.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(watcher.run(wake.clone(), stop_rx));
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for (i, address) in real[..args.deposits].iter().enumerate() {
+        let txid = node.miner.wallet_call("sendtoaddress", json!([address, 0.001])).await?;
+        let txid = txid.as_str().unwrap_or_default().to_string();
+        node.miner.call("generatetoaddress", json!([1, miner_address])).await?;
+        let t0 = Instant::now();
+        engine.chains.wake("litecoin"); // what POST /hooks/chain/litecoin does
+        loop {
+            let list = store
+                .deposits(&kassa_store::DepositQuery { merchant: Some(merchant), status: Some("credited".into()), limit: 1, ..Default::default() })
+                .await?;
+            if list.first().is_some_and(|d| d.txid == txid) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("deposit {i} was not credited within 30 s");
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        hist.saturating_record(t0.elapsed().as_micros() as u64);
+    }
+    let _ = stop_tx.send(true);
+    let _ = running.await;
+    println!(
+        "detection (hook → credit committed): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} deposits",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+        hist.len()
+    );
+    println!("memory: RSS {:.0} MB with {} watched addresses", rss_mb().unwrap_or(0.0), args.addresses);
+    let report = engine.check().await?;
+    println!("check: {}", if report.ok() { "OK".to_string() } else { format!("{:?}", report.violations) });
+    drop(node);
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -50,14 +50,14 @@ enum DevAction {
     },
 }
 
-struct DevNode {
-    miner: Bitcoind,
-    rpc_url: String,
-    password: String,
+pub(crate) struct DevNode {
+    pub(crate) miner: Bitcoind,
+    pub(crate) rpc_url: String,
+    pub(crate) password: String,
     child: Option<Child>,
 }
 
-fn node_config(rpc_url: &str, password: &str, wallet: &str) -> BitcoindConfig {
+pub(crate) fn node_config(rpc_url: &str, password: &str, wallet: &str) -> BitcoindConfig {
     BitcoindConfig {
         chain: "litecoin".into(),
         coin: Coin::Litecoin,
@@ -92,7 +92,7 @@ fn ensure_litecoind() -> anyhow::Result<()> {
 }
 
 /// Starts (or reuses) the regtest node under `dir/litecoin`.
-async fn start_node(dir: &Path, rpc_port: u16, hook_url: Option<&str>) -> anyhow::Result<DevNode> {
+pub(crate) async fn start_node(dir: &Path, rpc_port: u16, hook_url: Option<&str>) -> anyhow::Result<DevNode> {
     let node_dir = dir.join("litecoin");
     std::fs::create_dir_all(&node_dir).with_context(|| format!("cannot create {}", node_dir.display()))?;
     let password_file = node_dir.join("rpc-password");
@@ -144,7 +144,7 @@ async fn start_node(dir: &Path, rpc_port: u16, hook_url: Option<&str>) -> anyhow
 }
 
 impl DevNode {
-    async fn fund(&self) -> anyhow::Result<String> {
+    pub(crate) async fn fund(&self) -> anyhow::Result<String> {
         self.miner.ensure_wallet().await?;
         let address = self.miner.wallet_call("getnewaddress", json!([])).await?.as_str().unwrap_or_default().to_string();
         let height = self.miner.call("getblockcount", json!([])).await?.as_u64().unwrap_or(0);
@@ -165,6 +165,16 @@ impl DevNode {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let _ = child.kill();
+        }
+    }
+}
+
+impl Drop for DevNode {
+    /// A node Kassa started never outlives it, even when start-up fails.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
         }
     }
 }

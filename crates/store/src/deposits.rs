@@ -445,3 +445,31 @@ impl Store {
         Ok(n == 1)
     }
 }
+
+impl Store {
+    /// Inserts many watched addresses at once (benchmarks and imports), in one
+    /// database transaction; returns how many were inserted.
+    pub async fn insert_deposit_addresses_bulk(&self, merchant: MerchantId, currency: &str, chain: &str, addresses: &[String]) -> Result<u64> {
+        const ROWS: usize = 4000;
+        let now = now_ms();
+        let mut inserted = 0;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in addresses.chunks(ROWS) {
+                let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, $2, $3, $4, ${})", i + 5)).collect();
+                let sql = format!(
+                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, created_at_ms, address) VALUES {}
+                     ON CONFLICT (chain, address) DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(merchant.0).bind(currency).bind(chain).bind(now);
+                for a in chunk {
+                    q = q.bind(a);
+                }
+                inserted += q.execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
+    }
+}
