@@ -30,6 +30,8 @@ CREATE TABLE deposit_addresses (
 );
 CREATE UNIQUE INDEX deposit_addresses_foreign_id ON deposit_addresses (merchant_id, currency, foreign_id) WHERE foreign_id IS NOT NULL;
 CREATE INDEX deposit_addresses_merchant ON deposit_addresses (merchant_id, id);
+-- The watcher loads addresses of its chain by increasing id.
+CREATE INDEX deposit_addresses_chain_id ON deposit_addresses (chain, id);
 
 CREATE TABLE deposits (
     id BIGSERIAL PRIMARY KEY,
