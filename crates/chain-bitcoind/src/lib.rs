@@ -265,9 +265,14 @@ impl ChainAdapter for Bitcoind {
             }
         }
         let raw = self.wallet_call("createrawtransaction", json!([[], outputs])).await?;
-        let options = json!({"conf_target": self.conf_target(priority), "lockUnspents": true});
+        // Replaceable (BIP-125) so a stuck payout can be fee-bumped; Kassa follows the
+        // replacement by what it pays.
+        let options = json!({"conf_target": self.conf_target(priority), "lockUnspents": true, "replaceable": true});
         let funded = match self.wallet_call("fundrawtransaction", json!([raw, options])).await {
-            Err(ChainError::Rpc { code: -4 | -6, message }) => return Err(ChainError::InsufficientFunds(message)),
+            Err(ChainError::Rpc { code: -6, message }) => return Err(ChainError::InsufficientFunds(message)),
+            Err(ChainError::Rpc { code: -4, message }) if message.to_lowercase().contains("insufficient funds") => {
+                return Err(ChainError::InsufficientFunds(message))
+            }
             other => other?,
         };
         let fee = parse_amount(funded.get("fee").ok_or_else(|| protocol("fundrawtransaction without fee"))?)?;
@@ -320,7 +325,9 @@ impl ChainAdapter for Bitcoind {
                 conflicts.push(r.to_string());
             }
         }
-        Ok(TxStatus { confirmations, block_hash: v.get("blockhash").and_then(Value::as_str).map(str::to_string), conflicts })
+        // The wallet reports a send's fee as a negative amount.
+        let fee = v.get("fee").map(parse_amount).transpose()?.map(|f| f.abs());
+        Ok(TxStatus { confirmations, block_hash: v.get("blockhash").and_then(Value::as_str).map(str::to_string), conflicts, fee })
     }
 
     async fn hot_wallet_balance(&self) -> Result<i128> {

@@ -90,6 +90,8 @@ pub struct TxStatus {
     pub block_hash: Option<String>,
     /// Transactions spending the same inputs (replacements).
     pub conflicts: Vec<String>,
+    /// Network fee the transaction pays, in chain units, when the wallet knows it.
+    pub fee: Option<i128>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,14 @@ pub enum ChainError {
     InsufficientFunds(String),
     #[error("invalid address: {0}")]
     InvalidAddress(String),
+}
+
+impl ChainError {
+    /// Worth retrying later (node down, wallet short of funds) rather than failing for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChainError::Unreachable(_) | ChainError::InsufficientFunds(_) | ChainError::Protocol(_))
+            || matches!(self, ChainError::Rpc { code: -28, .. })
+    }
 }
 
 impl ChainError {

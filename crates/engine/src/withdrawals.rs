@@ -297,13 +297,41 @@ impl Broadcaster {
         let mut seen = HashSet::new();
         let batch: Vec<&WithdrawalRow> = queued.iter().filter(|w| seen.insert(w.address.clone())).take(MAX_BATCH).collect();
         let priority = batch.iter().map(|w| Priority::parse(&w.priority).unwrap_or(Priority::Medium)).max_by_key(|p| *p as u8).unwrap_or(Priority::Medium);
+        match self.send(&batch, priority).await {
+            Ok(()) => {}
+            // A batch the node refuses for good: send each alone so one bad withdrawal
+            // cannot block the others; those refused alone fail and their holds are voided.
+            Err(EngineError::Chain(e)) if !e.is_transient() => {
+                tracing::warn!(chain = %self.chain, error = %e, withdrawals = batch.len(), "payout refused; trying each withdrawal alone");
+                for w in &batch {
+                    match self.send(&[*w], priority).await {
+                        Ok(()) => {
+                            report.payouts_sent += 1;
+                            report.withdrawals_sent += 1;
+                        }
+                        Err(EngineError::Chain(e)) if !e.is_transient() => self.fail(w, &e.to_string()).await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        report.payouts_sent += 1;
+        report.withdrawals_sent += batch.len() as u64;
+        Ok(())
+    }
+
+    /// Signs, records and broadcasts one payout for `batch`.
+    async fn send(&self, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), EngineError> {
+        let store = &self.engine.store;
         let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
         let payout = store.create_payout(&self.chain, self.currency.code.as_str(), &ids).await?;
         let payments: Vec<Payment> = batch.iter().map(|w| Payment { address: w.address.clone(), amount: w.amount_units }).collect();
         let signed = match self.adapter.sign_payments(&payments, priority).await {
             Ok(s) => s,
             Err(e) => {
-                // Nothing was sent: back to the queue, retried next cycle.
+                // Nothing was sent: back to the queue.
                 store.abandon_payout(payout, &e.to_string()).await?;
                 if matches!(e, ChainError::InsufficientFunds(_)) {
                     tracing::error!(chain = %self.chain, error = %e, "ALERT: the hot wallet cannot pay queued withdrawals");
@@ -316,9 +344,20 @@ impl Broadcaster {
         store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
         crash_point("after_record_signed");
         let row = store.payouts_in(&self.chain, &["signed"]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
-        self.broadcast_signed(&row).await?;
-        report.payouts_sent += 1;
-        report.withdrawals_sent += ids.len() as u64;
+        self.broadcast_signed(&row).await
+    }
+
+    /// A withdrawal that cannot be paid: failed, and its hold voided (funds return).
+    async fn fail(&self, w: &WithdrawalRow, reason: &str) -> Result<(), EngineError> {
+        if let Some(hold) = w.hold_tx_id {
+            let memo = serde_json::json!({"type": "withdrawal_failed", "withdrawal_id": w.id, "reason": reason}).to_string();
+            self.engine
+                .ledger
+                .submit(TxRequest { idempotency_key: format!("withdrawal:{}:void", w.id), action: Action::Void { hold: TxId(hold) }, memo })
+                .await?;
+        }
+        self.engine.store.fail_withdrawal(w.id, reason).await?;
+        tracing::warn!(chain = %self.chain, withdrawal = w.id, reason, "withdrawal failed; its funds are available again");
         Ok(())
     }
 
@@ -358,24 +397,30 @@ impl Broadcaster {
         if let Some(p) = p.filter(|p| !p.fee_booked) {
             let fee = p.network_fee_units.unwrap_or(0);
             if fee > 0 {
-                let code = self.currency.code.clone();
-                let (ledger_fee, _) = kassa_core::Amount::from_units(fee, self.adapter.decimals())?.rescale_down(self.currency.precision)?;
-                let network = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::NetworkFees, currency: code.clone() }).await?;
-                let hot = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
-                let memo = serde_json::json!({"type": "network_fee", "payout_id": p.id, "txid": p.txid}).to_string();
-                if ledger_fee.units() > 0 {
-                    self.engine
-                        .ledger
-                        .submit(TxRequest {
-                            idempotency_key: format!("payout:{}:network_fee", p.id),
-                            action: Action::Transfer(vec![Leg { from: network, to: hot, currency: code, units: ledger_fee.units() }]),
-                            memo,
-                        })
-                        .await?;
-                }
+                self.book_network_fee(&format!("payout:{}:network_fee", p.id), fee, p.txid.as_deref().unwrap_or_default()).await?;
             }
             store.set_payout_fee_booked(p.id).await?;
         }
+        Ok(())
+    }
+
+    /// Books a network fee (chain units) as an expense: network fees → hot wallet.
+    async fn book_network_fee(&self, key: &str, fee: i128, txid: &str) -> Result<(), EngineError> {
+        let code = self.currency.code.clone();
+        // Rounded up to the ledger precision: the books never show less spent than was.
+        let factor = 10i128.pow(u32::from(self.adapter.decimals().saturating_sub(self.currency.precision)));
+        let units = (fee + factor - 1) / factor;
+        let network = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::NetworkFees, currency: code.clone() }).await?;
+        let hot = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+        let memo = serde_json::json!({"type": "network_fee", "txid": txid}).to_string();
+        self.engine
+            .ledger
+            .submit(TxRequest {
+                idempotency_key: key.to_string(),
+                action: Action::Transfer(vec![Leg { from: network, to: hot, currency: code, units }]),
+                memo,
+            })
+            .await?;
         Ok(())
     }
 
@@ -396,6 +441,12 @@ impl Broadcaster {
                     if pays_all {
                         tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
                         store.payout_broadcast(p.id, candidate).await?;
+                        // A fee bump pays more network fee: book the difference once.
+                        let new_fee = self.adapter.wallet_tx_status(candidate).await?.fee.unwrap_or(0);
+                        let extra = new_fee - p.network_fee_units.unwrap_or(0);
+                        if extra > 0 {
+                            self.book_network_fee(&format!("payout:{}:network_fee:{candidate}", p.id), extra, candidate).await?;
+                        }
                         break;
                     }
                 }

@@ -191,3 +191,72 @@ fn bs58_address(version: &str) -> String {
     payload.extend_from_slice(&[7u8; 20]);
     bs58::encode(payload).with_check().into_string()
 }
+
+// A withdrawal the node refuses for good fails alone, its hold is voided, and the other
+// withdrawals of its batch are still paid. The case: a dust amount, with the currency's
+// minimum withdrawal configured (wrongly) below the chain's dust limit.
+async fn refused_payment_fails_alone_and_returns_funds(backend: Backend) {
+    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    fund_by_deposit(&w, m, "1").await;
+    let mut engine = w.t.engine.clone();
+    let raw: std::collections::BTreeMap<String, kassa_core::currency::CurrencyConfig> =
+        toml::from_str(&kassa_testkit::TEST_CURRENCIES.replace("min_withdrawal = \"0.001\"", "min_withdrawal = \"0\"")).unwrap();
+    engine.currencies = std::sync::Arc::new(kassa_engine::currencies::Currencies::new(kassa_core::currency::validate_currencies(&raw).unwrap()));
+    let to1 = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let to2 = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let dust = engine.request_withdrawal(request(m, &to1, "0.00000001", "dust", Priority::High)).await.unwrap();
+    let good = engine.request_withdrawal(request(m, &to2, "0.1", "good", Priority::High)).await.unwrap();
+    let b = Broadcaster::new(engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let r = b.cycle().await.unwrap();
+    assert_eq!(r.withdrawals_sent, 1, "{r:?}");
+    let dust = w.t.engine.withdrawal(m, dust.id).await.unwrap();
+    assert_eq!(dust.status, "failed", "{dust:?}");
+    assert!(dust.failure.is_some());
+    assert_eq!(w.t.engine.withdrawal(m, good.id).await.unwrap().status, "broadcast");
+    // Only the good withdrawal's amount and fee left the balance.
+    let (balance, available) = w.t.balance(w.t.merchant_account(m, "LTC").await).await;
+    let fee = 10_000 + (10_000_000 * 5 + 999) / 1000;
+    assert_eq!((balance, available), (100_000_000 - 10_000_000 - fee, 100_000_000 - 10_000_000 - fee));
+    let history = w.t.engine.history(kassa_store::HistoryQuery { merchant: m, user: None, currency: None, before_entry: None, limit: 50 }).await.unwrap();
+    assert!(history.iter().any(|h| h.hold_status.as_deref() == Some("voided")), "the dust hold shows as voided");
+    w.t.assert_books_balance().await;
+}
+both_backends!(dust, refused_payment_fails_alone_and_returns_funds);
+
+// C2: a payout replaced on the network (a fee bump mined instead of the original) is
+// followed by what it pays; the destination is paid once and the larger fee is booked.
+async fn c2_replaced_payout_is_matched_by_outputs(backend: Backend) {
+    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    fund_by_deposit(&w, m, "1").await;
+    let to = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let wd = w.t.engine.request_withdrawal(request(m, &to, "0.25", "bump-me", Priority::High)).await.unwrap();
+    let b = Broadcaster::new(w.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    b.cycle().await.unwrap();
+    let original = w.t.engine.withdrawal(m, wd.id).await.unwrap().txid.unwrap();
+    let kassa = w.node.adapter("kassa");
+    let bumped = kassa.wallet_call("bumpfee", json!([original, {"fee_rate": 100}])).await.unwrap();
+    let replacement = bumped["txid"].as_str().unwrap().to_string();
+    assert_ne!(replacement, original);
+    // Litecoin Core's mempool does not take replacements; a miner includes the
+    // replacement directly instead, which is the case that matters: it confirms.
+    let hex = kassa.wallet_call("gettransaction", json!([replacement])).await.unwrap()["hex"].clone();
+    let miner = w.node.miner_rpc("getnewaddress", json!([])).await;
+    w.node.rpc("generateblock", json!([miner, [hex]])).await;
+    b.cycle().await.unwrap();
+    let after = w.t.engine.withdrawal(m, wd.id).await.unwrap();
+    assert_eq!(after.txid.as_deref(), Some(replacement.as_str()), "follows the replacement");
+    w.node.mine(2).await;
+    b.cycle().await.unwrap();
+    assert_eq!(w.t.engine.withdrawal(m, wd.id).await.unwrap().status, "confirmed");
+    let received = w.node.miner_rpc("getreceivedbyaddress", json!([to, 0])).await;
+    assert_eq!(kassa_chain_bitcoind::parse_amount(&received).unwrap(), 25_000_000, "paid once");
+    let fee = kassa_chain_bitcoind::parse_amount(&kassa.wallet_call("gettransaction", json!([replacement])).await.unwrap()["fee"]).unwrap();
+    let (network, _) = w.t.balance(w.t.system_account(SystemAccount::NetworkFees, "LTC").await).await;
+    assert_eq!(network, fee, "the replacement's fee is what was spent");
+    let report = w.t.engine.check().await.unwrap();
+    assert_eq!(report.hot_wallets[0].difference.as_deref(), Some("0.00000000"), "{:?}", report.hot_wallets);
+    w.t.assert_books_balance().await;
+}
+both_backends!(c2, c2_replaced_payout_is_matched_by_outputs);

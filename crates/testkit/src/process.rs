@@ -47,10 +47,11 @@ impl ServerProcess {
         ServerProcess { child, base_url, printed: printed.join("\n"), stderr: Some(rx) }
     }
 
-    /// Sends SIGTERM and waits up to 10 s; returns the exit code and stderr.
+    /// Sends SIGTERM and waits up to 30 s (a loaded machine may be slow to stop a node);
+    /// returns the exit code and stderr.
     pub fn terminate(mut self) -> (Option<i32>, String) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        self.wait_exit(Duration::from_secs(10))
+        self.wait_exit(Duration::from_secs(30))
     }
 
     /// Waits for the process to end by itself (e.g. an injected crash).
