@@ -31,13 +31,25 @@ pub struct Engine {
     pub ledger: Ledger,
     pub master_key: Arc<MasterKey>,
     pub chains: Arc<Chains>,
+    /// This process's name in leases that keep one instance per worker kind and chain
+    /// (several instances may share one PostgreSQL).
+    pub instance: Arc<str>,
 }
 
 impl Engine {
     /// Builds the services and starts the ledger writer (stopped when the last clone drops).
     pub fn new(store: Store, currencies: Currencies, master_key: MasterKey, ledger: LedgerOptions) -> Self {
         let ledger = Ledger::start(store.clone(), ledger);
-        Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key), chains: Arc::new(Chains::default()) }
+        Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key),
+            chains: Arc::new(Chains::default()),
+            instance: format!("kassa-{}-{}", std::process::id(), secrets::random_alphanumeric(8)).into(),
+        }
+    }
+
+    /// Takes or renews the lease on `worker` (e.g. a chain's watcher) for this instance.
+    /// Only the holder runs that worker; a dead holder's lease lapses after `ttl`.
+    pub async fn lease(&self, worker: &str, ttl: std::time::Duration) -> Result<bool, EngineError> {
+        Ok(self.store.acquire_chain_lease(worker, &self.instance, ttl.as_millis() as i64).await?)
     }
 
     /// The same engine with these chains (adapters and watch settings).

@@ -88,8 +88,17 @@ impl Watcher {
     /// Polls until `shutdown` turns true; `wake` (node hooks) starts a cycle at once.
     pub async fn run(mut self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(chain = %self.chain, "watcher started");
+        let ttl = (self.settings.poll_interval * 3).max(Duration::from_secs(2));
         loop {
-            match self.cycle().await {
+            let leader = match self.engine.lease(&self.chain, ttl).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, error = %e, "cannot take the watcher lease");
+                    false
+                }
+            };
+            let result = if leader { self.cycle().await } else { Ok(CycleReport::default()) };
+            match result {
                 Ok(r) if r.blocks > 0 || r.credited > 0 || r.reversed > 0 || r.reorg_depth.is_some() => {
                     tracing::info!(chain = %self.chain, scanned_to = r.scanned_to, blocks = r.blocks, credited = r.credited,
                         reversed = r.reversed, reorg_depth = ?r.reorg_depth, "watcher cycle");

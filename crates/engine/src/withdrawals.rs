@@ -233,8 +233,18 @@ impl Broadcaster {
 
     pub async fn run(self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(chain = %self.chain, "broadcaster started");
+        let ttl = (poll * 3).max(Duration::from_secs(2));
+        let lease = format!("{}#broadcaster", self.chain);
         loop {
-            match self.cycle().await {
+            let leader = match self.engine.lease(&lease, ttl).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, error = %e, "cannot take the broadcaster lease");
+                    false
+                }
+            };
+            let result = if leader { self.cycle().await } else { Ok(BroadcastReport::default()) };
+            match result {
                 Ok(r) if r != BroadcastReport::default() => {
                     tracing::info!(chain = %self.chain, payouts = r.payouts_sent, withdrawals = r.withdrawals_sent,
                         confirmed = r.confirmed, recovered = r.recovered, "broadcaster cycle");

@@ -336,3 +336,20 @@ async fn huge_amounts_are_exact(backend: Backend) {
     t.assert_books_balance().await;
 }
 both_backends!(huge, huge_amounts_are_exact);
+
+// Workers that must run once per deployment (a chain's watcher, its broadcaster) are
+// coordinated through a lease in the database: one instance holds it, renews it, and
+// another takes over only after it lapses.
+async fn worker_leases_coordinate_instances(backend: Backend) {
+    let t = TestEngine::new(backend).await;
+    let other = t.another_instance(LedgerOptions::default()).await;
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(t.engine.lease("litecoin", ttl).await.unwrap());
+    assert!(!other.lease("litecoin", ttl).await.unwrap(), "held by the first instance");
+    assert!(other.lease("litecoin#broadcaster", ttl).await.unwrap(), "leases are per worker");
+    assert!(t.engine.lease("litecoin", ttl).await.unwrap(), "the holder renews");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(other.lease("litecoin", ttl).await.unwrap(), "a lapsed lease is taken over");
+    assert!(!t.engine.lease("litecoin", ttl).await.unwrap());
+}
+both_backends!(leases, worker_leases_coordinate_instances);
