@@ -109,10 +109,20 @@ pub enum ChainError {
 }
 
 impl ChainError {
-    /// Worth retrying later (node down, wallet short of funds) rather than failing for good.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ChainError::Unreachable(_) | ChainError::InsufficientFunds(_) | ChainError::Protocol(_))
-            || matches!(self, ChainError::Rpc { code: -28, .. })
+    /// The node refuses this payment for good (invalid address or parameters, a
+    /// transaction its rules reject, an amount below the dust limit). Anything else —
+    /// node down or starting, wallet not loaded or locked, short of funds, fee
+    /// estimation — is worth retrying later.
+    pub fn is_permanent_refusal(&self) -> bool {
+        match self {
+            ChainError::InvalidAddress(_) => true,
+            ChainError::Rpc { code: -3 | -5 | -8 | -25 | -26, .. } => true,
+            ChainError::Rpc { code: -4, message } => {
+                let m = message.to_lowercase();
+                m.contains("too small") || m.contains("dust")
+            }
+            _ => false,
+        }
     }
 }
 

@@ -27,6 +27,8 @@ const MAX_MEMPOOL_FETCH: usize = 5_000;
 const MAX_OPEN_DEPOSITS: u32 = 10_000;
 /// Addresses loaded per refresh query.
 const ADDRESS_PAGE: u32 = 50_000;
+/// Ids below the highest seen that each refresh reads again.
+const ADDRESS_LOOKBACK: i64 = 1_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Watched {
@@ -104,7 +106,11 @@ impl Watcher {
                         reversed = r.reversed, reorg_depth = ?r.reorg_depth, "watcher cycle");
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(chain = %self.chain, error = %e, "watcher cycle failed; retrying"),
+                Err(e) => {
+                    // The node may have restarted without Kassa's wallet: prepare again.
+                    self.prepared = false;
+                    tracing::warn!(chain = %self.chain, error = %e, "watcher cycle failed; retrying")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -119,10 +125,14 @@ impl Watcher {
     }
 
     async fn refresh_addresses(&mut self) -> Result<(), EngineError> {
+        // Ids can commit out of order on PostgreSQL (a lower id committing after a
+        // higher one was read), so each refresh looks back over a window of ids.
+        let mut after = self.last_address_id.saturating_sub(ADDRESS_LOOKBACK);
         loop {
-            let rows = self.engine.store.deposit_addresses_after(&self.chain, self.last_address_id, ADDRESS_PAGE).await?;
+            let rows = self.engine.store.deposit_addresses_after(&self.chain, after, ADDRESS_PAGE).await?;
             let n = rows.len();
             for r in rows {
+                after = after.max(r.id);
                 self.last_address_id = self.last_address_id.max(r.id);
                 self.addresses.insert(r.address.into_boxed_str(), Watched { address_id: r.id, merchant_id: r.merchant_id });
             }
@@ -239,11 +249,13 @@ impl Watcher {
         // Mempool: deposits seen with zero confirmations.
         let mempool: HashSet<String> = self.adapter.mempool_txids().await.map_err(chain_err)?.into_iter().collect();
         let mut fetched = 0;
+        let mut known: HashSet<String> = mempool.iter().filter(|t| self.mempool_known.contains(*t)).cloned().collect();
         for txid in mempool.iter().filter(|t| !self.mempool_known.contains(*t)) {
             if fetched >= MAX_MEMPOOL_FETCH {
-                break;
+                break; // the rest next cycle
             }
             fetched += 1;
+            known.insert(txid.clone());
             match self.adapter.transaction(txid).await {
                 Ok(tx) => {
                     let found = self.found_in(&tx);
@@ -255,7 +267,7 @@ impl Watcher {
                 Err(e) => return Err(EngineError::Chain(e)),
             }
         }
-        self.mempool_known = mempool.clone();
+        self.mempool_known = known;
 
         // Confirmations, credits, reversals, drops.
         for d in store.open_deposits(&self.chain, MAX_OPEN_DEPOSITS).await? {

@@ -208,6 +208,27 @@ pub struct Broadcaster {
     currency: Currency,
     /// Low-priority withdrawals wait up to this long to share a transaction.
     pub batch_window: Duration,
+    /// The lease this broadcaster runs under (checked again right before signing).
+    lease: Option<(String, Duration)>,
+}
+
+/// Why a payout was not sent.
+enum SendError {
+    /// The node refused to build or sign it: nothing was recorded or sent.
+    Refused(ChainError),
+    Other(EngineError),
+}
+
+impl From<EngineError> for SendError {
+    fn from(e: EngineError) -> Self {
+        SendError::Other(e)
+    }
+}
+
+impl From<kassa_store::StoreError> for SendError {
+    fn from(e: kassa_store::StoreError) -> Self {
+        SendError::Other(e.into())
+    }
 }
 
 /// What one cycle did.
@@ -228,13 +249,14 @@ impl Broadcaster {
             .find(|c| c.chain.as_deref() == Some(chain))
             .cloned()
             .ok_or_else(|| EngineError::invalid("chain", format!("no currency is carried by chain {chain}")))?;
-        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), currency, engine, batch_window })
+        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), currency, engine, batch_window, lease: None })
     }
 
-    pub async fn run(self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(chain = %self.chain, "broadcaster started");
         let ttl = (poll * 3).max(Duration::from_secs(2));
         let lease = format!("{}#broadcaster", self.chain);
+        self.lease = Some((lease.clone(), ttl));
         loop {
             let leader = match self.engine.lease(&lease, ttl).await {
                 Ok(l) => l,
@@ -270,9 +292,18 @@ impl Broadcaster {
         if store.chain_halted(&self.chain).await?.is_some() {
             return Ok(report);
         }
-        // Withdrawals whose hold a crash interrupted.
-        for w in store.withdrawals_in(&self.chain, &["requested"], 1000).await? {
+        // The node may have restarted without Kassa's wallet loaded.
+        self.adapter.prepare().await?;
+        // Withdrawals whose hold a crash interrupted (old enough that no request is
+        // still working on them).
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        for w in store.stale_requested_withdrawals(&self.chain, now_ms - 60_000).await? {
             let _ = self.engine.hold_withdrawal(&w, &self.currency).await;
+            report.recovered += 1;
+        }
+        // Failed withdrawals whose funds a crash left held.
+        for (id, hold) in store.failed_withdrawals_with_pending_hold(&self.chain).await? {
+            self.void_hold(id, hold, "failed").await?;
             report.recovered += 1;
         }
         // Payouts never signed: nothing left Kassa; their withdrawals return to the queue.
@@ -281,9 +312,13 @@ impl Broadcaster {
             report.recovered += 1;
         }
         // Signed payouts: broadcast the stored bytes (the node may already have them).
+        // Never re-signed, never failed here: the bytes may already be on the network.
         for p in store.payouts_in(&self.chain, &["signed"]).await? {
-            self.broadcast_signed(&p).await?;
-            report.recovered += 1;
+            match self.broadcast_signed(&p).await {
+                Ok(()) => report.recovered += 1,
+                Err(e) => tracing::error!(chain = %self.chain, payout = p.id, txid = ?p.txid, error = %e,
+                    "ALERT: a signed payout cannot be broadcast; retrying (an operator may need to look)"),
+            }
         }
         self.send_due(&mut report).await?;
         self.follow_broadcast(&mut report).await?;
@@ -309,9 +344,10 @@ impl Broadcaster {
         let priority = batch.iter().map(|w| Priority::parse(&w.priority).unwrap_or(Priority::Medium)).max_by_key(|p| *p as u8).unwrap_or(Priority::Medium);
         match self.send(&batch, priority).await {
             Ok(()) => {}
-            // A batch the node refuses for good: send each alone so one bad withdrawal
-            // cannot block the others; those refused alone fail and their holds are voided.
-            Err(EngineError::Chain(e)) if !e.is_transient() => {
+            // A batch the node refuses for good (nothing was recorded or sent): send each
+            // alone so one bad withdrawal cannot block the others; those refused alone
+            // fail and their holds are voided.
+            Err(SendError::Refused(e)) if e.is_permanent_refusal() => {
                 tracing::warn!(chain = %self.chain, error = %e, withdrawals = batch.len(), "payout refused; trying each withdrawal alone");
                 for w in &batch {
                     match self.send(&[*w], priority).await {
@@ -319,13 +355,15 @@ impl Broadcaster {
                             report.payouts_sent += 1;
                             report.withdrawals_sent += 1;
                         }
-                        Err(EngineError::Chain(e)) if !e.is_transient() => self.fail(w, &e.to_string()).await?,
-                        Err(e) => return Err(e),
+                        Err(SendError::Refused(e)) if e.is_permanent_refusal() => self.fail(w, &e.to_string()).await?,
+                        Err(SendError::Refused(e)) => return Err(EngineError::Chain(e)),
+                        Err(SendError::Other(e)) => return Err(e),
                     }
                 }
                 return Ok(());
             }
-            Err(e) => return Err(e),
+            Err(SendError::Refused(e)) => return Err(EngineError::Chain(e)),
+            Err(SendError::Other(e)) => return Err(e),
         }
         report.payouts_sent += 1;
         report.withdrawals_sent += batch.len() as u64;
@@ -333,10 +371,17 @@ impl Broadcaster {
     }
 
     /// Signs, records and broadcasts one payout for `batch`.
-    async fn send(&self, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), EngineError> {
+    async fn send(&self, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), SendError> {
         let store = &self.engine.store;
         let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
         let payout = store.create_payout(&self.chain, self.currency.code.as_str(), &ids).await?;
+        if let Some((lease, ttl)) = &self.lease {
+            // Another instance may have taken over while this one was slow.
+            if !self.engine.lease(lease, *ttl).await? {
+                store.abandon_payout(payout, "broadcaster lease lost").await?;
+                return Err(SendError::Other(EngineError::Conflict("broadcaster lease lost".into())));
+            }
+        }
         let payments: Vec<Payment> = batch.iter().map(|w| Payment { address: w.address.clone(), amount: w.amount_units }).collect();
         let signed = match self.adapter.sign_payments(&payments, priority).await {
             Ok(s) => s,
@@ -346,7 +391,7 @@ impl Broadcaster {
                 if matches!(e, ChainError::InsufficientFunds(_)) {
                     tracing::error!(chain = %self.chain, error = %e, "ALERT: the hot wallet cannot pay queued withdrawals");
                 }
-                return Err(EngineError::Chain(e));
+                return Err(SendError::Refused(e));
             }
         };
         crash_point("after_sign");
@@ -354,20 +399,29 @@ impl Broadcaster {
         store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
         crash_point("after_record_signed");
         let row = store.payouts_in(&self.chain, &["signed"]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
-        self.broadcast_signed(&row).await
+        Ok(self.broadcast_signed(&row).await?)
     }
 
-    /// A withdrawal that cannot be paid: failed, and its hold voided (funds return).
+    /// A withdrawal that cannot be paid: failed first (only while no payout holds it),
+    /// then its hold voided so the funds return. A crash in between is finished by the
+    /// next cycle (failed withdrawals with a pending hold).
     async fn fail(&self, w: &WithdrawalRow, reason: &str) -> Result<(), EngineError> {
-        if let Some(hold) = w.hold_tx_id {
-            let memo = serde_json::json!({"type": "withdrawal_failed", "withdrawal_id": w.id, "reason": reason}).to_string();
-            self.engine
-                .ledger
-                .submit(TxRequest { idempotency_key: format!("withdrawal:{}:void", w.id), action: Action::Void { hold: TxId(hold) }, memo })
-                .await?;
+        if !self.engine.store.fail_queued_withdrawal(w.id, reason).await? {
+            return Ok(()); // claimed by a payout meanwhile: not ours to fail
         }
-        self.engine.store.fail_withdrawal(w.id, reason).await?;
+        if let Some(hold) = w.hold_tx_id {
+            self.void_hold(w.id, hold, reason).await?;
+        }
         tracing::warn!(chain = %self.chain, withdrawal = w.id, reason, "withdrawal failed; its funds are available again");
+        Ok(())
+    }
+
+    async fn void_hold(&self, withdrawal: i64, hold: i64, reason: &str) -> Result<(), EngineError> {
+        let memo = serde_json::json!({"type": "withdrawal_failed", "withdrawal_id": withdrawal, "reason": reason}).to_string();
+        self.engine
+            .ledger
+            .submit(TxRequest { idempotency_key: format!("withdrawal:{withdrawal}:void"), action: Action::Void { hold: TxId(hold) }, memo })
+            .await?;
         Ok(())
     }
 
@@ -443,12 +497,14 @@ impl Broadcaster {
             if status.confirmations < 0 {
                 // Conflicted: adopt a replacement that pays the same outputs (RBF, C2).
                 let withdrawals = store.withdrawals_of_payout(p.id).await?;
+                let mut adopted = false;
                 for candidate in &status.conflicts {
                     let Ok(tx) = self.adapter.transaction(candidate).await else { continue };
                     let pays_all = withdrawals.iter().all(|w| {
                         tx.outputs.iter().any(|o| o.address.as_deref() == Some(w.address.as_str()) && o.amount == w.amount_units)
                     });
                     if pays_all {
+                        adopted = true;
                         tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
                         store.payout_broadcast(p.id, candidate).await?;
                         // A fee bump pays more network fee: book the difference once.
@@ -459,6 +515,10 @@ impl Broadcaster {
                         }
                         break;
                     }
+                }
+                if !adopted {
+                    tracing::error!(chain = %self.chain, payout = p.id, txid = %txid, conflicts = ?status.conflicts,
+                        "ALERT: a broadcast payout was double-spent by a transaction that does not pay its withdrawals; an operator must settle it");
                 }
                 continue;
             }

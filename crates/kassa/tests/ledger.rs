@@ -353,3 +353,25 @@ async fn worker_leases_coordinate_instances(backend: Backend) {
     assert!(!t.engine.lease("litecoin", ttl).await.unwrap());
 }
 both_backends!(leases, worker_leases_coordinate_instances);
+
+// I3 at the edge: the same key twice at once when the balance covers exactly one
+// effect. The second must replay the first, never report the first's own spending as
+// insufficient funds.
+async fn i3_same_key_replays_even_when_the_balance_is_spent(backend: Backend) {
+    let t = TestEngine::with_options(backend, racing()).await;
+    let other = t.another_instance(racing()).await;
+    let a = t.merchant("a").await;
+    let b = t.merchant("b").await;
+    let (from, to) = (t.merchant_account(a, "LTC").await, t.merchant_account(b, "LTC").await);
+    for round in 0..20 {
+        t.fund(a, "LTC", "0.00000005").await;
+        let key = format!("exact-{round}");
+        let (r1, r2) = tokio::join!(t.engine.ledger.submit(transfer(&key, from, to, 5)), other.ledger.submit(transfer(&key, from, to, 5)));
+        let (r1, r2) = (r1.expect("first"), r2.expect("second replays, not insufficient funds"));
+        assert_eq!(r1.tx_id, r2.tx_id);
+        assert_eq!(t.balance(from).await, (0, 0));
+    }
+    assert_eq!(t.balance(to).await.0, 100);
+    t.assert_books_balance().await;
+}
+both_backends!(i3_exact, i3_same_key_replays_even_when_the_balance_is_spent);

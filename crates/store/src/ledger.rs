@@ -749,17 +749,6 @@ async fn load_accounts_pg(
 
 async fn write_batch_pg(pool: &PgPool, reqs: &[TxRequest], hashes: &[[u8; 32]]) -> Result<Attempt> {
     let mut tx = pool.begin().await?;
-    let keys: Vec<&str> = distinct_keys(reqs);
-    let mut existing: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
-    for (id, key, hash) in sqlx::query_as::<_, (i64, String, Vec<u8>)>(
-        "SELECT id, idempotency_key, content_hash FROM ledger_transactions WHERE idempotency_key = ANY($1)",
-    )
-    .bind(&keys)
-    .fetch_all(&mut *tx)
-    .await?
-    {
-        existing.insert(key, (id, hash));
-    }
     let hold_ids = hold_ids_of(reqs);
     let mut holds: HashMap<i64, LoadedHold> = HashMap::new();
     if !hold_ids.is_empty() {
@@ -787,6 +776,20 @@ async fn write_batch_pg(pool: &PgPool, reqs: &[TxRequest], hashes: &[[u8; 32]]) 
         hold_legs_from_entries(rows, &mut holds)?;
     }
     let mut accounts = load_accounts_pg(&mut tx, &accounts_of(reqs, &holds), true).await?;
+    // Keys are read only now, under the locks: a concurrent transaction with the same
+    // key that held them has committed, so it is seen here (a replay), never mistaken
+    // for spent balance.
+    let keys: Vec<&str> = distinct_keys(reqs);
+    let mut existing: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+    for (id, key, hash) in sqlx::query_as::<_, (i64, String, Vec<u8>)>(
+        "SELECT id, idempotency_key, content_hash FROM ledger_transactions WHERE idempotency_key = ANY($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        existing.insert(key, (id, hash));
+    }
     let mut plan = plan(reqs, hashes, &existing, &mut holds, &mut accounts);
     if plan.new_txs.is_empty() {
         tx.rollback().await?;

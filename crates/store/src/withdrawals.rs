@@ -225,16 +225,36 @@ impl Store {
         Ok(())
     }
 
-    pub async fn fail_withdrawal(&self, id: i64, failure: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE withdrawals SET status = 'failed', failure = $1, payout_id = NULL, updated_at_ms = $2 WHERE id = $3")
-                .bind(failure)
-                .bind(now_ms())
-                .bind(id)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+    /// Fails a withdrawal that no payout holds (still queued); false if it is not in that state.
+    pub async fn fail_queued_withdrawal(&self, id: i64, failure: &str) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+                "UPDATE withdrawals SET status = 'failed', failure = $1, updated_at_ms = $2
+                 WHERE id = $3 AND status = 'queued' AND payout_id IS NULL")
+            .bind(failure)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Failed withdrawals of a chain whose hold is still pending (a crash came between
+    /// failing and releasing the funds).
+    pub async fn failed_withdrawals_with_pending_hold(&self, chain: &str) -> Result<Vec<(i64, i64)>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT w.id, w.hold_tx_id FROM withdrawals w JOIN ledger_transactions h ON h.id = w.hold_tx_id
+                 WHERE w.chain = $1 AND w.status = 'failed' AND h.hold_status = 'pending' LIMIT 1000")
+            .bind(chain)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Withdrawals still `requested` (no hold yet) created before `before_ms`.
+    pub async fn stale_requested_withdrawals(&self, chain: &str, before_ms: i64) -> Result<Vec<WithdrawalRow>> {
+        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = 'requested' AND created_at_ms < $2 ORDER BY id LIMIT 1000");
+        let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(chain).bind(before_ms).fetch_all(pool).await?);
+        rows(r)
     }
 
     /// Creates a payout (`preparing`) for queued withdrawals, claiming them.

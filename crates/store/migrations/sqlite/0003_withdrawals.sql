@@ -15,8 +15,9 @@ CREATE TABLE payouts (
 );
 CREATE INDEX payouts_open ON payouts (chain, status);
 
+-- AUTOINCREMENT: ids appear in ledger idempotency keys, so a deleted id is never reused.
 CREATE TABLE withdrawals (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     merchant_id INTEGER NOT NULL REFERENCES merchants(id),
     currency TEXT NOT NULL,
     chain TEXT NOT NULL,
