@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod merchants;
 pub mod secrets;
 pub mod watcher;
+pub mod webhooks;
 pub mod withdrawals;
 
 use std::sync::Arc;

@@ -1,0 +1,301 @@
+//! Building blocks of outgoing notifications: the signatures each format uses, and
+//! the guard that keeps callback targets away from internal addresses (SSRF).
+//!
+//! - Kassa's own webhooks follow the Standard Webhooks scheme: headers `webhook-id`,
+//!   `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256(id.timestamp.body)>`,
+//!   with several space-separated signatures while a secret is being rotated.
+//! - CoinsPaid-style callbacks: `X-Processing-Signature` = hex HMAC-SHA512 of the exact body.
+//! - WestWallet IPNs are form-encoded and unsigned (merchants put a token in the URL).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+
+/// Prefix of Standard Webhooks secrets (`whsec_` + base64 of the key bytes).
+pub const SECRET_PREFIX: &str = "whsec_";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("webhook secret must be whsec_ followed by base64")]
+    BadSecret,
+    #[error("no valid signature")]
+    NoMatch,
+    #[error("timestamp outside the tolerance")]
+    Stale,
+}
+
+/// Decodes a `whsec_…` secret into key bytes.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SignatureError> {
+    let b64 = secret.strip_prefix(SECRET_PREFIX).ok_or(SignatureError::BadSecret)?;
+    let key = B64.decode(b64).map_err(|_| SignatureError::BadSecret)?;
+    if key.len() < 16 {
+        return Err(SignatureError::BadSecret);
+    }
+    Ok(key)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The `webhook-signature` header value: one `v1,<base64>` per secret, space-separated
+/// (two while a secret is being rotated, so receivers with either one accept).
+pub fn standard_signature(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    keys.iter()
+        .map(|k| format!("v1,{}", B64.encode(hmac_sha256(k, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Verifies a `webhook-signature` header as a receiver would: constant-time, any one
+/// matching `v1` signature suffices; empty or truncated signatures never match.
+pub fn verify_standard(
+    key: &[u8],
+    header: &str,
+    msg_id: &str,
+    timestamp: i64,
+    now: i64,
+    tolerance_secs: i64,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    if (now - timestamp).abs() > tolerance_secs {
+        return Err(SignatureError::Stale);
+    }
+    let ts = timestamp.to_string();
+    let expected = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    for candidate in header.split(' ') {
+        let Some(sig) = candidate.strip_prefix("v1,") else { continue };
+        let Ok(bytes) = B64.decode(sig) else { continue };
+        if bytes.len() == expected.len() && bool::from(bytes.ct_eq(&expected)) {
+            return Ok(());
+        }
+    }
+    Err(SignatureError::NoMatch)
+}
+
+/// CoinsPaid-style `X-Processing-Signature`: lowercase hex HMAC-SHA512 of the exact body.
+pub fn coinspaid_signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha512>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A WestWallet IPN body: `application/x-www-form-urlencoded`, fields in the given order.
+pub fn westwallet_ipn_form(fields: &[(&str, String)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        form.append_pair(k, v);
+    }
+    form.finish()
+}
+
+/// Where callbacks may go.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetPolicy {
+    /// Development only: allow loopback targets (a local test receiver).
+    pub allow_loopback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("callback URL is not a valid http(s) URL")]
+    BadUrl,
+    #[error("callback URL must not carry credentials")]
+    Credentials,
+    #[error("callback target {0} is a {1} address")]
+    Forbidden(IpAddr, &'static str),
+    #[error("callback host {0} does not resolve")]
+    Unresolved(String),
+}
+
+/// Why an address must not receive callbacks, if it must not.
+pub fn forbidden_kind(ip: IpAddr, policy: TargetPolicy) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4, policy),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_v4(v4, policy);
+            }
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                (!policy.allow_loopback).then_some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("link-local")
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                // Unique local, including the cloud metadata address fd00:ec2::254.
+                Some("private")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
+                // NAT64 (64:ff9b::/96) embeds an IPv4 address: judge that one.
+                let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+                forbidden_v4(v4, policy)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr, policy: TargetPolicy) -> Option<&'static str> {
+    let o = ip.octets();
+    if ip.is_loopback() {
+        (!policy.allow_loopback).then_some("loopback")
+    } else if o[0] == 0 {
+        Some("unspecified")
+    } else if ip.is_link_local() {
+        // 169.254.0.0/16, including the cloud metadata address 169.254.169.254.
+        Some(if o == [169, 254, 169, 254] { "cloud metadata" } else { "link-local" })
+    } else if ip.is_private() {
+        Some("private")
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        Some("shared (carrier-grade NAT)")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking")
+    } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+/// Checks a callback URL's form (at registration).
+pub fn check_url(text: &str) -> Result<url::Url, TargetError> {
+    let url = url::Url::parse(text).map_err(|_| TargetError::BadUrl)?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(TargetError::BadUrl);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(TargetError::Credentials);
+    }
+    Ok(url)
+}
+
+/// Resolves a callback URL and checks every address it resolves to; done at
+/// registration and again right before each delivery (DNS answers change).
+pub async fn resolve_target(text: &str, policy: TargetPolicy) -> Result<(url::Url, Vec<SocketAddr>), TargetError> {
+    let url = check_url(text)?;
+    let host = url.host_str().ok_or(TargetError::BadUrl)?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_or_known_default().ok_or(TargetError::BadUrl)?;
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host.as_str(), port)).await.map_err(|_| TargetError::Unresolved(host.clone()))?.collect(),
+    };
+    if addrs.is_empty() {
+        return Err(TargetError::Unresolved(host));
+    }
+    for a in &addrs {
+        if let Some(kind) = forbidden_kind(a.ip(), policy) {
+            return Err(TargetError::Forbidden(a.ip(), kind));
+        }
+    }
+    Ok((url, addrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CoinsPaid documentation's test vector.
+    #[test]
+    fn coinspaid_signature_matches_the_documented_vector() {
+        assert_eq!(
+            coinspaid_signature(b"AbCdEfG123456", br#"{"currency":"BTC","foreign_id":"123456"}"#),
+            "03c25fcf7cd35e7d995e402cd5d51edd72d48e1471e865907967809a0c189ba55b90815f20e2bb10f82c7a9e9d865546fda58989c2ae9e8e2ff7bc29195fa1ec"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_sign_verify_and_rotate() {
+        let old = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let new = vec![7u8; 32];
+        let body = br#"{"type":"deposit.credited"}"#;
+        let header = standard_signature(&[old.clone(), new.clone()], "msg_1", 1_700_000_000, body);
+        assert_eq!(header.split(' ').count(), 2);
+        // Receivers holding either secret accept during the overlap.
+        assert_eq!(verify_standard(&old, &header, "msg_1", 1_700_000_000, 1_700_000_010, 300, body), Ok(()));
+        assert_eq!(verify_standard(&new, &header, "msg_1", 1_700_000_000, 1_700_000_010, 300, body), Ok(()));
+        // Tampered body, other id, stale timestamp, empty and truncated signatures.
+        assert_eq!(verify_standard(&old, &header, "msg_1", 1_700_000_000, 1_700_000_010, 300, b"{}"), Err(SignatureError::NoMatch));
+        assert_eq!(verify_standard(&old, &header, "msg_2", 1_700_000_000, 1_700_000_010, 300, body), Err(SignatureError::NoMatch));
+        assert_eq!(verify_standard(&old, &header, "msg_1", 1_700_000_000, 1_700_001_000, 300, body), Err(SignatureError::Stale));
+        assert_eq!(verify_standard(&old, "v1,", "msg_1", 1_700_000_000, 1_700_000_000, 300, body), Err(SignatureError::NoMatch));
+        let truncated = &header[..20];
+        assert_eq!(verify_standard(&old, truncated, "msg_1", 1_700_000_000, 1_700_000_000, 300, body), Err(SignatureError::NoMatch));
+        assert!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(decode_secret("whsec_!!!").is_err());
+    }
+
+    /// An independent check of the scheme: the signed content is `id.timestamp.body`.
+    #[test]
+    fn standard_webhooks_signs_id_dot_timestamp_dot_body() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let header = standard_signature(&[key.to_vec()], "msg_x", 42, b"hello");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(b"msg_x.42.hello");
+        assert_eq!(header, format!("v1,{}", B64.encode(mac.finalize().into_bytes())));
+    }
+
+    #[test]
+    fn westwallet_ipn_is_form_encoded_in_order() {
+        let form = westwallet_ipn_form(&[("id", "7".into()), ("label", "order 7 & ü".into()), ("status", "completed".into())]);
+        assert_eq!(form, "id=7&label=order+7+%26+%C3%BC&status=completed");
+    }
+
+    #[test]
+    fn internal_addresses_are_refused() {
+        let p = TargetPolicy::default();
+        for (ip, kind) in [
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("169.254.169.254", "cloud metadata"),
+            ("169.254.1.1", "link-local"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("192.168.1.1", "private"),
+            ("100.64.0.1", "shared (carrier-grade NAT)"),
+            ("0.0.0.0", "unspecified"),
+            ("::ffff:10.0.0.1", "private"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("fe80::1", "link-local"),
+            ("fd00:ec2::254", "private"),
+            ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+            ("255.255.255.255", "reserved"),
+        ] {
+            assert_eq!(forbidden_kind(ip.parse().unwrap(), p), Some(kind), "{ip}");
+        }
+        for ok in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"] {
+            assert_eq!(forbidden_kind(ok.parse().unwrap(), p), None, "{ok}");
+        }
+        let dev = TargetPolicy { allow_loopback: true };
+        assert_eq!(forbidden_kind("127.0.0.1".parse().unwrap(), dev), None);
+        assert_eq!(forbidden_kind("10.0.0.1".parse().unwrap(), dev), Some("private"), "only loopback is allowed in dev");
+    }
+
+    #[tokio::test]
+    async fn targets_are_checked_after_resolution() {
+        let p = TargetPolicy::default();
+        // A name that resolves to loopback is refused like the address itself.
+        assert!(matches!(resolve_target("http://localhost:9/hook", p).await, Err(TargetError::Forbidden(_, "loopback"))));
+        assert!(matches!(resolve_target("http://169.254.169.254/latest/meta-data", p).await, Err(TargetError::Forbidden(_, "cloud metadata"))));
+        assert!(matches!(resolve_target("http://10.0.0.5/", p).await, Err(TargetError::Forbidden(_, "private"))));
+        assert!(matches!(resolve_target("http://[::1]:8080/", p).await, Err(TargetError::Forbidden(_, "loopback"))));
+        assert_eq!(resolve_target("ftp://example.com/", p).await.unwrap_err(), TargetError::BadUrl);
+        assert_eq!(resolve_target("http://user:pw@example.com/", p).await.unwrap_err(), TargetError::Credentials);
+        assert_eq!(resolve_target("not a url", p).await.unwrap_err(), TargetError::BadUrl);
+        let dev = TargetPolicy { allow_loopback: true };
+        let (_, addrs) = resolve_target("http://localhost:9/hook", dev).await.unwrap();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
+    }
+}
