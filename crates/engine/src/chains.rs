@@ -164,6 +164,20 @@ impl Engine {
         }
     }
 
+    /// Resumes a chain halted by a deep reorg (an operator's decision, once the chain
+    /// has been looked at). False if it was not halted.
+    pub async fn resume_chain(&self, chain: &str) -> Result<bool, EngineError> {
+        if self.chains.get(chain).is_none() {
+            return Err(EngineError::ChainNotConfigured(chain.to_string()));
+        }
+        let resumed = self.store.resume_chain(chain).await?;
+        if resumed {
+            tracing::warn!(chain, "chain resumed by an operator");
+            metrics::gauge!("kassa_chain_halted", "chain" => chain.to_string()).set(0.0);
+        }
+        Ok(resumed)
+    }
+
     pub async fn deposits(&self, query: DepositQuery) -> Result<Vec<Deposit>, EngineError> {
         if let Some(c) = &query.currency {
             self.currencies.get(c)?;

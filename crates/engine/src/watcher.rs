@@ -404,6 +404,3 @@ pub fn spawn_watchers(engine: &Engine, shutdown: watch::Receiver<bool>) -> Resul
     }
     Ok(handles)
 }
-
-/// A default poll interval suitable for tests and regtest.
-pub const FAST_POLL: Duration = Duration::from_millis(200);

@@ -7,7 +7,7 @@
 //! - CoinsPaid-style callbacks: `X-Processing-Signature` = hex HMAC-SHA512 of the exact body.
 //! - WestWallet IPNs are form-encoded and unsigned (merchants put a token in the URL).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

@@ -65,6 +65,17 @@ pub enum KeyCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum ChainCommand {
+    /// Resume a chain halted by a reorg deeper than max_reorg_depth, after checking it
+    /// (raise chains.NAME.max_reorg_depth first, or the same reorg halts it again).
+    Resume {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 pub struct AdjustArgs {
     /// Merchant id or name.
@@ -223,6 +234,23 @@ pub async fn adjust(settings: &Settings, args: AdjustArgs) -> anyhow::Result<Exi
             result.balance,
             result.currency
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    match cmd {
+        ChainCommand::Resume { name, json } => {
+            let resumed = engine.resume_chain(&name).await?;
+            if json {
+                print_json(&json!({"chain": name, "resumed": resumed}));
+            } else if resumed {
+                println!("chain {name} resumed: crediting and sending continue");
+            } else {
+                println!("chain {name} was not halted");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(admin::KeyCommand),
+    /// Operate chains.
+    #[command(subcommand)]
+    Chain(admin::ChainCommand),
     /// Credit (positive amount) or debit (negative) a merchant against owner equity.
     Adjust(admin::AdjustArgs),
     /// Verify the ledger's invariants; exits non-zero on any violation.
@@ -81,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Merchant(cmd) => admin::merchant(&settings, cmd).await,
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
+                Command::Chain(cmd) => admin::chain(&settings, cmd).await,
                 Command::Check { json } => admin::check(&settings, json).await,
                 Command::Bench(_) | Command::Dev(_) => unreachable!("handled above"),
             }

@@ -133,6 +133,12 @@ async fn w2_deep_reorg_halts(backend: Backend) {
     let r = watcher.cycle().await.unwrap();
     assert!(r.halted && r.credited == 0 && r.reversed == 0);
     assert_eq!(ltc_balance(&w, m).await, "2.00000000");
+    // Resuming is an operator's act; with the limit unchanged, the same reorg halts again.
+    assert!(w.t.engine.resume_chain("litecoin").await.unwrap());
+    assert!(!w.t.engine.resume_chain("litecoin").await.unwrap(), "already running");
+    assert!(w.t.engine.store.chain_halted("litecoin").await.unwrap().is_none());
+    assert!(watcher.cycle().await.unwrap().halted, "still deeper than max_reorg_depth");
+    assert_eq!(ltc_balance(&w, m).await, "2.00000000");
     w.t.assert_books_balance().await;
 }
 both_backends!(w2, w2_deep_reorg_halts);

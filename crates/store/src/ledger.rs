@@ -299,15 +299,6 @@ impl Store {
         Ok(AccountId(id))
     }
 
-    /// The id of an existing account, if any.
-    pub async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>> {
-        let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM accounts WHERE code = $1")
-            .bind(key.code())
-            .fetch_optional(pool)
-            .await?);
-        Ok(id.map(AccountId))
-    }
-
     /// Balances of a merchant's own accounts (`user` = None) or of one of its users.
     pub async fn balances(&self, merchant: MerchantId, user: Option<UserId>) -> Result<Vec<AccountBalance>> {
         let rows: Vec<(i64, String, String, String, String)> = match &self.db {
