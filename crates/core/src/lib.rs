@@ -4,6 +4,7 @@
 
 pub mod amount;
 pub mod currency;
+pub mod events;
 pub mod ledger;
 
 pub use amount::{Amount, AmountError, SignPolicy};

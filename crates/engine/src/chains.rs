@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::adjustments::format_ms;
+use crate::notifications::Origin;
 use crate::{Engine, EngineError};
 
 /// How a chain is watched.
@@ -123,6 +124,20 @@ impl Engine {
         label: Option<String>,
         foreign_id: Option<String>,
     ) -> Result<DepositAddress, EngineError> {
+        self.create_deposit_address_from(merchant, currency, label, foreign_id, Origin::native()).await
+    }
+
+    /// As `create_deposit_address`, for an API dialect: the address's deposits are also
+    /// reported in that dialect's callback format (to `origin.callback_url` when given,
+    /// which must pass the callback target checks).
+    pub async fn create_deposit_address_from(
+        &self,
+        merchant: MerchantId,
+        currency: &str,
+        label: Option<String>,
+        foreign_id: Option<String>,
+        origin: Origin,
+    ) -> Result<DepositAddress, EngineError> {
         for (field, v) in [("label", &label), ("foreign_id", &foreign_id)] {
             if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_TAG_LEN) {
                 return Err(EngineError::invalid(field, format!("must be 1-{MAX_TAG_LEN} characters")));
@@ -137,6 +152,10 @@ impl Engine {
                 return Ok(existing.into());
             }
         }
+        let callback_url = match &origin.callback_url {
+            Some(url) => Some(self.check_callback_url(url).await?),
+            None => None,
+        };
         let node_label = format!("m{}", merchant.0);
         let address = chain.adapter.new_deposit_address(&node_label).await.map_err(EngineError::Chain)?;
         let row = self
@@ -149,6 +168,8 @@ impl Engine {
                 address,
                 label,
                 foreign_id: foreign_id.clone(),
+                origin: origin.dialect.clone(),
+                callback_url,
             })
             .await;
         match row {

@@ -9,6 +9,8 @@ pub mod currencies;
 pub mod error;
 pub mod ledger;
 pub mod merchants;
+pub mod notifications;
+pub mod notifier;
 pub mod secrets;
 pub mod watcher;
 pub mod webhooks;
@@ -35,6 +37,8 @@ pub struct Engine {
     /// This process's name in leases that keep one instance per worker kind and chain
     /// (several instances may share one PostgreSQL).
     pub instance: Arc<str>,
+    /// Where callbacks may go (SSRF guard); loopback only in development.
+    pub target_policy: webhooks::TargetPolicy,
 }
 
 impl Engine {
@@ -44,6 +48,7 @@ impl Engine {
         Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key),
             chains: Arc::new(Chains::default()),
             instance: format!("kassa-{}-{}", std::process::id(), secrets::random_alphanumeric(8)).into(),
+            target_policy: webhooks::TargetPolicy::default(),
         }
     }
 
@@ -51,6 +56,12 @@ impl Engine {
     /// Only the holder runs that worker; a dead holder's lease lapses after `ttl`.
     pub async fn lease(&self, worker: &str, ttl: std::time::Duration) -> Result<bool, EngineError> {
         Ok(self.store.acquire_chain_lease(worker, &self.instance, ttl.as_millis() as i64).await?)
+    }
+
+    /// The same engine with this callback target policy.
+    pub fn with_target_policy(mut self, policy: webhooks::TargetPolicy) -> Self {
+        self.target_policy = policy;
+        self
     }
 
     /// The same engine with these chains (adapters and watch settings).

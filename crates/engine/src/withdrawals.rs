@@ -35,6 +35,8 @@ pub struct WithdrawalRequest {
     pub priority: Priority,
     /// The client's id for this withdrawal: a retry returns the original.
     pub idempotency_key: String,
+    /// The API it came through, and its own callback URL (checked here before storing).
+    pub origin: crate::notifications::Origin,
 }
 
 /// A withdrawal as merchants see it.
@@ -56,8 +58,9 @@ pub struct Withdrawal {
 }
 
 /// Test-only fault injection: with `KASSATEST_CRASH_AT=<point>` in the environment the
-/// process aborts at that point of the withdrawal flow, as `kill -9` would.
-fn crash_point(point: &str) {
+/// process aborts at that point (of the withdrawal flow, or `before_delivery` of a
+/// callback), as `kill -9` would.
+pub(crate) fn crash_point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     if AT.get_or_init(|| std::env::var("KASSATEST_CRASH_AT").ok()).as_deref() == Some(point) {
         eprintln!("KASSATEST_CRASH_AT={point}: aborting");
@@ -124,6 +127,10 @@ impl Engine {
                 return Err(EngineError::LimitReached(format!("at most {max} {} withdrawals per day", currency.code)));
             }
         }
+        let callback_url = match &r.origin.callback_url {
+            Some(url) => Some(self.check_callback_url(url).await?),
+            None => None,
+        };
         let fee = currency.fees.withdrawal.on(amount.units())?;
         let inserted = self
             .store
@@ -137,6 +144,8 @@ impl Engine {
                 priority: r.priority.as_str().to_string(),
                 idempotency_key: r.idempotency_key.clone(),
                 request_hash: hash.clone(),
+                origin: r.origin.dialect.clone(),
+                callback_url,
             })
             .await;
         let id = match inserted {

@@ -288,3 +288,149 @@ pub async fn check(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> 
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
+
+#[derive(Subcommand)]
+pub enum NotificationsCommand {
+    /// List a merchant's webhook endpoints.
+    Endpoints {
+        /// Merchant id or name.
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List deliveries, newest first.
+    Deliveries {
+        /// Merchant id or name (default: every merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only the deliveries of this event (evt_…).
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery: the exact body sent and every attempt.
+    Delivery {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send deliveries again: every delivery of one event, or every failed delivery
+    /// created in a time range.
+    Redeliver {
+        /// The event (evt_…) whose deliveries to send again.
+        #[arg(long, conflicts_with_all = ["failed", "since", "until"])]
+        event: Option<String>,
+        /// Failed deliveries created from --since (RFC 3339) until --until (default: now).
+        #[arg(long, requires = "since")]
+        failed: bool,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Merchant id or name (default: every merchant).
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rfc3339(key: &str, text: &str) -> anyhow::Result<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| anyhow::anyhow!("--{key}: {text:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    let merchant_id = |m: Option<String>| {
+        let engine = engine.clone();
+        async move {
+            match m {
+                Some(m) => Ok::<_, anyhow::Error>(Some(MerchantId(engine.find_merchant(&m).await?.id))),
+                None => Ok(None),
+            }
+        }
+    };
+    match cmd {
+        NotificationsCommand::Endpoints { merchant, json } => {
+            let m = MerchantId(engine.find_merchant(&merchant).await?.id);
+            let list = engine.endpoints(m).await?;
+            if json {
+                print_json(&json!({"webhook_endpoints": list}));
+            } else {
+                for e in &list {
+                    println!("{:>5}  {:<8}  {:<13} {}  events {}{}", e.id, e.status, e.format, e.url, e.events.join(","),
+                        e.disabled_reason.as_ref().map(|r| format!("  ({r})")).unwrap_or_default());
+                }
+                println!("{} endpoint(s)", list.len());
+            }
+        }
+        NotificationsCommand::Deliveries { merchant, status, event, limit, json } => {
+            let list = engine
+                .deliveries(kassa_store::DeliveryQuery {
+                    merchant: merchant_id(merchant).await?,
+                    status,
+                    event_public_id: event,
+                    before_id: None,
+                    limit: limit.clamp(1, 1000),
+                })
+                .await?;
+            if json {
+                print_json(&json!({"deliveries": list}));
+            } else {
+                for d in &list {
+                    println!("{:>7}  {:<9} {:>2} attempt(s)  {:<20} {:<12} {}  {}{}", d.id, d.status, d.attempts, d.event_type, d.format, d.event_id, d.url,
+                        d.last_error.as_ref().map(|e| format!("  last error: {e}")).unwrap_or_default());
+                }
+                println!("{} deliver(ies)", list.len());
+            }
+        }
+        NotificationsCommand::Delivery { id, json } => {
+            let d = engine.delivery(None, id).await?;
+            if json {
+                print_json(&json!(d));
+            } else {
+                let x = &d.delivery;
+                println!("delivery {} of {} ({}) to {} [{}]: {}, {} attempt(s)", x.id, x.event_id, x.event_type, x.url, x.format, x.status, x.attempts);
+                if let Some(next) = &x.next_attempt_at {
+                    println!("next attempt at {next}");
+                }
+                for a in &d.attempt_log {
+                    println!("  {}  {:>4}  {:>6} ms  {}  {}", a.at, a.status_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), a.latency_ms,
+                        a.instance, a.error.as_deref().unwrap_or(""));
+                }
+                if let Some(body) = &d.body {
+                    println!("body: {body}");
+                }
+            }
+        }
+        NotificationsCommand::Redeliver { event, failed, since, until, merchant, json } => {
+            let n = match (event, failed) {
+                (Some(e), _) => engine.redeliver_event(merchant_id(merchant).await?, &e).await?,
+                (None, true) => {
+                    let from = parse_rfc3339("since", since.as_deref().unwrap_or_default())?;
+                    let to = match until {
+                        Some(u) => parse_rfc3339("until", &u)?,
+                        None => (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64 + 1,
+                    };
+                    engine.redeliver_failed(merchant_id(merchant).await?, from, to).await?
+                }
+                (None, false) => anyhow::bail!("give --event EVT, or --failed --since TIME [--until TIME]"),
+            };
+            if json {
+                print_json(&json!({"redelivering": n}));
+            } else {
+                println!("{n} deliver(ies) queued to be sent again now (by the running server)");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -54,6 +54,70 @@ pub struct Config {
     pub hook_token: Option<String>,
     #[serde(default)]
     pub withdrawals: WithdrawalsConfig,
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// `[notifications]`: how callbacks are delivered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Development only: allow callbacks to loopback addresses (a local receiver).
+    /// Private, link-local and metadata addresses stay refused.
+    #[serde(default)]
+    pub allow_loopback: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Time a receiver has to answer.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    #[serde(default = "default_notify_poll")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_in_flight_endpoint")]
+    pub max_in_flight_per_endpoint: usize,
+    /// Retries are spread by up to this percentage of their delay.
+    #[serde(default = "default_jitter")]
+    pub jitter_percent: u32,
+    /// Delays in seconds before each retry, per format (standard, westwallet,
+    /// coinspaid_v1, coinspaid_v2); each format has a documented default.
+    #[serde(default)]
+    pub retry_schedule_secs: BTreeMap<String, Vec<u64>>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            connect_timeout_ms: default_connect_timeout(),
+            response_timeout_ms: default_response_timeout(),
+            poll_interval_ms: default_notify_poll(),
+            max_in_flight: default_in_flight(),
+            max_in_flight_per_endpoint: default_in_flight_endpoint(),
+            jitter_percent: default_jitter(),
+            retry_schedule_secs: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> u64 {
+    5000
+}
+fn default_response_timeout() -> u64 {
+    15_000
+}
+fn default_notify_poll() -> u64 {
+    500
+}
+fn default_in_flight() -> usize {
+    64
+}
+fn default_in_flight_endpoint() -> usize {
+    4
+}
+fn default_jitter() -> u32 {
+    10
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -279,6 +343,33 @@ impl Config {
         if self.withdrawals.batch_window_secs > 86_400 {
             bail!("withdrawals.batch_window_secs: must be at most 86400");
         }
+        let n = &self.notifications;
+        if !(100..=120_000).contains(&n.connect_timeout_ms) {
+            bail!("notifications.connect_timeout_ms: must be 100-120000");
+        }
+        if !(100..=300_000).contains(&n.response_timeout_ms) {
+            bail!("notifications.response_timeout_ms: must be 100-300000");
+        }
+        if !(50..=60_000).contains(&n.poll_interval_ms) {
+            bail!("notifications.poll_interval_ms: must be 50-60000");
+        }
+        if !(1..=10_000).contains(&n.max_in_flight) {
+            bail!("notifications.max_in_flight: must be 1-10000");
+        }
+        if !(1..=1000).contains(&n.max_in_flight_per_endpoint) {
+            bail!("notifications.max_in_flight_per_endpoint: must be 1-1000");
+        }
+        if n.jitter_percent > 100 {
+            bail!("notifications.jitter_percent: must be 0-100");
+        }
+        for (format, delays) in &n.retry_schedule_secs {
+            if kassa_core::events::Format::parse(format).is_none() {
+                bail!("notifications.retry_schedule_secs.{format}: not a callback format (standard, westwallet, coinspaid_v1, coinspaid_v2)");
+            }
+            if delays.len() > 50 || delays.iter().any(|d| !(1..=7 * 86_400).contains(d)) {
+                bail!("notifications.retry_schedule_secs.{format}: at most 50 delays, each 1-604800 seconds");
+            }
+        }
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
@@ -301,6 +392,27 @@ impl Settings {
             request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
             hook_token: self.config.hook_token.clone(),
         }
+    }
+
+    pub fn notifier_options(&self) -> kassa_engine::notifier::NotifierOptions {
+        let n = &self.config.notifications;
+        kassa_engine::notifier::NotifierOptions {
+            connect_timeout: Duration::from_millis(n.connect_timeout_ms),
+            response_timeout: Duration::from_millis(n.response_timeout_ms),
+            poll_interval: Duration::from_millis(n.poll_interval_ms),
+            max_in_flight: n.max_in_flight,
+            max_in_flight_per_endpoint: n.max_in_flight_per_endpoint,
+            jitter_percent: n.jitter_percent,
+            retry_schedule_secs: n
+                .retry_schedule_secs
+                .iter()
+                .map(|(f, d)| (kassa_core::events::Format::parse(f).expect("validated"), d.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn target_policy(&self) -> kassa_engine::webhooks::TargetPolicy {
+        kassa_engine::webhooks::TargetPolicy { allow_loopback: self.config.notifications.allow_loopback }
     }
 
     /// The chain adapters and their watch settings.

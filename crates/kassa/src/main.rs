@@ -43,6 +43,9 @@ enum Command {
     /// Operate chains.
     #[command(subcommand)]
     Chain(admin::ChainCommand),
+    /// Webhook endpoints, deliveries and their attempts; redelivery.
+    #[command(subcommand)]
+    Notifications(admin::NotificationsCommand),
     /// Credit (positive amount) or debit (negative) a merchant against owner equity.
     Adjust(admin::AdjustArgs),
     /// Verify the ledger's invariants; exits non-zero on any violation.
@@ -85,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
                 Command::Chain(cmd) => admin::chain(&settings, cmd).await,
+                Command::Notifications(cmd) => admin::notifications(&settings, cmd).await,
                 Command::Check { json } => admin::check(&settings, json).await,
                 Command::Bench(_) | Command::Dev(_) => unreachable!("handled above"),
             }

@@ -36,7 +36,12 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             }
         }
     }
-    let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()).with_chains(settings.chains());
+    if settings.config.notifications.allow_loopback && !settings.config.dev_mode {
+        tracing::warn!("notifications.allow_loopback is on: callbacks may reach services on this machine (development only)");
+    }
+    let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options())
+        .with_chains(settings.chains())
+        .with_target_policy(settings.target_policy());
     for name in engine.chains.names() {
         let chain = engine.chains.get(name).expect("listed");
         match tokio::time::timeout(Duration::from_secs(30), chain.adapter.prepare()).await {
@@ -61,8 +66,9 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
         &engine,
         Duration::from_millis(settings.config.withdrawals.poll_interval_ms),
         Duration::from_secs(settings.config.withdrawals.batch_window_secs),
-        workers_stopping,
+        workers_stopping.clone(),
     )?);
+    workers.push(kassa_engine::notifier::spawn_notifier(&engine, settings.notifier_options(), workers_stopping)?);
     let app = kassa_api::app(engine, &settings.http_options());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

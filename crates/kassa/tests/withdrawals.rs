@@ -24,7 +24,7 @@ async fn fund_by_deposit(w: &ChainWorld, m: MerchantId, amount: &str) {
 }
 
 fn request(m: MerchantId, address: &str, amount: &str, key: &str, priority: Priority) -> WithdrawalRequest {
-    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into() }
+    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into(), origin: kassa_engine::notifications::Origin::native() }
 }
 
 async fn twenty_withdrawals_in_one_transaction(backend: Backend) {

@@ -2,6 +2,7 @@
 
 use kassa_core::ledger::MerchantId;
 
+use crate::events::report_changes;
 use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -15,6 +16,9 @@ pub struct DepositAddressRow {
     pub label: Option<String>,
     pub foreign_id: Option<String>,
     pub created_at_ms: i64,
+    /// The API dialect that created the address (its deposits are reported in its format).
+    pub origin: String,
+    pub callback_url: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -26,6 +30,8 @@ pub struct NewDepositAddress {
     pub address: String,
     pub label: Option<String>,
     pub foreign_id: Option<String>,
+    pub origin: String,
+    pub callback_url: Option<String>,
 }
 
 /// An output paying a watched address, as the scanner found it.
@@ -131,9 +137,10 @@ impl Store {
 
     pub async fn insert_deposit_address(&self, a: &NewDepositAddress) -> Result<DepositAddressRow> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-                "INSERT INTO deposit_addresses (merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 RETURNING id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms")
+                "INSERT INTO deposit_addresses (merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms,
+                     origin, callback_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 RETURNING id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url")
             .bind(a.merchant.0)
             .bind(a.user_id)
             .bind(&a.currency)
@@ -142,6 +149,8 @@ impl Store {
             .bind(&a.label)
             .bind(&a.foreign_id)
             .bind(now_ms())
+            .bind(&a.origin)
+            .bind(&a.callback_url)
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "a deposit address with this foreign_id"))?))
@@ -149,7 +158,7 @@ impl Store {
 
     pub async fn deposit_address_by_foreign_id(&self, merchant: MerchantId, currency: &str, foreign_id: &str) -> Result<Option<DepositAddressRow>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url
                  FROM deposit_addresses WHERE merchant_id = $1 AND currency = $2 AND foreign_id = $3")
             .bind(merchant.0)
             .bind(currency)
@@ -161,7 +170,7 @@ impl Store {
     /// Addresses of `chain` with an id above `after_id`, oldest first (the watcher's refresh).
     pub async fn deposit_addresses_after(&self, chain: &str, after_id: i64, limit: u32) -> Result<Vec<DepositAddressRow>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url
                  FROM deposit_addresses WHERE chain = $1 AND id > $2 ORDER BY id LIMIT $3")
             .bind(chain)
             .bind(after_id)
@@ -233,6 +242,7 @@ impl Store {
                 .bind(height as i64 - keep_blocks as i64)
                 .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
             tx.commit().await?;
         });
         Ok(())
@@ -270,6 +280,7 @@ impl Store {
                 .bind(fork_height as i64)
                 .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
             tx.commit().await?;
             n
         });
@@ -288,8 +299,9 @@ impl Store {
              ",
             n = self.numeric()
         );
-        for d in found {
-            on_pool!(self, pool => {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for d in found {
                 sqlx::query(&sql)
                     .bind(chain)
                     .bind(&d.currency)
@@ -300,10 +312,12 @@ impl Store {
                     .bind(d.amount_units.to_string())
                     .bind(d.dust_units.to_string())
                     .bind(now)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
-            });
-        }
+            }
+            report_changes!(tx);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -333,6 +347,7 @@ impl Store {
     /// Records credit number `k` (1-based); a repeat is a no-op.
     pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64) -> Result<()> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE deposits SET credits = $1, status = 'credited', confirmations = $2, updated_at_ms = $3
                  WHERE id = $4 AND credits = $1 - 1")
@@ -340,8 +355,10 @@ impl Store {
             .bind(confirmations)
             .bind(now_ms())
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            report_changes!(tx);
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -349,6 +366,7 @@ impl Store {
     /// Records reversal number `k` (1-based); a repeat is a no-op.
     pub async fn mark_deposit_reversed(&self, id: i64, k: i64) -> Result<()> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE deposits SET reversals = $1, status = CASE WHEN block_height IS NULL THEN 'reversed' ELSE 'confirming' END,
                      updated_at_ms = $2
@@ -356,19 +374,24 @@ impl Store {
             .bind(k)
             .bind(now_ms())
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            report_changes!(tx);
+            tx.commit().await?;
         });
         Ok(())
     }
 
     pub async fn mark_deposit_dropped(&self, id: i64) -> Result<()> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query("UPDATE deposits SET status = 'dropped', updated_at_ms = $1 WHERE id = $2 AND status = 'seen'")
             .bind(now_ms())
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            report_changes!(tx);
+            tx.commit().await?;
         });
         Ok(())
     }

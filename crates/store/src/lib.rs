@@ -4,6 +4,7 @@
 //! per backend. Amounts cross this boundary as `i128` units only.
 
 mod deposits;
+mod events;
 mod ledger;
 mod merchants;
 mod withdrawals;
@@ -19,6 +20,7 @@ pub use ledger::{
     AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
 };
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
+pub use events::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow};
 

@@ -2,6 +2,7 @@
 
 use kassa_core::ledger::MerchantId;
 
+use crate::events::report_changes;
 use crate::{duplicate_as, now_ms, on_pool, parse_units, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -15,6 +16,9 @@ pub struct NewWithdrawal {
     pub priority: String,
     pub idempotency_key: String,
     pub request_hash: Vec<u8>,
+    /// The API dialect the withdrawal was requested through, and its own callback URL.
+    pub origin: String,
+    pub callback_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,8 +132,8 @@ impl Store {
     pub async fn insert_withdrawal(&self, w: &NewWithdrawal) -> Result<i64> {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
-                 request_hash, status, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10) RETURNING id",
+                 request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested') RETURNING id",
             n = self.numeric()
         );
         Ok(on_pool!(self, pool => sqlx::query_scalar(&sql)
@@ -143,6 +147,8 @@ impl Store {
             .bind(&w.idempotency_key)
             .bind(&w.request_hash)
             .bind(now_ms())
+            .bind(&w.origin)
+            .bind(&w.callback_url)
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?))
@@ -204,12 +210,15 @@ impl Store {
 
     pub async fn set_withdrawal_queued(&self, id: i64, hold_tx_id: i64) -> Result<()> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
                 .bind(hold_tx_id)
                 .bind(now_ms())
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -227,15 +236,21 @@ impl Store {
 
     /// Fails a withdrawal that no payout holds (still queued); false if it is not in that state.
     pub async fn fail_queued_withdrawal(&self, id: i64, failure: &str) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query(
+        let n = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
                 "UPDATE withdrawals SET status = 'failed', failure = $1, updated_at_ms = $2
                  WHERE id = $3 AND status = 'queued' AND payout_id IS NULL")
-            .bind(failure)
-            .bind(now_ms())
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
+                .bind(failure)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            report_changes!(tx);
+            tx.commit().await?;
+            n
+        });
         Ok(n == 1)
     }
 
@@ -307,6 +322,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            report_changes!(tx);
             tx.commit().await?;
         });
         Ok(())
@@ -329,6 +345,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
             tx.commit().await?;
         });
         Ok(())
@@ -397,6 +414,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
             tx.commit().await?;
         });
         Ok(())

@@ -33,6 +33,156 @@ pub fn router() -> Router<AppState> {
         .route("/deposits", get(deposits))
         .route("/withdrawals", post(create_withdrawal).get(list_withdrawals))
         .route("/withdrawals/{id}", get(get_withdrawal))
+        .route("/webhook-endpoints", post(create_endpoint).get(list_endpoints))
+        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_endpoint_secret))
+        .route("/webhook-endpoints/{id}/enable", post(enable_endpoint))
+        .route("/webhook-endpoints/{id}/disable", post(disable_endpoint))
+        .route("/webhook-endpoints/{id}/test", post(test_endpoint))
+        .route("/events", get(list_events))
+        .route("/events/{id}/redeliver", post(redeliver_event))
+        .route("/deliveries", get(list_deliveries))
+        .route("/deliveries/redeliver", post(redeliver_failed))
+        .route("/deliveries/{id}", get(get_delivery))
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError { status: axum::http::StatusCode::NOT_FOUND, code: "not_found", message: format!("{what} not found") }
+}
+
+fn path_id(id: &str, what: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| not_found(what))
+}
+
+async fn create_endpoint(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    body.only(&["url", "format", "events"])?;
+    let events = match body.0.get("events") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request("events must be a list of event type strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("events must be a list of event type strings")),
+    };
+    let format = body.string("format")?.unwrap_or_else(|| "standard".into());
+    let created = state.engine.create_endpoint(who.merchant, &body.required("url")?, &format, &events).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(created))))
+}
+
+async fn list_endpoints(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(Json(json!({ "webhook_endpoints": state.engine.endpoints(who.merchant).await? })))
+}
+
+async fn rotate_endpoint_secret(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    let id = path_id(&id, "webhook endpoint")?;
+    // The body is optional: `{"overlap_secs": N}` (default one day).
+    let overlap = if bytes.iter().all(u8::is_ascii_whitespace) {
+        86_400
+    } else {
+        let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => JsonObject(map),
+            _ => return Err(ApiError::bad_request("the body must be a JSON object")),
+        };
+        body.only(&["overlap_secs"])?;
+        match body.0.get("overlap_secs") {
+            None | Some(serde_json::Value::Null) => 86_400,
+            Some(v) => v.as_u64().ok_or_else(|| ApiError::bad_request("overlap_secs must be a whole number of seconds"))?,
+        }
+    };
+    let rotated = state.engine.rotate_endpoint_secret(who.merchant, id, std::time::Duration::from_secs(overlap)).await?;
+    Ok(Json(json!(rotated)))
+}
+
+async fn enable_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    Ok(Json(json!(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, true).await?)))
+}
+
+async fn disable_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    Ok(Json(json!(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, false).await?)))
+}
+
+async fn test_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    let event = state.engine.send_test_event(who.merchant, path_id(&id, "webhook endpoint")?).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "event_id": event }))))
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (_, limit) = page_params(&params, &["after", "limit"])?;
+    let after = match params.get("after") {
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| ApiError::bad_request("after must be a sequence number (0 or more)"))?,
+        None => 0,
+    };
+    let events = state.engine.events_after(who.merchant, after, limit).await?;
+    let next = events.last().and_then(|e| e["sequence"].as_i64()).unwrap_or(after);
+    Ok(Json(json!({ "events": events, "next_after": next })))
+}
+
+async fn redeliver_event(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    let n = state.engine.redeliver_event(Some(who.merchant), &id).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "redelivering": n }))))
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (before, limit) = page_params(&params, &["status", "event", "before", "limit"])?;
+    if let Some(s) = params.get("status") {
+        if !["pending", "delivered", "failed"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request("status must be pending, delivered or failed"));
+        }
+    }
+    let list = state
+        .engine
+        .deliveries(kassa_store::DeliveryQuery {
+            merchant: Some(who.merchant),
+            status: params.get("status").cloned(),
+            event_public_id: params.get("event").cloned(),
+            before_id: before,
+            limit,
+        })
+        .await?;
+    let next = if list.len() == limit as usize { list.last().map(|d| d.id) } else { None };
+    Ok(Json(json!({ "deliveries": list, "next_before": next })))
+}
+
+async fn get_delivery(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(Json(json!(state.engine.delivery(Some(who.merchant), path_id(&id, "delivery")?).await?)))
+}
+
+/// RFC 3339 time to Unix milliseconds.
+fn parse_time(body: &JsonObject, key: &str) -> Result<i64, ApiError> {
+    let text = body.required(key)?;
+    let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time like 2026-01-31T12:00:00Z")))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+async fn redeliver_failed(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    body.only(&["from", "to"])?;
+    let (from, to) = (parse_time(&body, "from")?, parse_time(&body, "to")?);
+    let n = state.engine.redeliver_failed(Some(who.merchant), from, to).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "redelivering": n }))))
 }
 
 async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
@@ -57,6 +207,7 @@ async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body:
             amount,
             priority,
             idempotency_key: body.required("idempotency_key")?,
+            origin: kassa_engine::notifications::Origin::native(),
         })
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(json!(w))))

@@ -1,0 +1,359 @@
+//! Notification rules: which event a state change raises, which callback formats
+//! report which events, and when a failed delivery is tried again. Pure functions; the
+//! store applies them inside the transaction that changes state (the outbox), and the
+//! notifier applies the retry rules.
+
+use std::time::Duration;
+
+/// Every event type Kassa raises, as merchants see them.
+pub const EVENT_TYPES: &[&str] = &[
+    "deposit.seen",
+    "deposit.confirmed",
+    "deposit.credited",
+    "deposit.reversed",
+    "deposit.dropped",
+    "withdrawal.queued",
+    "withdrawal.broadcast",
+    "withdrawal.confirmed",
+    "withdrawal.failed",
+    "withdrawal.cancelled",
+    "webhook.test",
+];
+
+/// The shape and signing of a callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// Kassa's own webhooks: JSON, Standard Webhooks signatures.
+    Standard,
+    /// WestWallet IPN: form-encoded, unsigned.
+    Westwallet,
+    /// CoinsPaid-style v1 callbacks: flat JSON, HMAC-SHA512.
+    CoinspaidV1,
+    /// CoinsPaid-style v2 callbacks: nested JSON, HMAC-SHA512.
+    CoinspaidV2,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Standard, Format::Westwallet, Format::CoinspaidV1, Format::CoinspaidV2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Standard => "standard",
+            Format::Westwallet => "westwallet",
+            Format::CoinspaidV1 => "coinspaid_v1",
+            Format::CoinspaidV2 => "coinspaid_v2",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Format> {
+        Self::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// The callback format of objects created through an API dialect (`native`
+    /// objects are reported through Kassa's own webhooks only).
+    pub fn for_origin(dialect: &str) -> Option<Format> {
+        match dialect {
+            "westwallet" => Some(Format::Westwallet),
+            "coinspaid_v1" => Some(Format::CoinspaidV1),
+            "coinspaid_v2" => Some(Format::CoinspaidV2),
+            _ => None,
+        }
+    }
+
+    /// Whether this format reports `event_type` at all. WestWallet sends an IPN when a
+    /// transaction is first seen (`pending`) and when it is final (`completed`);
+    /// CoinsPaid-style callbacks report `not_confirmed`, `confirmed` and `cancelled`.
+    pub fn renders(self, event_type: &str) -> bool {
+        match self {
+            Format::Standard => true,
+            Format::Westwallet => matches!(
+                event_type,
+                "deposit.seen" | "deposit.credited" | "withdrawal.broadcast" | "withdrawal.confirmed" | "withdrawal.failed"
+            ),
+            Format::CoinspaidV1 | Format::CoinspaidV2 => matches!(
+                event_type,
+                "deposit.seen"
+                    | "deposit.credited"
+                    | "deposit.reversed"
+                    | "deposit.dropped"
+                    | "withdrawal.broadcast"
+                    | "withdrawal.confirmed"
+                    | "withdrawal.failed"
+                    | "withdrawal.cancelled"
+            ),
+        }
+    }
+
+    /// Retries after the first attempt, by default: Standard Webhooks' recommended
+    /// schedule for Kassa's own webhooks and WestWallet IPNs; the documented CoinsPaid
+    /// schedule (1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240 minutes).
+    pub fn default_retry_schedule_secs(self) -> Vec<u64> {
+        match self {
+            Format::Standard | Format::Westwallet => vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            Format::CoinspaidV1 | Format::CoinspaidV2 => {
+                [1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240].iter().map(|m| m * 60).collect()
+            }
+        }
+    }
+}
+
+/// Whether an endpoint's subscription (`*` or a comma-separated list of types or
+/// `prefix.*` patterns) includes `event_type`. Test events always reach the endpoint
+/// they were sent to.
+pub fn subscribed(filter: &str, event_type: &str) -> bool {
+    event_type == "webhook.test"
+        || filter.split(',').map(str::trim).any(|f| {
+            f == "*" || f == event_type || f.strip_suffix(".*").is_some_and(|p| event_type.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+        })
+}
+
+/// Checks a subscription list given by a merchant; returns it normalised.
+pub fn parse_subscription(types: &[String]) -> Result<String, String> {
+    if types.is_empty() {
+        return Ok("*".into());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for t in types {
+        let t = t.trim();
+        let known = t == "*"
+            || EVENT_TYPES.contains(&t)
+            || t.strip_suffix(".*").is_some_and(|p| EVENT_TYPES.iter().any(|e| e.split('.').next() == Some(p)));
+        if !known {
+            return Err(format!("{t:?} is not an event type (one of {}, a prefix like deposit.*, or *)", EVENT_TYPES.join(", ")));
+        }
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    Ok(out.join(","))
+}
+
+/// The events a deposit raises moving from the status last reported (`""` for a new
+/// deposit) to `new`: one per status it enters, so a deposit first found in a block
+/// is both seen and confirmed, and a credit taken back after its transaction was
+/// mined again is reversed and confirmed.
+pub fn deposit_events(reported: &str, new: &str) -> Vec<&'static str> {
+    if reported == new {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if reported.is_empty() && new != "seen" {
+        out.push("deposit.seen");
+    }
+    if reported == "credited" && new != "reversed" {
+        out.push("deposit.reversed");
+    }
+    match new {
+        "seen" => out.push("deposit.seen"),
+        "confirming" => out.push("deposit.confirmed"),
+        "credited" => out.push("deposit.credited"),
+        "reversed" => out.push("deposit.reversed"),
+        "dropped" => out.push("deposit.dropped"),
+        _ => {}
+    }
+    out
+}
+
+/// The event a withdrawal raises entering `new` (internal steps raise none).
+pub fn withdrawal_event(reported: &str, new: &str) -> Option<&'static str> {
+    if reported == new {
+        return None;
+    }
+    match new {
+        "queued" => Some("withdrawal.queued"),
+        "broadcast" => Some("withdrawal.broadcast"),
+        "confirmed" => Some("withdrawal.confirmed"),
+        "failed" => Some("withdrawal.failed"),
+        "cancelled" => Some("withdrawal.cancelled"),
+        _ => None,
+    }
+}
+
+/// What the notifier does after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Any 2xx.
+    Delivered,
+    /// `410 Gone`: the receiver asks never to be called again.
+    Gone,
+    /// Try again after this long.
+    RetryAfter(Duration),
+    /// The schedule is exhausted.
+    GiveUp,
+}
+
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Decides the next step after attempt number `attempts` (1-based) answered with
+/// `status` (None: no HTTP answer). `retry_after` is the receiver's `Retry-After`
+/// (honoured on 429 and 503); `jitter` in [0, 1) spreads retries by up to
+/// `jitter_percent` of the delay so that many deliveries do not retry in lockstep.
+pub fn next_step(
+    schedule_secs: &[u64],
+    attempts: u32,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    jitter_percent: u32,
+    jitter: f64,
+) -> AttemptOutcome {
+    match status {
+        Some(s) if (200..300).contains(&s) => return AttemptOutcome::Delivered,
+        Some(410) => return AttemptOutcome::Gone,
+        _ => {}
+    }
+    let Some(&delay) = schedule_secs.get(attempts.saturating_sub(1) as usize) else {
+        return AttemptOutcome::GiveUp;
+    };
+    if let (Some(429 | 503), Some(after)) = (status, retry_after) {
+        return AttemptOutcome::RetryAfter(after.clamp(Duration::from_secs(1), MAX_RETRY_AFTER));
+    }
+    let base_ms = delay.saturating_mul(1000);
+    let spread = base_ms.saturating_mul(u64::from(jitter_percent.min(100))) / 100;
+    let extra = (spread as f64 * jitter.clamp(0.0, 0.999_999)) as u64;
+    AttemptOutcome::RetryAfter(Duration::from_millis(base_ms.saturating_add(extra)))
+}
+
+/// Parses a `Retry-After` header: delay seconds, or an HTTP date relative to `now_unix`.
+pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    Some(Duration::from_secs(u64::try_from(at - now_unix).unwrap_or(0)))
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+fn parse_http_date(v: &str) -> Option<i64> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, month, year, clock, "GMT"] = parts.as_slice() else { return None };
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = months.iter().position(|x| x == month)? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = clock.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, mi, s] = hms.as_slice() else { return None };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// JSON text with every non-ASCII character escaped as `\uXXXX` (CoinsPaid-style
+/// callbacks are ASCII-only). Non-ASCII can only occur inside JSON strings, so the
+/// escapes are valid wherever they land.
+pub fn ascii_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deposit_transitions_raise_one_event_per_status_entered() {
+        assert_eq!(deposit_events("", "seen"), ["deposit.seen"]);
+        assert_eq!(deposit_events("", "confirming"), ["deposit.seen", "deposit.confirmed"]);
+        assert_eq!(deposit_events("seen", "confirming"), ["deposit.confirmed"]);
+        assert_eq!(deposit_events("confirming", "credited"), ["deposit.credited"]);
+        assert_eq!(deposit_events("credited", "reversed"), ["deposit.reversed"]);
+        assert_eq!(deposit_events("credited", "confirming"), ["deposit.reversed", "deposit.confirmed"]);
+        assert_eq!(deposit_events("reversed", "confirming"), ["deposit.confirmed"]);
+        assert_eq!(deposit_events("seen", "dropped"), ["deposit.dropped"]);
+        assert_eq!(deposit_events("confirming", "seen"), ["deposit.seen"]);
+        assert!(deposit_events("credited", "credited").is_empty());
+    }
+
+    #[test]
+    fn withdrawal_transitions() {
+        assert_eq!(withdrawal_event("", "requested"), None);
+        assert_eq!(withdrawal_event("requested", "queued"), Some("withdrawal.queued"));
+        assert_eq!(withdrawal_event("queued", "signed"), None);
+        assert_eq!(withdrawal_event("signed", "broadcast"), Some("withdrawal.broadcast"));
+        assert_eq!(withdrawal_event("queued", "broadcast"), Some("withdrawal.broadcast"));
+        assert_eq!(withdrawal_event("broadcast", "confirmed"), Some("withdrawal.confirmed"));
+        assert_eq!(withdrawal_event("queued", "failed"), Some("withdrawal.failed"));
+        assert_eq!(withdrawal_event("failed", "failed"), None);
+    }
+
+    #[test]
+    fn subscriptions() {
+        assert!(subscribed("*", "deposit.seen"));
+        assert!(subscribed("deposit.*", "deposit.credited"));
+        assert!(!subscribed("deposit.*", "withdrawal.failed"));
+        assert!(!subscribed("deposit.*", "depositx.seen"));
+        assert!(subscribed("withdrawal.failed,deposit.credited", "deposit.credited"));
+        assert!(subscribed("deposit.credited", "webhook.test"));
+        assert_eq!(parse_subscription(&[]).unwrap(), "*");
+        assert_eq!(parse_subscription(&["deposit.*".into(), "withdrawal.failed".into(), "deposit.*".into()]).unwrap(), "deposit.*,withdrawal.failed");
+        assert!(parse_subscription(&["deposit.paid".into()]).is_err());
+        assert!(parse_subscription(&["nothing.*".into()]).is_err());
+    }
+
+    #[test]
+    fn formats_report_what_their_apis_know() {
+        assert!(Format::Standard.renders("deposit.confirmed"));
+        assert!(!Format::Westwallet.renders("deposit.confirmed"), "WestWallet: first seen and final only");
+        assert!(Format::Westwallet.renders("deposit.seen") && Format::Westwallet.renders("deposit.credited"));
+        assert!(Format::CoinspaidV2.renders("deposit.dropped"));
+        assert!(!Format::CoinspaidV1.renders("webhook.test"));
+        assert_eq!(Format::for_origin("native"), None);
+        assert_eq!(Format::for_origin("coinspaid_v2"), Some(Format::CoinspaidV2));
+        assert_eq!(Format::CoinspaidV1.default_retry_schedule_secs().len(), 13);
+        assert_eq!(Format::CoinspaidV1.default_retry_schedule_secs()[12], 240 * 60);
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.as_str()), Some(f));
+        }
+    }
+
+    #[test]
+    fn retry_steps() {
+        let s = [1, 5, 10];
+        assert_eq!(next_step(&s, 1, Some(204), None, 10, 0.5), AttemptOutcome::Delivered);
+        assert_eq!(next_step(&s, 3, Some(299), None, 10, 0.5), AttemptOutcome::Delivered);
+        assert_eq!(next_step(&s, 1, Some(410), None, 10, 0.5), AttemptOutcome::Gone);
+        assert_eq!(next_step(&s, 1, Some(500), None, 0, 0.5), AttemptOutcome::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(next_step(&s, 2, None, None, 0, 0.5), AttemptOutcome::RetryAfter(Duration::from_secs(5)));
+        // Jitter adds up to the given share of the delay.
+        assert_eq!(next_step(&s, 3, Some(500), None, 10, 0.5), AttemptOutcome::RetryAfter(Duration::from_millis(10_500)));
+        assert_eq!(next_step(&s, 4, Some(500), None, 10, 0.5), AttemptOutcome::GiveUp);
+        // Retry-After on 429 and 503 only, clamped.
+        assert_eq!(next_step(&s, 1, Some(429), Some(Duration::from_secs(120)), 10, 0.5), AttemptOutcome::RetryAfter(Duration::from_secs(120)));
+        assert_eq!(next_step(&s, 1, Some(503), Some(Duration::ZERO), 10, 0.0), AttemptOutcome::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(next_step(&s, 1, Some(503), Some(Duration::from_secs(10 << 20)), 10, 0.0), AttemptOutcome::RetryAfter(MAX_RETRY_AFTER));
+        assert_eq!(next_step(&s, 1, Some(500), Some(Duration::from_secs(120)), 0, 0.0), AttemptOutcome::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(next_step(&s, 3, Some(429), Some(Duration::from_secs(120)), 0, 0.0), AttemptOutcome::RetryAfter(Duration::from_secs(120)));
+        assert_eq!(next_step(&s, 4, Some(429), Some(Duration::from_secs(120)), 0, 0.0), AttemptOutcome::GiveUp);
+        assert_eq!(next_step(&[], 1, Some(500), None, 0, 0.0), AttemptOutcome::GiveUp);
+    }
+
+    #[test]
+    fn retry_after_header() {
+        assert_eq!(parse_retry_after("120", 0), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 - 30), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 + 30), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", 0), None);
+    }
+
+    #[test]
+    fn ascii_only_json() {
+        assert_eq!(ascii_json(r#"{"label":"Café 😀"}"#), r#"{"label":"Caf\u00e9 \ud83d\ude00"}"#);
+        let v: serde_json::Value = serde_json::from_str(&ascii_json(r#"{"label":"Café 😀"}"#)).unwrap();
+        assert_eq!(v["label"], "Café 😀");
+    }
+}

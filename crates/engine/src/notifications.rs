@@ -1,0 +1,465 @@
+//! Notifications as merchants and operators handle them: webhook endpoints (with
+//! secret rotation), the events pull API, deliveries and their attempts, redelivery,
+//! and the rendering of an event in each callback format. The outbox itself is written
+//! by the store in the transaction of each state change; `notifier` delivers it.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use kassa_core::events::{ascii_json, parse_subscription, Format};
+use kassa_core::ledger::MerchantId;
+use kassa_core::Currency;
+use kassa_store::{AttemptRow, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::adjustments::format_ms;
+use crate::webhooks::{self, TargetPolicy, SECRET_PREFIX};
+use crate::{Engine, EngineError};
+
+/// Which API created an object, and where that object's own callbacks go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// `native`, `westwallet`, `coinspaid_v1` or `coinspaid_v2`.
+    pub dialect: String,
+    /// A callback URL given with the object (WestWallet's `ipn_url`); checked against
+    /// the SSRF policy before it is stored.
+    pub callback_url: Option<String>,
+}
+
+impl Origin {
+    pub fn native() -> Self {
+        Origin { dialect: "native".into(), callback_url: None }
+    }
+}
+
+/// A webhook endpoint as merchants see it (never its secret).
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoint {
+    pub id: i64,
+    pub url: String,
+    pub format: String,
+    pub events: Vec<String>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    /// While a rotated-out secret still signs (every delivery carries both signatures).
+    pub previous_secret_valid_until: Option<String>,
+    pub created_at: String,
+}
+
+/// An endpoint with its signing secret, shown once (at creation and rotation).
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `whsec_…` (Standard Webhooks); CoinsPaid-style callbacks are signed with the
+    /// merchant's CoinsPaid API secret and WestWallet IPNs are unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A delivery as merchants and operators see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint_id: Option<i64>,
+    pub format: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<String>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptView {
+    pub at: String,
+    pub status_code: Option<i32>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// The exact body sent (every attempt sends the same bytes).
+    pub body: Option<String>,
+    pub attempt_log: Vec<AttemptView>,
+}
+
+/// A callback body ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: String,
+    pub content_type: &'static str,
+}
+
+/// Longest callback URL accepted.
+const MAX_URL_LEN: usize = 2000;
+/// Most endpoints per merchant.
+const MAX_ENDPOINTS: usize = 20;
+
+fn endpoint_view(r: &EndpointRow) -> Endpoint {
+    Endpoint {
+        id: r.id,
+        url: r.url.clone(),
+        format: r.format.clone(),
+        events: r.event_types.split(',').map(str::to_string).collect(),
+        status: r.status.clone(),
+        disabled_reason: r.disabled_reason.clone(),
+        previous_secret_valid_until: r.previous_secret_until_ms.filter(|t| *t > now_ms()).map(format_ms),
+        created_at: format_ms(r.created_at_ms),
+    }
+}
+
+fn delivery_view(d: DeliveryRow) -> Delivery {
+    Delivery {
+        id: d.id,
+        event_id: d.event_public_id,
+        event_type: d.event_type,
+        endpoint_id: d.endpoint_id,
+        format: d.format,
+        url: d.url,
+        next_attempt_at: (d.status == "pending").then(|| format_ms(d.next_attempt_at_ms)),
+        status: d.status,
+        attempts: d.attempts,
+        last_status_code: d.last_status_code,
+        last_error: d.last_error,
+        delivered_at: d.delivered_at_ms.map(format_ms),
+        created_at: format_ms(d.created_at_ms),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn new_secret() -> (String, Vec<u8>) {
+    let mut key = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+    (format!("{SECRET_PREFIX}{}", B64.encode(key)), key.to_vec())
+}
+
+impl Engine {
+    /// Checks a callback URL before it is stored: its form, and every address it
+    /// resolves to (no loopback, private, link-local or metadata targets).
+    pub async fn check_callback_url(&self, url: &str) -> Result<String, EngineError> {
+        let url = url.trim();
+        if url.len() > MAX_URL_LEN {
+            return Err(EngineError::invalid("url", format!("at most {MAX_URL_LEN} characters")));
+        }
+        let (parsed, _) = webhooks::resolve_target(url, self.target_policy).await.map_err(|e| EngineError::invalid("url", e))?;
+        Ok(parsed.to_string())
+    }
+
+    pub async fn create_endpoint(&self, merchant: MerchantId, url: &str, format: &str, events: &[String]) -> Result<EndpointWithSecret, EngineError> {
+        let format = Format::parse(format)
+            .ok_or_else(|| EngineError::invalid("format", "must be one of standard, westwallet, coinspaid_v1, coinspaid_v2"))?;
+        let event_types = parse_subscription(events).map_err(|m| EngineError::invalid("events", m))?;
+        if format != Format::Standard && event_types != "*" {
+            return Err(EngineError::invalid("events", "only standard endpoints choose their events; dialect formats report what their API defines"));
+        }
+        if self.store.webhook_endpoints(merchant).await?.iter().filter(|e| e.status == "active").count() >= MAX_ENDPOINTS {
+            return Err(EngineError::LimitReached(format!("at most {MAX_ENDPOINTS} active webhook endpoints per merchant")));
+        }
+        let url = self.check_callback_url(url).await?;
+        let (secret, stored) = if format == Format::Standard {
+            let (text, key) = new_secret();
+            (Some(text), Some(self.master_key.encrypt(&key)))
+        } else {
+            (None, None)
+        };
+        let row = self
+            .store
+            .insert_webhook_endpoint(&NewEndpoint { merchant, url, format: format.as_str().into(), event_types, secret: stored })
+            .await?;
+        tracing::info!(merchant = merchant.0, endpoint = row.id, format = format.as_str(), url = %row.url, "webhook endpoint registered");
+        Ok(EndpointWithSecret { endpoint: endpoint_view(&row), secret })
+    }
+
+    pub async fn endpoints(&self, merchant: MerchantId) -> Result<Vec<Endpoint>, EngineError> {
+        Ok(self.store.webhook_endpoints(merchant).await?.iter().map(endpoint_view).collect())
+    }
+
+    async fn own_endpoint(&self, merchant: MerchantId, id: i64) -> Result<EndpointRow, EngineError> {
+        match self.store.webhook_endpoint(id).await? {
+            Some(e) if e.merchant_id == merchant.0 => Ok(e),
+            _ => Err(EngineError::NotFound("webhook endpoint")),
+        }
+    }
+
+    /// A new secret for a standard endpoint; the old one keeps signing (a second
+    /// signature on every delivery) for `overlap`, so receivers can switch without loss.
+    pub async fn rotate_endpoint_secret(&self, merchant: MerchantId, id: i64, overlap: Duration) -> Result<EndpointWithSecret, EngineError> {
+        let e = self.own_endpoint(merchant, id).await?;
+        if e.format != Format::Standard.as_str() {
+            return Err(EngineError::invalid("format", "only standard endpoints have their own secret"));
+        }
+        if overlap > Duration::from_secs(7 * 86_400) {
+            return Err(EngineError::invalid("overlap_secs", "at most 604800 (7 days)"));
+        }
+        let (text, key) = new_secret();
+        self.store.rotate_endpoint_secret(id, self.master_key.encrypt(&key), now_ms() + overlap.as_millis() as i64).await?;
+        tracing::info!(merchant = merchant.0, endpoint = id, overlap_secs = overlap.as_secs(), "webhook secret rotated");
+        let row = self.own_endpoint(merchant, id).await?;
+        Ok(EndpointWithSecret { endpoint: endpoint_view(&row), secret: Some(text) })
+    }
+
+    /// Enables (e.g. after a `410 Gone`) or disables an endpoint; disabling fails its
+    /// pending deliveries (redeliver them after enabling it again).
+    pub async fn set_endpoint_enabled(&self, merchant: MerchantId, id: i64, enabled: bool) -> Result<Endpoint, EngineError> {
+        let e = self.own_endpoint(merchant, id).await?;
+        if enabled {
+            // The target is checked again: DNS may have changed since registration.
+            self.check_callback_url(&e.url).await?;
+        }
+        self.store.set_endpoint_status(id, enabled, (!enabled).then_some("disabled by the merchant")).await?;
+        Ok(endpoint_view(&self.own_endpoint(merchant, id).await?))
+    }
+
+    /// Sends a `webhook.test` event to one endpoint; returns the event's id.
+    pub async fn send_test_event(&self, merchant: MerchantId, id: i64) -> Result<String, EngineError> {
+        let e = self.own_endpoint(merchant, id).await?;
+        if e.status != "active" {
+            return Err(EngineError::Conflict("the endpoint is disabled; enable it first".into()));
+        }
+        let ids = self
+            .store
+            .insert_events(vec![NewEvent {
+                merchant_id: merchant.0,
+                event_type: "webhook.test".into(),
+                object_kind: "webhook_endpoint".into(),
+                object_id: id,
+                origin: "native".into(),
+                callback_url: None,
+                data: json!({"endpoint_id": id, "message": "a test event from Kassa"}),
+                only_endpoint: Some(id),
+            }])
+            .await?;
+        Ok(ids.into_iter().next().unwrap_or_default())
+    }
+
+    /// Events of a merchant after sequence number `after`, oldest first, each as
+    /// Kassa's own webhooks deliver it: a merchant back from downtime reconciles here.
+    pub async fn events_after(&self, merchant: MerchantId, after: i64, limit: u32) -> Result<Vec<Value>, EngineError> {
+        let rows = self.store.events_after(merchant, after, limit).await?;
+        rows.iter().map(|e| Ok(serde_json::from_str(&self.render(Format::Standard, e)?.body).expect("rendered JSON"))).collect()
+    }
+
+    pub async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<Delivery>, EngineError> {
+        Ok(self.store.deliveries(&query).await?.into_iter().map(delivery_view).collect())
+    }
+
+    /// One delivery with its body and every attempt (of `merchant`'s, when given).
+    pub async fn delivery(&self, merchant: Option<MerchantId>, id: i64) -> Result<DeliveryDetail, EngineError> {
+        let d = match self.store.delivery(id).await? {
+            Some(d) if merchant.is_none_or(|m| m.0 == d.merchant_id) => d,
+            _ => return Err(EngineError::NotFound("delivery")),
+        };
+        let attempts: Vec<AttemptRow> = self.store.delivery_attempts(id).await?;
+        Ok(DeliveryDetail {
+            body: self.store.delivery_body(id).await?,
+            delivery: delivery_view(d),
+            attempt_log: attempts
+                .into_iter()
+                .map(|a| AttemptView { at: format_ms(a.attempted_at_ms), status_code: a.status_code, latency_ms: a.latency_ms, error: a.error, instance: a.instance })
+                .collect(),
+        })
+    }
+
+    /// Sends every delivery of one event again, now (same event id, same body).
+    pub async fn redeliver_event(&self, merchant: Option<MerchantId>, event_public_id: &str) -> Result<u64, EngineError> {
+        let e = match self.store.event_by_public_id(event_public_id).await? {
+            Some(e) if merchant.is_none_or(|m| m.0 == e.merchant_id) => e,
+            _ => return Err(EngineError::NotFound("event")),
+        };
+        let n = self.store.redeliver_event(e.id).await?;
+        tracing::info!(event = event_public_id, deliveries = n, "redelivery requested");
+        Ok(n)
+    }
+
+    /// Sends every failed delivery created in [from_ms, to_ms) again.
+    pub async fn redeliver_failed(&self, merchant: Option<MerchantId>, from_ms: i64, to_ms: i64) -> Result<u64, EngineError> {
+        if from_ms >= to_ms {
+            return Err(EngineError::invalid("from", "must be before to"));
+        }
+        let n = self.store.redeliver_failed(merchant, from_ms, to_ms).await?;
+        tracing::info!(merchant = ?merchant.map(|m| m.0), from = %format_ms(from_ms), to = %format_ms(to_ms), deliveries = n, "redelivery of failed deliveries requested");
+        Ok(n)
+    }
+
+    /// An event in a callback format. Deterministic: the same event renders to the
+    /// same bytes, which the first attempt freezes for every retry.
+    pub fn render(&self, format: Format, e: &EventRow) -> Result<Rendered, EngineError> {
+        let d = &e.data;
+        let currency = match d.get("currency").and_then(Value::as_str) {
+            Some(code) => Some(self.currencies.get(code)?.clone()),
+            None => None,
+        };
+        let amount = |key: &str| -> Result<String, EngineError> {
+            let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
+            let units: i128 = d[key].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| EngineError::invalid("event", format!("no {key}")))?;
+            Ok(c.amount(units)?.to_string())
+        };
+        match format {
+            Format::Standard => {
+                let data = match e.object_kind.as_str() {
+                    "deposit" => deposit_view(d, currency.as_ref(), &amount)?,
+                    "withdrawal" => withdrawal_view(d, &amount)?,
+                    _ => d.clone(),
+                };
+                let body = json!({"id": e.public_id, "type": e.event_type, "sequence": e.seq, "timestamp": format_ms(e.created_at_ms), "data": data});
+                Ok(Rendered { body: body.to_string(), content_type: "application/json" })
+            }
+            Format::Westwallet => {
+                let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
+                let status = match e.event_type.as_str() {
+                    "deposit.seen" | "withdrawal.broadcast" => "pending",
+                    "deposit.credited" | "withdrawal.confirmed" => "completed",
+                    "withdrawal.failed" => "network_error",
+                    other => return Err(EngineError::invalid("event", format!("{other} has no WestWallet IPN"))),
+                };
+                let fee = if e.object_kind == "deposit" { deposit_fee(d, c)? } else { amount("fee_units")? };
+                let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+                let form = webhooks::westwallet_ipn_form(&[
+                    ("id", d["id"].to_string()),
+                    ("amount", amount("amount_units")?),
+                    ("address", s("address")),
+                    ("dest_tag", String::new()),
+                    ("label", s("label")),
+                    ("currency", c.code.to_string()),
+                    ("status", status.into()),
+                    ("blockchain_confirmations", d["confirmations"].as_i64().unwrap_or(0).to_string()),
+                    ("fee", fee),
+                    ("blockchain_hash", s("txid")),
+                ]);
+                Ok(Rendered { body: form, content_type: "application/x-www-form-urlencoded" })
+            }
+            Format::CoinspaidV1 | Format::CoinspaidV2 => {
+                let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
+                let status = match e.event_type.as_str() {
+                    "deposit.seen" | "withdrawal.broadcast" => "not_confirmed",
+                    "deposit.credited" | "withdrawal.confirmed" => "confirmed",
+                    "withdrawal.failed" if format == Format::CoinspaidV1 => "error",
+                    "deposit.reversed" | "deposit.dropped" | "withdrawal.failed" | "withdrawal.cancelled" => "cancelled",
+                    other => return Err(EngineError::invalid("event", format!("{other} has no CoinsPaid callback"))),
+                };
+                let body = coinspaid_body(format, e, c, status, &amount)?;
+                Ok(Rendered { body: ascii_json(&body.to_string()), content_type: "application/json" })
+            }
+        }
+    }
+}
+
+fn deposit_fee(d: &Value, c: &Currency) -> Result<String, EngineError> {
+    let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let fee = if units < c.min_receive.units() { 0 } else { c.fees.deposit.on(units)?.min(units) };
+    Ok(c.amount(fee)?.to_string())
+}
+
+fn deposit_view(d: &Value, c: Option<&Currency>, amount: &dyn Fn(&str) -> Result<String, EngineError>) -> Result<Value, EngineError> {
+    let c = c.ok_or_else(|| EngineError::invalid("event", "no currency"))?;
+    Ok(json!({
+        "id": d["id"], "currency": d["currency"], "address": d["address"], "label": d["label"], "foreign_id": d["foreign_id"],
+        "txid": d["txid"], "vout": d["vout"], "amount": amount("amount_units")?, "fee": deposit_fee(d, c)?,
+        "status": d["status"], "confirmations": d["confirmations"], "block_height": d["block_height"],
+        "created_at": format_ms(d["created_at_ms"].as_i64().unwrap_or(0)), "updated_at": format_ms(d["updated_at_ms"].as_i64().unwrap_or(0)),
+    }))
+}
+
+fn withdrawal_view(d: &Value, amount: &dyn Fn(&str) -> Result<String, EngineError>) -> Result<Value, EngineError> {
+    Ok(json!({
+        "id": d["id"], "currency": d["currency"], "address": d["address"], "amount": amount("amount_units")?, "fee": amount("fee_units")?,
+        "priority": d["priority"], "idempotency_key": d["idempotency_key"], "status": d["status"], "txid": d["txid"],
+        "confirmations": d["confirmations"], "failure": d["failure"],
+        "created_at": format_ms(d["created_at_ms"].as_i64().unwrap_or(0)), "updated_at": format_ms(d["updated_at_ms"].as_i64().unwrap_or(0)),
+    }))
+}
+
+/// CoinsPaid-style callback bodies (spec §6): v1 flat with string values, v2 nested.
+fn coinspaid_body(
+    format: Format,
+    e: &EventRow,
+    c: &Currency,
+    status: &str,
+    amount: &dyn Fn(&str) -> Result<String, EngineError>,
+) -> Result<Value, EngineError> {
+    let d = &e.data;
+    let deposit = e.object_kind == "deposit";
+    let (kind, fee, foreign_id) = if deposit {
+        ("deposit", deposit_fee(d, c)?, d["foreign_id"].as_str().map(str::to_string))
+    } else {
+        ("withdrawal", amount("fee_units")?, d["idempotency_key"].as_str().map(str::to_string))
+    };
+    let amt = amount("amount_units")?;
+    let txid = d["txid"].as_str().unwrap_or_default().to_string();
+    let confirmations = d["confirmations"].as_i64().unwrap_or(0).to_string();
+    let address = d["address"].as_str().unwrap_or_default().to_string();
+    let error = if status == "error" || status == "cancelled" { d["failure"].as_str().unwrap_or_default().to_string() } else { String::new() };
+    if format == Format::CoinspaidV1 {
+        let mut body = json!({
+            "id": d["id"].to_string(), "txid": txid, "currency": c.code.as_str(), "currency_fee": c.code.as_str(),
+            "confirmations": confirmations, "amount": amt, "fee": fee, "address": address, "type": kind,
+            "status": status, "error": error,
+        });
+        if let Some(f) = foreign_id {
+            body["foreign_id"] = json!(f);
+        }
+        return Ok(body);
+    }
+    let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let fee_units = c.parse_amount(&fee, kassa_core::SignPolicy::NonNegative)?.units();
+    let (sent, received) = if deposit {
+        (amt.clone(), json!({"currency": c.code.as_str(), "amount": amt, "amount_minus_fee": c.amount(units - fee_units)?.to_string()}))
+    } else {
+        (c.amount(units + fee_units)?.to_string(), json!({"currency": c.code.as_str(), "amount": amt}))
+    };
+    let address_id = if deposit { d["address_id"].clone() } else { Value::Null };
+    let mut body = json!({
+        "id": d["id"],
+        "type": kind,
+        "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": null, "address": address, "tag": null,
+            "foreign_id": foreign_id},
+        "currency_sent": {"currency": c.code.as_str(), "amount": sent},
+        "currency_received": received,
+        "transactions": [{"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,
+            "address": address, "tag": null, "amount": amt, "txid": txid, "confirmations": confirmations}],
+        "fees": [{"type": kind, "currency": c.code.as_str(), "amount": fee}],
+        "error": error,
+        "status": status,
+    });
+    if let Some(f) = foreign_id {
+        body["foreign_id"] = json!(f);
+    }
+    Ok(body)
+}
+
+/// The keys that sign a standard endpoint's deliveries now: its secret, and the
+/// rotated-out one while its overlap lasts.
+pub(crate) fn signing_keys(engine: &Engine, e: &EndpointRow) -> Result<Vec<Vec<u8>>, EngineError> {
+    let mut keys = Vec::new();
+    if let (Some(n), Some(c)) = (&e.secret_nonce, &e.secret_ciphertext) {
+        keys.push(engine.master_key.decrypt(n, c)?);
+    }
+    if let (Some(n), Some(c), Some(until)) = (&e.previous_secret_nonce, &e.previous_secret_ciphertext, e.previous_secret_until_ms) {
+        if until > now_ms() {
+            keys.push(engine.master_key.decrypt(n, c)?);
+        }
+    }
+    Ok(keys)
+}
+
+impl TargetPolicy {
+    /// The development policy (loopback receivers allowed).
+    pub fn development() -> Self {
+        TargetPolicy { allow_loopback: true }
+    }
+}

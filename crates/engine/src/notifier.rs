@@ -1,0 +1,413 @@
+//! The notifier: delivers the outbox. It claims due deliveries with a lease (several
+//! instances on one PostgreSQL never claim the same one), posts each in its format
+//! with connect and response timeouts, and records every attempt. Any 2xx delivers;
+//! `410 Gone` disables the endpoint; `429`/`503` with `Retry-After` are honoured;
+//! anything else is retried on the format's schedule with jitter until it runs out.
+//!
+//! At-least-once: a notifier that dies mid-send leaves its lease to lapse, and the
+//! delivery is sent again (same event id, same body). Concurrency is bounded overall
+//! and per endpoint. Targets are checked against the SSRF policy right before each
+//! attempt, and the HTTP client's resolver only connects to allowed addresses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kassa_core::events::{next_step, parse_retry_after, AttemptOutcome, Format};
+use kassa_core::ledger::MerchantId;
+use kassa_store::{Attempt, AttemptResult, ClaimedDelivery, EndpointRow};
+use rand::Rng;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::notifications::{now_ms, signing_keys};
+use crate::webhooks::{self, TargetPolicy};
+use crate::withdrawals::crash_point;
+use crate::{Engine, EngineError};
+
+/// How the notifier works.
+#[derive(Clone, Debug)]
+pub struct NotifierOptions {
+    pub connect_timeout: Duration,
+    /// Time for the receiver to answer (status line and headers).
+    pub response_timeout: Duration,
+    pub poll_interval: Duration,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: usize,
+    /// Retries are spread by up to this share of their delay.
+    pub jitter_percent: u32,
+    /// Delays before each retry, per format (the format's default when absent).
+    pub retry_schedule_secs: BTreeMap<Format, Vec<u64>>,
+}
+
+impl Default for NotifierOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(500),
+            max_in_flight: 64,
+            max_in_flight_per_endpoint: 4,
+            jitter_percent: 10,
+            retry_schedule_secs: BTreeMap::new(),
+        }
+    }
+}
+
+impl NotifierOptions {
+    pub fn schedule(&self, format: Format) -> Vec<u64> {
+        self.retry_schedule_secs.get(&format).cloned().unwrap_or_else(|| format.default_retry_schedule_secs())
+    }
+}
+
+/// What a pass delivered (tests and logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyReport {
+    pub attempted: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// Most deliveries claimed per query.
+const CLAIM_BATCH: usize = 100;
+/// Most bytes of a receiver's answer kept for the attempt log.
+const MAX_ANSWER_EXCERPT: usize = 512;
+
+pub struct Notifier {
+    engine: Engine,
+    client: reqwest::Client,
+    opts: NotifierOptions,
+    global: Arc<Semaphore>,
+    per_target: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Resolves callback hosts and keeps only addresses the SSRF policy allows, so a
+/// connection can only go where the check before the attempt said it may.
+struct GuardedResolver {
+    policy: TargetPolicy,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| webhooks::forbidden_kind(a.ip(), policy).is_none()).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves to no address callbacks may go to").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// What the receiver did.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    excerpt: String,
+}
+
+impl Notifier {
+    pub fn new(engine: Engine, opts: NotifierOptions) -> Result<Arc<Self>, EngineError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy: engine.target_policy }))
+            .user_agent(concat!("Kassa-Notifier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| EngineError::invalid("notifications", format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Self {
+            global: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
+            per_target: Mutex::new(HashMap::new()),
+            engine,
+            client,
+            opts,
+        }))
+    }
+
+    /// Delivers until `shutdown` turns true; in-flight attempts get the response
+    /// timeout to finish, after which their leases lapse and they are sent again later.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(instance = %self.engine.instance, "notifier started");
+        let mut tasks: JoinSet<bool> = JoinSet::new();
+        let mut last_sweep = Instant::now() - Duration::from_secs(60);
+        let mut last_metrics = Instant::now() - Duration::from_secs(60);
+        loop {
+            if last_sweep.elapsed() >= Duration::from_secs(10) {
+                last_sweep = Instant::now();
+                match self.engine.store.report_pending_changes().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(events = n, "wrote events for status changes no transaction had reported"),
+                    Err(e) => tracing::warn!(error = %e, "cannot look for unreported status changes"),
+                }
+            }
+            if last_metrics.elapsed() >= Duration::from_secs(2) {
+                last_metrics = Instant::now();
+                self.update_backlog_metrics().await;
+            }
+            if let Err(e) = self.dispatch(&mut tasks).await {
+                tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+            }
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                let _ = tokio::time::timeout(self.opts.response_timeout + self.opts.connect_timeout, async {
+                    while tasks.join_next().await.is_some() {}
+                })
+                .await;
+                tracing::info!("notifier stopped");
+                return;
+            }
+        }
+    }
+
+    /// Claims what is due now and delivers it, waiting for every attempt (tests and
+    /// one-off runs); returns what happened.
+    pub async fn run_once(&self) -> Result<NotifyReport, EngineError> {
+        let mut attempts = Vec::new();
+        for d in self.claim().await? {
+            match self.permits(&d) {
+                Some(p) => attempts.push(self.deliver(d, p)),
+                None => self.engine.store.release_delivery(d.id, &self.engine.instance).await?,
+            }
+        }
+        let mut report = NotifyReport::default();
+        for delivered in futures_util::future::join_all(attempts).await {
+            report.attempted += 1;
+            if delivered {
+                report.delivered += 1;
+            } else {
+                report.failed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<bool>) -> Result<(), EngineError> {
+        for d in self.claim().await? {
+            if let Some(permits) = self.permits(&d) {
+                let this = self.clone();
+                tasks.spawn(async move { this.deliver(d, permits).await });
+            } else {
+                self.engine.store.release_delivery(d.id, &self.engine.instance).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim(&self) -> Result<Vec<ClaimedDelivery>, EngineError> {
+        let free = self.global.available_permits().min(CLAIM_BATCH);
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = self.opts.connect_timeout + self.opts.response_timeout + Duration::from_secs(30);
+        Ok(self.engine.store.claim_deliveries(&self.engine.instance, now_ms() + lease.as_millis() as i64, free as u32).await?)
+    }
+
+    /// A global and a per-endpoint permit, or None when either limit is reached.
+    fn permits(&self, d: &ClaimedDelivery) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let key = match d.endpoint_id {
+            Some(id) => format!("endpoint:{id}"),
+            None => url::Url::parse(&d.url).map(|u| format!("origin:{}", u.origin().ascii_serialization())).unwrap_or_else(|_| d.url.clone()),
+        };
+        let target = {
+            let mut map = self.per_target.lock().expect("per-target limits");
+            if map.len() > 10_000 {
+                map.retain(|_, s| s.available_permits() < self.opts.max_in_flight_per_endpoint.max(1));
+            }
+            map.entry(key).or_insert_with(|| Arc::new(Semaphore::new(self.opts.max_in_flight_per_endpoint.max(1)))).clone()
+        };
+        let t = target.try_acquire_owned().ok()?;
+        let g = self.global.clone().try_acquire_owned().ok()?;
+        Some((g, t))
+    }
+
+    /// One attempt of one delivery; true when delivered.
+    async fn deliver(&self, d: ClaimedDelivery, _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) -> bool {
+        let attempted_at_ms = now_ms();
+        let started = Instant::now();
+        let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
+        let format = Format::parse(&d.format).unwrap_or(Format::Standard);
+        let endpoint = match d.endpoint_id {
+            Some(id) => match self.engine.store.webhook_endpoint(id).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(delivery = d.id, error = %e, "cannot load the delivery's endpoint; retrying later");
+                    let _ = self.engine.store.release_delivery(d.id, &self.engine.instance).await;
+                    return false;
+                }
+            },
+            None => None,
+        };
+        let body = match &d.body {
+            Some(b) => Ok(b.clone()),
+            None => self.engine.render(format, &d.event).map(|r| r.body),
+        };
+        let (sent, result) = match (&endpoint, body) {
+            (Some(e), Ok(body)) if e.status != "active" => {
+                (body, Err(format!("endpoint disabled: {}", e.disabled_reason.as_deref().unwrap_or("by the merchant"))))
+            }
+            (_, Err(e)) => (String::new(), Err(format!("cannot render the event: {e}"))),
+            (_, Ok(body)) => {
+                crash_point("before_delivery");
+                let r = self.send(format, &d, endpoint.as_ref(), &body).await;
+                (body, r)
+            }
+        };
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let permanent = result.as_ref().err().is_some_and(|e| e.starts_with("endpoint disabled") || e.starts_with("cannot render"));
+        let (status, retry_after, error) = match &result {
+            Ok(a) if (200..300).contains(&a.status) => (Some(a.status), None, None),
+            Ok(a) => (Some(a.status), a.retry_after, Some(format!("HTTP {}{}", a.status, if a.excerpt.is_empty() { String::new() } else { format!(": {}", a.excerpt) }))),
+            Err(e) => (None, None, Some(e.clone())),
+        };
+        let outcome = if permanent {
+            AttemptOutcome::GiveUp
+        } else {
+            let jitter: f64 = rand::thread_rng().gen();
+            next_step(&self.opts.schedule(format), attempt_no, status, retry_after, self.opts.jitter_percent, jitter)
+        };
+        let result = match outcome {
+            AttemptOutcome::Delivered => AttemptResult::Delivered,
+            AttemptOutcome::Gone => AttemptResult::Gone,
+            AttemptOutcome::RetryAfter(after) => AttemptResult::Retry { next_attempt_at_ms: now_ms() + after.as_millis() as i64 },
+            AttemptOutcome::GiveUp => AttemptResult::Failed,
+        };
+        let label = match &result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retry { .. } => "retry",
+            AttemptResult::Failed => "failed",
+            AttemptResult::Gone => "gone",
+        };
+        metrics::histogram!("kassa_webhook_attempt_seconds", "format" => format.as_str(), "outcome" => label).record(latency_ms as f64 / 1000.0);
+        metrics::counter!("kassa_webhook_attempts_total", "format" => format.as_str(), "outcome" => label).increment(1);
+        if result == AttemptResult::Delivered {
+            let age = (now_ms() - d.event.created_at_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("kassa_webhook_delivery_latency_seconds", "format" => format.as_str()).record(age);
+        }
+        let attempt = Attempt {
+            delivery_id: d.id,
+            instance: self.engine.instance.to_string(),
+            attempted_at_ms,
+            status_code: status,
+            latency_ms,
+            error: error.clone(),
+            body: sent,
+            result: result.clone(),
+        };
+        match self.engine.store.record_attempt(&attempt).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(delivery = d.id, "the delivery's lease ran out during the attempt; another notifier has it"),
+            Err(e) => tracing::error!(delivery = d.id, error = %e, "cannot record a delivery attempt; it will be sent again"),
+        }
+        let (event, url) = (&d.event.public_id, &d.url);
+        match &result {
+            AttemptResult::Delivered => tracing::info!(delivery = d.id, event = %event, event_type = %d.event.event_type,
+                format = format.as_str(), %url, attempt = attempt_no, status = ?status, latency_ms, "callback delivered"),
+            AttemptResult::Retry { next_attempt_at_ms } => tracing::warn!(delivery = d.id, event = %event, format = format.as_str(), %url,
+                attempt = attempt_no, status = ?status, latency_ms, error = ?error,
+                retry_at = %crate::adjustments::format_ms(*next_attempt_at_ms), "callback not delivered; will retry"),
+            AttemptResult::Failed => tracing::error!(delivery = d.id, event = %event, format = format.as_str(), %url, attempt = attempt_no,
+                status = ?status, error = ?error, "callback failed for good (redeliver it once the receiver is fixed)"),
+            AttemptResult::Gone => tracing::warn!(delivery = d.id, event = %event, %url, "receiver answered 410 Gone; its endpoint is disabled"),
+        }
+        result == AttemptResult::Delivered
+    }
+
+    /// Posts one callback; Err is an attempt without an HTTP answer.
+    async fn send(&self, format: Format, d: &ClaimedDelivery, endpoint: Option<&EndpointRow>, body: &str) -> Result<Answer, String> {
+        let (url, _) = webhooks::resolve_target(&d.url, self.engine.target_policy).await.map_err(|e| format!("refused: {e}"))?;
+        let content_type = if format == Format::Westwallet { "application/x-www-form-urlencoded" } else { "application/json" };
+        let mut req = self.client.post(url).header("content-type", content_type).body(body.to_string());
+        match format {
+            Format::Standard => {
+                let e = endpoint.ok_or("a standard delivery needs its endpoint")?;
+                let keys = signing_keys(&self.engine, e).map_err(|e| format!("cannot read the endpoint's secret: {e}"))?;
+                if keys.is_empty() {
+                    return Err("the endpoint has no signing secret".into());
+                }
+                let ts = now_ms() / 1000;
+                req = req
+                    .header("webhook-id", &d.event.public_id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", webhooks::standard_signature(&keys, &d.event.public_id, ts, body.as_bytes()));
+            }
+            Format::CoinspaidV1 | Format::CoinspaidV2 => {
+                let (public, secret) = self.coinspaid_key(MerchantId(d.event.merchant_id)).await?;
+                req = req.header("X-Processing-Key", public).header("X-Processing-Signature", webhooks::coinspaid_signature(&secret, body.as_bytes()));
+            }
+            Format::Westwallet => {}
+        }
+        let resp = match tokio::time::timeout(self.opts.response_timeout, req.send()).await {
+            Err(_) => return Err(format!("no answer within {} ms", self.opts.response_timeout.as_millis())),
+            Ok(Err(e)) => return Err(describe(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now_ms() / 1000));
+        let mut excerpt = String::new();
+        if !(200..300).contains(&status) {
+            if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(2), resp.bytes()).await {
+                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER_EXCERPT)]);
+                excerpt = text.chars().filter(|c| !c.is_control()).collect();
+            }
+        }
+        Ok(Answer { status, retry_after, excerpt })
+    }
+
+    /// The merchant's newest active CoinsPaid key: its public key and secret.
+    async fn coinspaid_key(&self, merchant: MerchantId) -> Result<(String, Vec<u8>), String> {
+        let keys = self.engine.store.list_api_keys(merchant).await.map_err(|e| e.to_string())?;
+        let key = keys
+            .into_iter()
+            .filter(|k| k.dialect == "coinspaid" && k.revoked_at_ms.is_none())
+            .max_by_key(|k| k.id)
+            .ok_or("the merchant has no active coinspaid API key to sign callbacks with")?;
+        match (&key.secret_nonce, &key.secret_ciphertext) {
+            (Some(n), Some(c)) => Ok((key.public_key, self.engine.master_key.decrypt(n, c).map_err(|e| e.to_string())?)),
+            _ => Err("the coinspaid key has no secret".into()),
+        }
+    }
+
+    async fn update_backlog_metrics(&self) {
+        if let Ok((pending, oldest)) = self.engine.store.delivery_backlog().await {
+            metrics::gauge!("kassa_webhook_backlog").set(pending as f64);
+            let age = oldest.map(|t| (now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+            metrics::gauge!("kassa_webhook_oldest_undelivered_seconds").set(age);
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_connect() {
+        format!("connection failed: {text}")
+    } else if e.is_timeout() {
+        format!("timed out: {text}")
+    } else {
+        text
+    }
+}
+
+/// Starts the notifier; it stops when `shutdown` turns true.
+pub fn spawn_notifier(engine: &Engine, opts: NotifierOptions, shutdown: watch::Receiver<bool>) -> Result<tokio::task::JoinHandle<()>, EngineError> {
+    let n = Notifier::new(engine.clone(), opts)?;
+    Ok(tokio::spawn(n.run(shutdown)))
+}
