@@ -207,7 +207,9 @@ impl Notifier {
         if free == 0 {
             return Ok(Vec::new());
         }
-        let lease = self.opts.connect_timeout + self.opts.response_timeout + Duration::from_secs(30);
+        // Covers one attempt (resolution, answer, its excerpt) and recording it; a dead
+        // instance's claims lapse after this and are sent again.
+        let lease = self.opts.connect_timeout + self.opts.response_timeout + Duration::from_secs(10);
         Ok(self.engine.store.claim_deliveries(&self.engine.instance, now_ms() + lease.as_millis() as i64, free as u32).await?)
     }
 
@@ -323,7 +325,10 @@ impl Notifier {
 
     /// Posts one callback; Err is an attempt without an HTTP answer.
     async fn send(&self, format: Format, d: &ClaimedDelivery, endpoint: Option<&EndpointRow>, body: &str) -> Result<Answer, String> {
-        let (url, _) = webhooks::resolve_target(&d.url, self.engine.target_policy).await.map_err(|e| format!("refused: {e}"))?;
+        let (url, _) = tokio::time::timeout(self.opts.connect_timeout, webhooks::resolve_target(&d.url, self.engine.target_policy))
+            .await
+            .map_err(|_| format!("resolving the callback host took longer than {} ms", self.opts.connect_timeout.as_millis()))?
+            .map_err(|e| format!("refused: {e}"))?;
         let content_type = if format == Format::Westwallet { "application/x-www-form-urlencoded" } else { "application/json" };
         let mut req = self.client.post(url).header("content-type", content_type).body(body.to_string());
         match format {

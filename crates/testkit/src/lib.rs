@@ -18,6 +18,7 @@ pub use kassa_store::Backend;
 
 pub mod litecoin;
 pub mod process;
+pub mod receiver;
 
 /// The PostgreSQL server tests create their databases on.
 pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
@@ -247,7 +248,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: kassa_api::HttpOptions) -> TestApp {
-        let t = TestEngine::new(backend).await;
+        Self::serve(TestEngine::new(backend).await, options).await
+    }
+
+    /// The app over an engine the test has set up (chains, callback policy).
+    pub async fn serve(t: TestEngine, options: kassa_api::HttpOptions) -> TestApp {
         let app = kassa_api::app(t.engine.clone(), &options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -266,6 +271,15 @@ impl TestApp {
         let m = self.t.merchant(name).await;
         let key = self.t.engine.create_key(m, Dialect::Native, scopes.to_vec(), vec![], "test").await.unwrap();
         (m, key.token.unwrap())
+    }
+
+    /// POST a JSON body with a bearer token; returns (status, JSON body).
+    pub async fn post(&self, path: &str, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path} answered non-JSON ({status}): {text}"));
+        (status, body)
     }
 
     /// GET with a bearer token; returns (status, JSON body).

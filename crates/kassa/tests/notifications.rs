@@ -1,0 +1,552 @@
+//! Notifications through real HTTP to real local receivers, on both backends:
+//! N1 (receiver down, then 500, then too slow, then 200: delivered, same event id every
+//! attempt, every attempt logged), Retry-After and 410 Gone, N2 (SSRF targets refused
+//! at registration and at send time), N3 (events pulled by sequence are exactly what
+//! was delivered) with real deposits and withdrawals in every callback format, and two
+//! notifiers on one PostgreSQL delivering each event once. Signatures are verified by
+//! independent implementations: the `standardwebhooks` crate (Standard Webhooks) and
+//! HMAC-SHA512 computed here (CoinsPaid style).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use kassa_chain::Priority;
+use kassa_core::events::Format;
+use kassa_engine::chains::ChainSettings;
+use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::notifications::Origin;
+use kassa_engine::notifier::{Notifier, NotifierOptions};
+use kassa_engine::webhooks::TargetPolicy;
+use kassa_engine::withdrawals::{Broadcaster, WithdrawalRequest};
+use kassa_testkit::receiver::{free_port, Receiver, Reply};
+use kassa_testkit::{both_backends, Backend, ChainWorld, TestApp, TestEngine};
+use serde_json::{json, Value};
+
+fn fast_options(schedule: Vec<u64>) -> NotifierOptions {
+    NotifierOptions {
+        response_timeout: Duration::from_millis(700),
+        connect_timeout: Duration::from_millis(500),
+        jitter_percent: 0,
+        poll_interval: Duration::from_millis(50),
+        retry_schedule_secs: Format::ALL.into_iter().map(|f| (f, schedule.clone())).collect(),
+        ..NotifierOptions::default()
+    }
+}
+
+/// The app over an engine whose callbacks may go to loopback receivers (development).
+async fn dev_app(backend: Backend) -> TestApp {
+    let mut t = TestEngine::new(backend).await;
+    t.engine = t.engine.clone().with_target_policy(TargetPolicy::development());
+    TestApp::serve(t, kassa_api::HttpOptions::default()).await
+}
+
+fn verify_standard(secret: &str, r: &kassa_testkit::receiver::Received) {
+    let wh = standardwebhooks::Webhook::new(secret).expect("secret");
+    wh.verify(&r.body, &r.headers).unwrap_or_else(|e| panic!("signature of {:?} does not verify: {e:?}", r.header("webhook-id")));
+}
+
+/// Runs the notifier until nothing is due, at most `passes` times.
+async fn drain(n: &Notifier, passes: usize) {
+    for _ in 0..passes {
+        if n.run_once().await.unwrap().attempted == 0 {
+            return;
+        }
+    }
+}
+
+// N1: down → 500 → slower than the timeout → 200.
+async fn n1_retries_until_delivered(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Manage]).await;
+    let port = free_port(); // nothing listens yet: the receiver is down
+    let (status, created) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": format!("http://127.0.0.1:{port}/hook")})).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(created["format"], "standard");
+    assert_eq!(created["events"], json!(["*"]));
+    let endpoint = created["id"].as_i64().unwrap();
+    let (status, sent) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
+    assert_eq!(status, 202);
+    let event_id = sent["event_id"].as_str().unwrap().to_string();
+
+    let notifier = Notifier::new(app.t.engine.clone(), fast_options(vec![1, 1, 1, 1])).unwrap();
+    let first = Instant::now();
+    assert_eq!(notifier.run_once().await.unwrap().failed, 1, "connection refused");
+    let receiver = Receiver::start_on(port).await;
+    receiver.script(vec![Reply::status(500), Reply::slow(200, Duration::from_millis(1500)), Reply::status(200)]);
+    // Nothing is sent before the retry is due.
+    assert_eq!(notifier.run_once().await.unwrap().attempted, 0);
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = notifier.run_once().await.unwrap();
+        if r.attempted > 0 {
+            outcomes.push(r.delivered);
+        }
+        assert!(first.elapsed() < Duration::from_secs(20), "retries did not happen");
+    }
+    assert_eq!(outcomes, vec![0, 0, 1], "500, timeout, then delivered");
+    assert!(first.elapsed() >= Duration::from_secs(3), "three retries one second apart");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "delivered: never sent again");
+
+    let got = receiver.requests_to("/hook");
+    assert_eq!(got.len(), 3, "the 500, the slow one, the 200");
+    for r in &got {
+        assert_eq!(r.header("webhook-id").as_deref(), Some(event_id.as_str()), "same event id every attempt");
+        assert_eq!(r.body, got[0].body, "same body every attempt");
+        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+        verify_standard(&secret, r);
+    }
+    let body = got[0].json();
+    assert_eq!(body["type"], "webhook.test");
+    assert_eq!(body["id"], json!(event_id));
+    assert_eq!(body["sequence"], 1);
+    assert_eq!(body["data"]["endpoint_id"], endpoint);
+
+    // Every attempt is logged, through the API.
+    let (_, list) = app.get(&format!("/kassa/v1/deliveries?event={event_id}"), Some(&token)).await;
+    let d = &list["deliveries"][0];
+    assert_eq!((d["status"].as_str(), d["attempts"].as_i64()), (Some("delivered"), Some(4)), "{list}");
+    let (_, detail) = app.get(&format!("/kassa/v1/deliveries/{}", d["id"]), Some(&token)).await;
+    let log = detail["attempt_log"].as_array().unwrap();
+    let codes: Vec<Value> = log.iter().map(|a| a["status_code"].clone()).collect();
+    assert_eq!(codes, vec![Value::Null, json!(500), Value::Null, json!(200)]);
+    assert!(log[0]["error"].as_str().unwrap().starts_with("connection failed"), "{}", log[0]);
+    assert!(log[1]["error"].as_str().unwrap().starts_with("HTTP 500"), "{}", log[1]);
+    assert!(log[2]["error"].as_str().unwrap().starts_with("no answer within 700 ms"), "{}", log[2]);
+    assert!(log[3]["error"].is_null());
+    assert!(log.iter().all(|a| a["latency_ms"].as_i64().unwrap() >= 0 && a["at"].as_str().is_some()));
+    assert!(log[2]["latency_ms"].as_i64().unwrap() >= 700);
+    assert_eq!(detail["body"].as_str().unwrap().as_bytes(), &got[0].body[..], "the log keeps the exact body");
+}
+both_backends!(n1, n1_retries_until_delivered);
+
+// Retry-After on 429/503 is honoured; 410 Gone disables the endpoint until the merchant
+// enables it again; a rotated secret signs alongside the new one during the overlap.
+async fn retry_after_gone_and_rotation(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Manage]).await;
+    let receiver = Receiver::start().await;
+    let (_, created) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": receiver.url("/hook"), "events": ["deposit.*"]})).await;
+    assert_eq!(created["events"], json!(["deposit.*"]));
+    let old_secret = created["secret"].as_str().unwrap().to_string();
+    let endpoint = created["id"].as_i64().unwrap();
+    let notifier = Notifier::new(app.t.engine.clone(), fast_options(vec![1, 1, 1])).unwrap();
+
+    receiver.script(vec![Reply::status(429).with_header("retry-after", "3")]);
+    let (_, sent) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
+    let before = time::OffsetDateTime::now_utc();
+    assert_eq!(notifier.run_once().await.unwrap().failed, 1);
+    let (_, list) = app.get(&format!("/kassa/v1/deliveries?event={}", sent["event_id"].as_str().unwrap()), Some(&token)).await;
+    let next = time::OffsetDateTime::parse(list["deliveries"][0]["next_attempt_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let wait = next - before;
+    assert!(wait >= time::Duration::milliseconds(2900) && wait <= time::Duration::seconds(5), "Retry-After 3 s honoured, not the 1 s schedule: {wait}");
+    assert_eq!(list["deliveries"][0]["last_status_code"], 429);
+
+    // Rotation: both secrets sign while the old one overlaps.
+    let (status, rotated) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/rotate-secret"), &token, json!({"overlap_secs": 600})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, old_secret);
+    assert!(rotated["previous_secret_valid_until"].is_string());
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
+    let got = receiver.requests_to("/hook");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].header("webhook-signature").unwrap().split(' ').count(), 2);
+    verify_standard(&old_secret, &got[1]);
+    verify_standard(&new_secret, &got[1]);
+
+    // 410 Gone: the delivery fails, the endpoint is disabled, nothing more goes there.
+    receiver.script(vec![Reply::status(410)]);
+    app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
+    assert_eq!(notifier.run_once().await.unwrap().failed, 1);
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert_eq!(eps["webhook_endpoints"][0]["status"], "disabled");
+    assert_eq!(eps["webhook_endpoints"][0]["disabled_reason"], "the receiver answered 410 Gone");
+    let (status, refused) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("conflict")));
+    let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
+    assert_eq!(failed["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(failed["deliveries"][0]["last_status_code"], 410);
+
+    // Enabled again, the failed delivery is sent again by a redelivery of its range.
+    let (status, _) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/enable"), &token, json!({})).await;
+    assert_eq!(status, 200);
+    let (status, r) = app.post("/kassa/v1/deliveries/redeliver", &token, json!({"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})).await;
+    assert_eq!((status, r["redelivering"].as_i64()), (202, Some(1)));
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
+    assert_eq!(receiver.requests_to("/hook").len(), 4);
+    let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
+    assert!(failed["deliveries"].as_array().unwrap().is_empty());
+
+    // Another merchant sees none of it (A3).
+    let (_, other) = app.merchant_with_token("other", &[Scope::Read, Scope::Manage]).await;
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&other)).await;
+    assert!(eps["webhook_endpoints"].as_array().unwrap().is_empty());
+    let (status, _) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &other, json!({})).await;
+    assert_eq!(status, 404);
+    let (_, d) = app.get("/kassa/v1/deliveries", Some(&other)).await;
+    assert!(d["deliveries"].as_array().unwrap().is_empty());
+}
+both_backends!(retry_after_gone_rotation, retry_after_gone_and_rotation);
+
+// N2: internal targets are refused when registered (nothing stored) and again at send
+// time (a registered target whose policy no longer allows it gets nothing).
+async fn n2_ssrf_targets_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await; // production policy: no loopback
+    let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Manage]).await;
+    for (url, kind) in [
+        ("http://127.0.0.1:9/hook", "loopback"),
+        ("http://localhost:9/hook", "loopback"),
+        ("http://[::1]:9/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://192.168.0.10/hook", "private"),
+        ("http://0.0.0.0:9/hook", "unspecified"),
+        ("http://[::ffff:10.0.0.1]/hook", "private"),
+    ] {
+        let (status, body) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": url})).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("is a {kind} address")), "{url}: {message}");
+    }
+    for bad in ["ftp://example.com/x", "not a url", "http://user:pw@example.com/"] {
+        let (status, _) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": bad})).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, _) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": "https://example.com/", "format": "soap"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": "https://example.com/", "events": ["deposit.paid"]})).await;
+    assert_eq!(status, 400);
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert!(eps["webhook_endpoints"].as_array().unwrap().is_empty(), "nothing stored");
+
+    // Registered while loopback was allowed; sent by an instance that refuses it.
+    let receiver = Receiver::start().await;
+    let m = app.t.merchant("dev-shop").await;
+    let dev = app.t.engine.clone().with_target_policy(TargetPolicy::development());
+    let e = dev.create_endpoint(m, &receiver.url("/hook"), "standard", &[]).await.unwrap();
+    let event = dev.send_test_event(m, e.endpoint.id).await.unwrap();
+    let strict = Notifier::new(app.t.engine.clone(), fast_options(vec![60])).unwrap();
+    assert_eq!(strict.run_once().await.unwrap().failed, 1);
+    assert!(receiver.requests().is_empty(), "refused at send time");
+    let d = app.t.engine.deliveries(kassa_store::DeliveryQuery { event_public_id: Some(event), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(d[0].status, "pending", "retried later: DNS answers change");
+    let detail = app.t.engine.delivery(None, d[0].id).await.unwrap();
+    let error = detail.attempt_log[0].error.clone().unwrap();
+    assert!(error.starts_with("refused: callback target 127.0.0.1 is a loopback address"), "{error}");
+}
+both_backends!(n2, n2_ssrf_targets_refused);
+
+fn hmac_sha512_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+// N3 with real money: deposits to a WestWallet address (ipn_url) and a CoinsPaid v1
+// address, a CoinsPaid v2 withdrawal; Kassa's own webhooks get every event, each
+// dialect its own format; events pulled by sequence are exactly what was delivered.
+async fn n3_real_events_in_every_format(backend: Backend) {
+    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    t.engine = t.engine.clone().with_target_policy(TargetPolicy::development());
+    let app = TestApp::serve(t, Default::default()).await;
+    let engine = app.t.engine.clone();
+    let m = app.t.merchant("shop").await;
+    let receiver = Receiver::start().await;
+    let std_ep = engine.create_endpoint(m, &receiver.url("/kassa"), "standard", &[]).await.unwrap();
+    let secret = std_ep.secret.clone().unwrap();
+    engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
+    engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
+    let cp_key = engine.create_key(m, Dialect::Coinspaid, Scope::ALL.to_vec(), vec![], "callbacks").await.unwrap();
+    let cp_secret = cp_key.secret.clone().unwrap();
+    let notifier = Notifier::new(engine.clone(), fast_options(vec![1])).unwrap();
+    let mut watcher = kassa_engine::watcher::Watcher::new(engine.clone(), "litecoin").unwrap();
+    watcher.cycle().await.unwrap();
+
+    let ww = Origin { dialect: "westwallet".into(), callback_url: Some(receiver.url("/ipn?token=s3cret")) };
+    let a1 = engine.create_deposit_address_from(m, "LTC", Some("order 7 & ü".into()), None, ww).await.unwrap();
+    let cp1 = Origin { dialect: "coinspaid_v1".into(), callback_url: None };
+    let a2 = engine.create_deposit_address_from(m, "LTC", None, Some("customer-9".into()), cp1).await.unwrap();
+    let tx1 = node.pay(&a1.address, "1.25").await;
+    let tx2 = node.pay(&a2.address, "0.5").await;
+    // Each step's events are in the outbox as soon as the step is done (written in its
+    // transaction): the notifier delivers them before anything else happens.
+    let delivered_to_kassa = || receiver.requests_to("/kassa").len();
+    watcher.cycle().await.unwrap(); // seen in the mempool
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 2);
+    node.mine(1).await;
+    watcher.cycle().await.unwrap(); // confirmed (1 of 3)
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 4);
+    node.mine(2).await;
+    assert_eq!(watcher.cycle().await.unwrap().credited, 2);
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 6);
+
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let cp2 = Origin { dialect: "coinspaid_v2".into(), callback_url: None };
+    let wd = engine
+        .request_withdrawal(WithdrawalRequest {
+            merchant: m,
+            currency: "LTC".into(),
+            address: dest.clone(),
+            amount: "0.3".into(),
+            priority: Priority::High,
+            idempotency_key: "payout-1".into(),
+            origin: cp2,
+        })
+        .await
+        .unwrap();
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 7, "queued");
+    let broadcaster = Broadcaster::new(engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    broadcaster.cycle().await.unwrap();
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 8, "broadcast");
+    node.mine(3).await;
+    assert_eq!(broadcaster.cycle().await.unwrap().confirmed, 1);
+    drain(&notifier, 3).await;
+    assert_eq!(delivered_to_kassa(), 9, "confirmed");
+    watcher.cycle().await.unwrap();
+    let wd = engine.withdrawal(m, wd.id).await.unwrap();
+    assert_eq!(wd.status, "confirmed");
+
+    // Kassa's own webhooks: every event, signed, in sequence.
+    let kassa = receiver.requests_to("/kassa");
+    for r in &kassa {
+        verify_standard(&secret, r);
+    }
+    let delivered: BTreeMap<i64, Value> = kassa.iter().map(|r| (r.json()["sequence"].as_i64().unwrap(), r.json())).collect();
+    assert_eq!(delivered.len(), kassa.len(), "each event once");
+    let types: Vec<String> = delivered.values().map(|e| e["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        types,
+        [
+            "deposit.seen", "deposit.seen", "deposit.confirmed", "deposit.confirmed", "deposit.credited", "deposit.credited",
+            "withdrawal.queued", "withdrawal.broadcast", "withdrawal.confirmed"
+        ]
+    );
+    assert_eq!(delivered.keys().copied().collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>(), "gap-free sequence");
+    let credited = &delivered[&5];
+    assert_eq!(credited["data"]["status"], "credited");
+    assert_eq!(credited["data"]["confirmations"], 3);
+    assert!(credited["data"]["amount"] == "1.25000000" || credited["data"]["amount"] == "0.50000000");
+    assert_eq!(delivered[&9]["data"]["txid"], json!(wd.txid));
+    assert_eq!(delivered[&9]["data"]["amount"], "0.30000000");
+
+    // N3: the pull API returns exactly what was delivered, from any point.
+    let token = engine.create_key(m, Dialect::Native, vec![Scope::Read], vec![], "pull").await.unwrap().token.unwrap();
+    let (_, pulled) = app.get("/kassa/v1/events?after=0", Some(&token)).await;
+    let pulled_list = pulled["events"].as_array().unwrap();
+    assert_eq!(pulled_list.len(), 9);
+    for e in pulled_list {
+        assert_eq!(e, &delivered[&e["sequence"].as_i64().unwrap()], "pulled = delivered");
+    }
+    assert_eq!(pulled["next_after"], 9);
+    let (_, tail) = app.get("/kassa/v1/events?after=6&limit=2", Some(&token)).await;
+    let seqs: Vec<i64> = tail["events"].as_array().unwrap().iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    assert_eq!((seqs, tail["next_after"].as_i64()), (vec![7, 8], Some(8)));
+
+    // WestWallet IPN: form-encoded, first seen (pending) and final (completed).
+    let ipn = receiver.requests_to("/ipn");
+    assert_eq!(ipn.len(), 2, "pending, then completed");
+    for (r, status, confirmations) in [(&ipn[0], "pending", "0"), (&ipn[1], "completed", "3")] {
+        assert_eq!(r.header("content-type").as_deref(), Some("application/x-www-form-urlencoded"));
+        let form = r.form();
+        let keys: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["id", "amount", "address", "dest_tag", "label", "currency", "status", "blockchain_confirmations", "fee", "blockchain_hash"]);
+        let f: BTreeMap<String, String> = form.into_iter().collect();
+        assert_eq!(f["amount"], "1.25000000");
+        assert_eq!(f["address"], a1.address);
+        assert_eq!(f["dest_tag"], "");
+        assert_eq!(f["label"], "order 7 & ü");
+        assert_eq!(f["currency"], "LTC");
+        assert_eq!(f["status"], status);
+        assert_eq!(f["blockchain_confirmations"], confirmations);
+        assert_eq!(f["fee"], "0.00000000");
+        assert_eq!(f["blockchain_hash"], tx1);
+    }
+    assert_eq!(ipn[0].form()[0], ipn[1].form()[0], "one transaction id");
+
+    // CoinsPaid v1 (the v1 address): flat, all strings, signed with the merchant's key.
+    let cp1 = receiver.requests_to("/cp1");
+    let statuses: Vec<Value> = cp1.iter().map(|r| r.json()["status"].clone()).collect();
+    assert_eq!(statuses, vec![json!("not_confirmed"), json!("confirmed")]);
+    for r in &cp1 {
+        assert_eq!(r.header("x-processing-key").as_deref(), Some(cp_key.public_key.as_str()));
+        assert_eq!(r.header("x-processing-signature").unwrap(), hmac_sha512_hex(&cp_secret, &r.body));
+        let b = r.json();
+        assert!(b.as_object().unwrap().values().all(Value::is_string), "v1 values are strings: {b}");
+        assert_eq!((b["type"].as_str(), b["currency"].as_str(), b["amount"].as_str()), (Some("deposit"), Some("LTC"), Some("0.50000000")));
+        assert_eq!((b["txid"].as_str(), b["foreign_id"].as_str(), b["address"].as_str()), (Some(tx2.as_str()), Some("customer-9"), Some(a2.address.as_str())));
+    }
+    assert_eq!(cp1[1].json()["confirmations"], "3");
+
+    // CoinsPaid v2 (the v2 withdrawal): nested, confirmations as a string, ASCII only.
+    let cp2 = receiver.requests_to("/cp2");
+    let statuses: Vec<Value> = cp2.iter().map(|r| r.json()["status"].clone()).collect();
+    assert_eq!(statuses, vec![json!("not_confirmed"), json!("confirmed")]);
+    let b = cp2[1].json();
+    assert_eq!(cp2[1].header("x-processing-signature").unwrap(), hmac_sha512_hex(&cp_secret, &cp2[1].body));
+    assert!(cp2[1].body.is_ascii());
+    assert_eq!(b["type"], "withdrawal");
+    assert_eq!(b["foreign_id"], "payout-1");
+    assert_eq!(b["currency_received"], json!({"currency": "LTC", "amount": "0.30000000"}));
+    assert_eq!(b["fees"][0]["amount"], json!(wd.fee));
+    assert_eq!(b["transactions"][0]["txid"], json!(wd.txid));
+    assert_eq!(b["transactions"][0]["confirmations"], "3");
+    assert_eq!(b["crypto_address"]["address"], json!(dest));
+    app.t.assert_books_balance().await;
+}
+both_backends!(n3, n3_real_events_in_every_format);
+
+// Two instances on one PostgreSQL: every event delivered, none twice, never two
+// attempts of one event at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_deliver_each_event_once() {
+    let t = TestEngine::new(Backend::Postgres).await;
+    let a = t.engine.clone().with_target_policy(TargetPolicy::development());
+    let b = t.another_instance(Default::default()).await.with_target_policy(TargetPolicy::development());
+    let m = t.merchant("shop").await;
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::slow(200, Duration::from_millis(20)));
+    let endpoint = a.create_endpoint(m, &receiver.url("/hook"), "standard", &[]).await.unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..150 {
+        ids.insert(a.send_test_event(m, endpoint.endpoint.id).await.unwrap());
+    }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let opts = NotifierOptions { max_in_flight_per_endpoint: 8, ..fast_options(vec![1]) };
+    let ta = tokio::spawn(Notifier::new(a.clone(), opts.clone()).unwrap().run(stopping.clone()));
+    let tb = tokio::spawn(Notifier::new(b.clone(), opts).unwrap().run(stopping));
+    receiver.wait_for("/hook", ids.len(), Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    let _ = tokio::join!(ta, tb);
+    let got = receiver.requests_to("/hook");
+    let got_ids: Vec<String> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert_eq!(got_ids.iter().cloned().collect::<BTreeSet<_>>(), ids, "every event delivered");
+    assert_eq!(got_ids.len(), ids.len(), "no event delivered twice");
+    assert_eq!(receiver.overlaps(), 0);
+    let deliveries = a.deliveries(kassa_store::DeliveryQuery { merchant: Some(m), limit: 500, ..Default::default() }).await.unwrap();
+    assert!(deliveries.iter().all(|d| d.status == "delivered" && d.attempts == 1));
+    let mut by_instance = BTreeMap::new();
+    for d in deliveries.iter().take(150) {
+        let detail = a.delivery(None, d.id).await.unwrap();
+        *by_instance.entry(detail.attempt_log[0].instance.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(by_instance.len(), 2, "both instances delivered: {by_instance:?}");
+}
+
+// C4: the real server is killed (abort, as `kill -9`) after a deposit's event is
+// committed and before its callback is sent; after a restart the callback arrives.
+async fn c4_crash_before_delivery(backend: Backend) {
+    use kassa_testkit::process::ServerProcess;
+    let node = kassa_testkit::litecoin::LitecoinNode::start().await;
+    let db = kassa_testkit::TestDb::new(backend).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("kassa.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database_url = {db:?}
+listen = "127.0.0.1:0"
+log_format = "json"
+[notifications]
+allow_loopback = true
+poll_interval_ms = 100
+connect_timeout_ms = 1000
+response_timeout_ms = 2000
+[chains.litecoin]
+kind = "bitcoind"
+coin = "litecoin"
+network = "regtest"
+rpc_url = {rpc:?}
+rpc_user = {user:?}
+rpc_password = {password:?}
+poll_interval_ms = 200
+[currencies.LTC]
+name = "Litecoin"
+kind = "crypto"
+chain = "litecoin"
+confirmations = 1
+"#,
+            db = db.url,
+            rpc = node.rpc_url,
+            user = node.user,
+            password = node.password
+        ),
+    )
+    .unwrap();
+    let command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"));
+        cmd.arg("--config").arg(&config).args(args).env("KASSA_MASTER_KEY", kassa_testkit::TEST_MASTER_KEY).env_remove("KASSATEST_CRASH_AT");
+        cmd
+    };
+    let cli = |args: &[&str]| {
+        let out = command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    cli(&["merchant", "create", "--name", "shop", "--json"]);
+    let token = cli(&["key", "create", "--merchant", "shop", "--dialect", "native", "--scopes", "all", "--json"])["token"].as_str().unwrap().to_string();
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+
+    let mut crashing = command(&["serve"]);
+    crashing.env("KASSATEST_CRASH_AT", "before_delivery");
+    let mut server = ServerProcess::start(crashing);
+    let base = server.base_url.clone();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
+    let endpoint: Value = post("/kassa/v1/webhook-endpoints", json!({"url": receiver.url("/hook")})).await.unwrap().json().await.unwrap();
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+    let address: Value = post("/kassa/v1/addresses", json!({"currency": "LTC"})).await.unwrap().json().await.unwrap();
+    let address = address["address"].as_str().unwrap().to_string();
+    let txid = node.pay(&address, "1").await;
+
+    // The watcher commits the deposit and its event; the notifier dies before sending.
+    let (code, stderr) = server.wait_exit(Duration::from_secs(30));
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("KASSATEST_CRASH_AT=before_delivery"), "{stderr}");
+    assert!(receiver.requests().is_empty(), "nothing was sent before the crash");
+    let pending = cli(&["notifications", "deliveries", "--merchant", "shop", "--json"]);
+    let pending = pending["deliveries"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!((pending[0]["status"].as_str(), pending[0]["attempts"].as_i64()), (Some("pending"), Some(0)));
+    let event_id = pending[0]["event_id"].as_str().unwrap().to_string();
+
+    // Restarted, the server delivers it (once the dead instance's claim lapses).
+    let server = ServerProcess::start(command(&["serve"]));
+    let got = receiver.wait_for("/hook", 1, Duration::from_secs(40)).await;
+    assert_eq!(got[0].header("webhook-id").as_deref(), Some(event_id.as_str()));
+    verify_standard(&secret, &got[0]);
+    let body = got[0].json();
+    assert_eq!(body["type"], "deposit.seen");
+    assert_eq!(body["data"]["address"], json!(address));
+    assert_eq!(body["data"]["txid"], json!(txid));
+    assert_eq!(body["data"]["amount"], "1.00000000");
+
+    // The rest of the deposit's life follows; the metrics show an empty backlog.
+    node.mine(1).await;
+    let got = receiver.wait_for("/hook", 3, Duration::from_secs(30)).await;
+    // Deliveries run concurrently and may arrive out of order; the sequence orders them.
+    let by_seq: BTreeMap<i64, Value> = got.iter().map(|r| (r.json()["sequence"].as_i64().unwrap(), r.json()["type"].clone())).collect();
+    assert_eq!(by_seq.into_values().collect::<Vec<_>>(), vec![json!("deposit.seen"), json!("deposit.confirmed"), json!("deposit.credited")]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = client.get(format!("{}/metrics", server.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "kassa_webhook_backlog 0"), "{metrics}");
+    assert!(metrics.contains("kassa_webhook_oldest_undelivered_seconds 0"), "{metrics}");
+    assert!(metrics.contains("kassa_webhook_delivery_latency_seconds"), "{metrics}");
+    assert!(metrics.contains("kassa_webhook_attempts_total{format=\"standard\",outcome=\"delivered\"} 3"), "{metrics}");
+    let (code, _) = server.terminate();
+    assert_eq!(code, Some(0));
+    let check = command(&["check"]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+both_backends!(c4, c4_crash_before_delivery);
