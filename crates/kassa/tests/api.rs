@@ -197,7 +197,9 @@ async fn openapi_document_matches_the_routes() {
             assert!(status != 404 && status != 405, "{method} {path} is documented but not served ({status})");
         }
     }
-    for served in ["/currencies", "/balances", "/history", "/openapi.json", "/addresses", "/deposits", "/withdrawals", "/withdrawals/{id}"] {
+    for served in ["/currencies", "/balances", "/history", "/openapi.json", "/addresses", "/deposits", "/withdrawals", "/withdrawals/{id}",
+        "/webhook-endpoints", "/webhook-endpoints/{id}/rotate-secret", "/webhook-endpoints/{id}/enable", "/webhook-endpoints/{id}/disable",
+        "/webhook-endpoints/{id}/test", "/events", "/events/{id}/redeliver", "/deliveries", "/deliveries/{id}", "/deliveries/redeliver"] {
         assert!(documented.iter().any(|p| p == served), "{served} is served but not documented");
     }
     // Every error code the API can send is in the schema.

@@ -3,77 +3,12 @@
 //! after broadcasting — and restarted: the destination is paid exactly once, and the
 //! books balance. Runs on both backends against a real litecoind.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kassa_testkit::litecoin::LitecoinNode;
-use kassa_testkit::process::ServerProcess;
-use kassa_testkit::{both_backends, Backend, TestDb, TEST_MASTER_KEY};
+use kassa_testkit::process::ServerSetup;
+use kassa_testkit::{both_backends, Backend, TestDb};
 use serde_json::{json, Value};
-
-struct Setup {
-    config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new(db: &TestDb, node: &LitecoinNode) -> Setup {
-        let dir = tempfile::TempDir::new().unwrap();
-        let config = dir.path().join("kassa.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"database_url = {db:?}
-listen = "127.0.0.1:0"
-log_format = "json"
-[withdrawals]
-poll_interval_ms = 200
-batch_window_secs = 0
-[chains.litecoin]
-kind = "bitcoind"
-coin = "litecoin"
-network = "regtest"
-rpc_url = {rpc:?}
-rpc_user = {user:?}
-rpc_password = {password:?}
-poll_interval_ms = 200
-[currencies.LTC]
-name = "Litecoin"
-kind = "crypto"
-chain = "litecoin"
-confirmations = 1
-fees.withdrawal = {{ fixed = "0.001" }}
-"#,
-                db = db.url,
-                rpc = node.rpc_url,
-                user = node.user,
-                password = node.password
-            ),
-        )
-        .unwrap();
-        Setup { config, _dir: dir }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
-        cmd.arg("--config").arg(&self.config).args(args).env("KASSA_MASTER_KEY", TEST_MASTER_KEY).env_remove("KASSATEST_CRASH_AT");
-        cmd
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.command(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn serve(&self, crash_at: Option<&str>) -> ServerProcess {
-        let mut cmd = self.command(&["serve"]);
-        if let Some(point) = crash_at {
-            cmd.env("KASSATEST_CRASH_AT", point);
-        }
-        ServerProcess::start(cmd)
-    }
-}
 
 async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
@@ -91,7 +26,13 @@ async fn crash_at_each_withdrawal_step(backend: Backend) {
     let node = LitecoinNode::start().await;
     for point in ["after_hold", "after_sign", "after_record_signed", "after_broadcast"] {
         let db = TestDb::new(backend).await;
-        let setup = Setup::new(&db, &node);
+        let setup = ServerSetup::new(
+            env!("CARGO_BIN_EXE_kassa"),
+            &db,
+            &node,
+            "[withdrawals]\npoll_interval_ms = 200\nbatch_window_secs = 0",
+            "confirmations = 1\nfees.withdrawal = { fixed = \"0.001\" }",
+        );
         setup.json(&["merchant", "create", "--name", "shop", "--json"]);
         let token = setup.json(&["key", "create", "--merchant", "shop", "--dialect", "native", "--scopes", "all", "--json"])["token"]
             .as_str()

@@ -447,61 +447,24 @@ async fn two_instances_deliver_each_event_once() {
 // C4: the real server is killed (abort, as `kill -9`) after a deposit's event is
 // committed and before its callback is sent; after a restart the callback arrives.
 async fn c4_crash_before_delivery(backend: Backend) {
-    use kassa_testkit::process::ServerProcess;
+    use kassa_testkit::process::ServerSetup;
     let node = kassa_testkit::litecoin::LitecoinNode::start().await;
     let db = kassa_testkit::TestDb::new(backend).await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let config = dir.path().join("kassa.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"database_url = {db:?}
-listen = "127.0.0.1:0"
-log_format = "json"
-[notifications]
-allow_loopback = true
-poll_interval_ms = 100
-connect_timeout_ms = 1000
-response_timeout_ms = 2000
-[chains.litecoin]
-kind = "bitcoind"
-coin = "litecoin"
-network = "regtest"
-rpc_url = {rpc:?}
-rpc_user = {user:?}
-rpc_password = {password:?}
-poll_interval_ms = 200
-[currencies.LTC]
-name = "Litecoin"
-kind = "crypto"
-chain = "litecoin"
-confirmations = 1
-"#,
-            db = db.url,
-            rpc = node.rpc_url,
-            user = node.user,
-            password = node.password
-        ),
-    )
-    .unwrap();
-    let command = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"));
-        cmd.arg("--config").arg(&config).args(args).env("KASSA_MASTER_KEY", kassa_testkit::TEST_MASTER_KEY).env_remove("KASSATEST_CRASH_AT");
-        cmd
-    };
-    let cli = |args: &[&str]| {
-        let out = command(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let setup = ServerSetup::new(
+        env!("CARGO_BIN_EXE_kassa"),
+        &db,
+        &node,
+        "[notifications]\nallow_loopback = true\npoll_interval_ms = 100\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 2000",
+        "confirmations = 1",
+    );
+    let command = |args: &[&str]| setup.command(args);
+    let cli = |args: &[&str]| setup.json(args);
     cli(&["merchant", "create", "--name", "shop", "--json"]);
     let token = cli(&["key", "create", "--merchant", "shop", "--dialect", "native", "--scopes", "all", "--json"])["token"].as_str().unwrap().to_string();
     let receiver = Receiver::start().await;
     let client = reqwest::Client::new();
 
-    let mut crashing = command(&["serve"]);
-    crashing.env("KASSATEST_CRASH_AT", "before_delivery");
-    let mut server = ServerProcess::start(crashing);
+    let mut server = setup.serve(Some("before_delivery"));
     let base = server.base_url.clone();
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
     let endpoint: Value = post("/kassa/v1/webhook-endpoints", json!({"url": receiver.url("/hook")})).await.unwrap().json().await.unwrap();
@@ -522,7 +485,7 @@ confirmations = 1
     let event_id = pending[0]["event_id"].as_str().unwrap().to_string();
 
     // Restarted, the server delivers it (once the dead instance's claim lapses).
-    let server = ServerProcess::start(command(&["serve"]));
+    let server = setup.serve(None);
     let got = receiver.wait_for("/hook", 1, Duration::from_secs(40)).await;
     assert_eq!(got[0].header("webhook-id").as_deref(), Some(event_id.as_str()));
     verify_standard(&secret, &got[0]);

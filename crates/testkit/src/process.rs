@@ -77,3 +77,71 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A configuration file for the real `kassa` binary over a test database and a
+/// regtest node (chain `litecoin`, currency LTC), plus `extra` TOML tables.
+pub struct ServerSetup {
+    pub config: std::path::PathBuf,
+    /// The `kassa` binary (`env!("CARGO_BIN_EXE_kassa")` in its tests).
+    bin: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerSetup {
+    pub fn new(bin: &str, db: &crate::TestDb, node: &crate::litecoin::LitecoinNode, extra: &str, ltc: &str) -> ServerSetup {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = dir.path().join("kassa.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"database_url = {db:?}
+listen = "127.0.0.1:0"
+log_format = "json"
+{extra}
+[chains.litecoin]
+kind = "bitcoind"
+coin = "litecoin"
+network = "regtest"
+rpc_url = {rpc:?}
+rpc_user = {user:?}
+rpc_password = {password:?}
+poll_interval_ms = 200
+[currencies.LTC]
+name = "Litecoin"
+kind = "crypto"
+chain = "litecoin"
+{ltc}
+"#,
+                db = db.url,
+                rpc = node.rpc_url,
+                user = node.user,
+                password = node.password
+            ),
+        )
+        .unwrap();
+        ServerSetup { config, bin: bin.into(), _dir: dir }
+    }
+
+    /// `kassa --config … ARGS` with the test master key (and no crash switch).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config").arg(&self.config).args(args).env("KASSA_MASTER_KEY", crate::TEST_MASTER_KEY).env_remove("KASSATEST_CRASH_AT");
+        cmd
+    }
+
+    /// Runs an admin command with `--json` in ARGS; panics unless it succeeds.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `kassa serve`, aborting at `crash_at` (`KASSATEST_CRASH_AT`) when given.
+    pub fn serve(&self, crash_at: Option<&str>) -> ServerProcess {
+        let mut cmd = self.command(&["serve"]);
+        if let Some(point) = crash_at {
+            cmd.env("KASSATEST_CRASH_AT", point);
+        }
+        ServerProcess::start(cmd)
+    }
+}
