@@ -231,6 +231,9 @@ impl Engine {
         if e.status != "active" {
             return Err(EngineError::Conflict("the endpoint is disabled; enable it first".into()));
         }
+        if e.format != Format::Standard.as_str() {
+            return Err(EngineError::invalid("format", format!("{} callbacks have no test event; test events go to standard endpoints", e.format)));
+        }
         let ids = self
             .store
             .insert_events(vec![NewEvent {
@@ -251,7 +254,21 @@ impl Engine {
     /// Kassa's own webhooks deliver it: a merchant back from downtime reconciles here.
     pub async fn events_after(&self, merchant: MerchantId, after: i64, limit: u32) -> Result<Vec<Value>, EngineError> {
         let rows = self.store.events_after(merchant, after, limit).await?;
-        rows.iter().map(|e| Ok(serde_json::from_str(&self.render(Format::Standard, e)?.body).expect("rendered JSON"))).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for e in &rows {
+            out.push(serde_json::from_str(&self.standard_body(e).await?).map_err(|err| EngineError::invalid("event", err))?);
+        }
+        Ok(out)
+    }
+
+    /// An event as Kassa's own webhooks carry it: rendered once, then frozen, so that
+    /// what is pulled is byte for byte what was delivered, whatever changes later.
+    pub async fn standard_body(&self, e: &EventRow) -> Result<String, EngineError> {
+        if let Some(body) = &e.standard_body {
+            return Ok(body.clone());
+        }
+        let body = self.render(Format::Standard, e)?.body;
+        Ok(self.store.freeze_standard_body(e.id, &body).await?)
     }
 
     pub async fn deliveries(&self, query: DeliveryQuery) -> Result<Vec<Delivery>, EngineError> {
@@ -423,11 +440,13 @@ fn coinspaid_body(
         (c.amount(units + fee_units)?.to_string(), json!({"currency": c.code.as_str(), "amount": amt}))
     };
     let address_id = if deposit { d["address_id"].clone() } else { Value::Null };
+    // The address object describes a deposit address; a withdrawal's id is top-level only.
+    let address_foreign_id = if deposit { foreign_id.clone() } else { None };
     let mut body = json!({
         "id": d["id"],
         "type": kind,
         "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": null, "address": address, "tag": null,
-            "foreign_id": foreign_id},
+            "foreign_id": address_foreign_id},
         "currency_sent": {"currency": c.code.as_str(), "amount": sent},
         "currency_received": received,
         "transactions": [{"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,

@@ -9,7 +9,8 @@
 //! and per endpoint. Targets are checked against the SSRF policy right before each
 //! attempt, and the HTTP client's resolver only connects to allowed addresses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +81,29 @@ pub struct Notifier {
     opts: NotifierOptions,
     global: Arc<Semaphore>,
     per_target: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Deliveries being attempted by this process (a lapsed lease re-claimed by the
+    /// same process must not be sent twice at once).
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    claims: AtomicU64,
+}
+
+/// Removes a delivery from the in-flight set when its attempt ends, however it ends.
+struct InFlight {
+    set: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set.lock().expect("in-flight set").remove(&self.id);
+    }
+}
+
+/// The permits an attempt holds while it runs.
+struct Slot {
+    _global: OwnedSemaphorePermit,
+    _target: OwnedSemaphorePermit,
+    _in_flight: InFlight,
 }
 
 /// Resolves callback hosts and keeps only addresses the SSRF policy allows, so a
@@ -123,6 +147,8 @@ impl Notifier {
         Ok(Arc::new(Self {
             global: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
             per_target: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            claims: AtomicU64::new(0),
             engine,
             client,
             opts,
@@ -173,9 +199,8 @@ impl Notifier {
     pub async fn run_once(&self) -> Result<NotifyReport, EngineError> {
         let mut attempts = Vec::new();
         for d in self.claim().await? {
-            match self.permits(&d) {
-                Some(p) => attempts.push(self.deliver(d, p)),
-                None => self.engine.store.release_delivery(d.id, &self.engine.instance).await?,
+            if let Some(slot) = self.slot(&d).await? {
+                attempts.push(self.deliver(d, slot));
             }
         }
         let mut report = NotifyReport::default();
@@ -192,11 +217,9 @@ impl Notifier {
 
     async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<bool>) -> Result<(), EngineError> {
         for d in self.claim().await? {
-            if let Some(permits) = self.permits(&d) {
+            if let Some(slot) = self.slot(&d).await? {
                 let this = self.clone();
-                tasks.spawn(async move { this.deliver(d, permits).await });
-            } else {
-                self.engine.store.release_delivery(d.id, &self.engine.instance).await?;
+                tasks.spawn(async move { this.deliver(d, slot).await });
             }
         }
         Ok(())
@@ -210,11 +233,14 @@ impl Notifier {
         // Covers one attempt (resolution, answer, its excerpt) and recording it; a dead
         // instance's claims lapse after this and are sent again.
         let lease = self.opts.connect_timeout + self.opts.response_timeout + Duration::from_secs(10);
-        Ok(self.engine.store.claim_deliveries(&self.engine.instance, now_ms() + lease.as_millis() as i64, free as u32).await?)
+        let claim = format!("{}#{}", self.engine.instance, self.claims.fetch_add(1, Ordering::Relaxed));
+        Ok(self.engine.store.claim_deliveries(&claim, now_ms() + lease.as_millis() as i64, free as u32).await?)
     }
 
-    /// A global and a per-endpoint permit, or None when either limit is reached.
-    fn permits(&self, d: &ClaimedDelivery) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    /// Permits for an attempt: global, per endpoint, and not already running here.
+    /// Without them the delivery goes back, due again a little later, so that one busy
+    /// endpoint does not keep other merchants' deliveries waiting.
+    async fn slot(&self, d: &ClaimedDelivery) -> Result<Option<Slot>, EngineError> {
         let key = match d.endpoint_id {
             Some(id) => format!("endpoint:{id}"),
             None => url::Url::parse(&d.url).map(|u| format!("origin:{}", u.origin().ascii_serialization())).unwrap_or_else(|_| d.url.clone()),
@@ -226,13 +252,25 @@ impl Notifier {
             }
             map.entry(key).or_insert_with(|| Arc::new(Semaphore::new(self.opts.max_in_flight_per_endpoint.max(1)))).clone()
         };
-        let t = target.try_acquire_owned().ok()?;
-        let g = self.global.clone().try_acquire_owned().ok()?;
-        Some((g, t))
+        let fresh = self.in_flight.lock().expect("in-flight set").insert(d.id);
+        let slot = match (fresh, target.try_acquire_owned(), self.global.clone().try_acquire_owned()) {
+            (true, Ok(t), Ok(g)) => Some(Slot { _global: g, _target: t, _in_flight: InFlight { set: self.in_flight.clone(), id: d.id } }),
+            (fresh, _, _) => {
+                if fresh {
+                    self.in_flight.lock().expect("in-flight set").remove(&d.id);
+                }
+                None
+            }
+        };
+        if slot.is_none() {
+            let later = now_ms() + self.opts.poll_interval.max(Duration::from_secs(1)).as_millis() as i64;
+            self.engine.store.release_delivery(d.id, &d.claim, later).await?;
+        }
+        Ok(slot)
     }
 
     /// One attempt of one delivery; true when delivered.
-    async fn deliver(&self, d: ClaimedDelivery, _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) -> bool {
+    async fn deliver(&self, d: ClaimedDelivery, _slot: Slot) -> bool {
         let attempted_at_ms = now_ms();
         let started = Instant::now();
         let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
@@ -242,7 +280,7 @@ impl Notifier {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(delivery = d.id, error = %e, "cannot load the delivery's endpoint; retrying later");
-                    let _ = self.engine.store.release_delivery(d.id, &self.engine.instance).await;
+                    let _ = self.engine.store.release_delivery(d.id, &d.claim, now_ms() + 1000).await;
                     return false;
                 }
             },
@@ -250,17 +288,18 @@ impl Notifier {
         };
         let body = match &d.body {
             Some(b) => Ok(b.clone()),
+            None if format == Format::Standard => self.engine.standard_body(&d.event).await,
             None => self.engine.render(format, &d.event).map(|r| r.body),
         };
         let (sent, result) = match (&endpoint, body) {
-            (Some(e), Ok(body)) if e.status != "active" => {
-                (body, Err(format!("endpoint disabled: {}", e.disabled_reason.as_deref().unwrap_or("by the merchant"))))
+            (Some(e), Ok(_)) if e.status != "active" => {
+                (None, Err(format!("endpoint disabled: {}", e.disabled_reason.as_deref().unwrap_or("by the merchant"))))
             }
-            (_, Err(e)) => (String::new(), Err(format!("cannot render the event: {e}"))),
+            (_, Err(e)) => (None, Err(format!("cannot render the event: {e}"))),
             (_, Ok(body)) => {
                 crash_point("before_delivery");
                 let r = self.send(format, &d, endpoint.as_ref(), &body).await;
-                (body, r)
+                (Some(body), r)
             }
         };
         let latency_ms = started.elapsed().as_millis() as i64;
@@ -302,9 +341,10 @@ impl Notifier {
             latency_ms,
             error: error.clone(),
             body: sent,
+            endpoint_id: d.endpoint_id,
             result: result.clone(),
         };
-        match self.engine.store.record_attempt(&attempt).await {
+        match self.engine.store.record_attempt(&attempt, &d.claim).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(delivery = d.id, "the delivery's lease ran out during the attempt; another notifier has it"),
             Err(e) => tracing::error!(delivery = d.id, error = %e, "cannot record a delivery attempt; it will be sent again"),

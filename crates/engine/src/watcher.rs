@@ -124,20 +124,24 @@ impl Watcher {
         }
     }
 
-    async fn refresh_addresses(&mut self) -> Result<(), EngineError> {
+    /// Loads addresses created since the last refresh; returns how many are new.
+    async fn refresh_addresses(&mut self) -> Result<usize, EngineError> {
         // Ids can commit out of order on PostgreSQL (a lower id committing after a
         // higher one was read), so each refresh looks back over a window of ids.
         let mut after = self.last_address_id.saturating_sub(ADDRESS_LOOKBACK);
+        let mut added = 0;
         loop {
             let rows = self.engine.store.deposit_addresses_after(&self.chain, after, ADDRESS_PAGE).await?;
             let n = rows.len();
             for r in rows {
                 after = after.max(r.id);
                 self.last_address_id = self.last_address_id.max(r.id);
-                self.addresses.insert(r.address.into_boxed_str(), Watched { address_id: r.id, merchant_id: r.merchant_id });
+                if self.addresses.insert(r.address.into_boxed_str(), Watched { address_id: r.id, merchant_id: r.merchant_id }).is_none() {
+                    added += 1;
+                }
             }
             if n < ADDRESS_PAGE as usize {
-                return Ok(());
+                return Ok(added);
             }
         }
     }
@@ -176,7 +180,11 @@ impl Watcher {
             self.adapter.prepare().await.map_err(EngineError::Chain)?;
             self.prepared = true;
         }
-        self.refresh_addresses().await?;
+        if self.refresh_addresses().await? > 0 {
+            // A payment to a new address may have reached the mempool before the
+            // address was loaded (and its transaction been looked at): look again.
+            self.mempool_known.clear();
+        }
         let chain_err = EngineError::Chain;
         let tip = self.adapter.tip().await.map_err(chain_err)?;
         metrics::gauge!("kassa_chain_tip_height", "chain" => self.chain.clone()).set(tip.height as f64);

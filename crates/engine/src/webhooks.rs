@@ -137,9 +137,16 @@ pub fn forbidden_kind(ip: IpAddr, policy: TargetPolicy) -> Option<&'static str> 
                 Some("private")
             } else if v6.is_multicast() {
                 Some("multicast")
-            } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
-                // NAT64 (64:ff9b::/96) embeds an IPv4 address: judge that one.
+            } else if (seg[0] & 0xffc0) == 0xfec0 {
+                Some("private") // deprecated site-local
+            } else if seg[0] == 0x0064 && seg[1] == 0xff9b || seg[..6] == [0; 6] {
+                // NAT64 (64:ff9b::/96) and IPv4-compatible (::a.b.c.d) addresses embed an
+                // IPv4 address: judge that one.
                 let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+                forbidden_v4(v4, policy)
+            } else if seg[0] == 0x2002 {
+                // 6to4 (2002::/16) embeds an IPv4 address in its next 32 bits.
+                let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
                 forbidden_v4(v4, policy)
             } else {
                 None
@@ -272,10 +279,15 @@ mod tests {
             ("fd00:ec2::254", "private"),
             ("64:ff9b::a9fe:a9fe", "cloud metadata"),
             ("255.255.255.255", "reserved"),
+            ("fec0::1", "private"),
+            ("::a9fe:a9fe", "cloud metadata"),
+            ("::7f00:1", "loopback"),
+            ("2002:a00:1::", "private"),
+            ("2002:a9fe:a9fe::1", "cloud metadata"),
         ] {
             assert_eq!(forbidden_kind(ip.parse().unwrap(), p), Some(kind), "{ip}");
         }
-        for ok in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"] {
+        for ok in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "2002:5db8:d822::1"] {
             assert_eq!(forbidden_kind(ok.parse().unwrap(), p), None, "{ok}");
         }
         let dev = TargetPolicy { allow_loopback: true };

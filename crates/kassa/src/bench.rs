@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// latency from the block hook to the committed credit, and memory, with many
     /// watched addresses.
     Scan(ScanBench),
+    /// Notifications: outbox writes and deliveries to a local receiver (events/s,
+    /// deliveries/s, commit-to-receipt latency), with one or more notifier instances.
+    Notify(crate::bench_notify::NotifyBench),
 }
 
 #[derive(Args)]
@@ -91,6 +94,7 @@ pub async fn run(cmd: BenchCommand, _config: &Path) -> anyhow::Result<ExitCode> 
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Scan(args) => scan(args).await,
+        BenchCommand::Notify(args) => crate::bench_notify::run(args).await,
     }
 }
 
@@ -99,33 +103,47 @@ async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
         bail!("--workers and --seconds must be positive, --merchants at least 2, --hot-accounts at most --merchants, --hot-percent at most 100");
     }
     let run_id = random_alphanumeric(8).to_lowercase();
-    let mut scratch_pg: Option<(String, String)> = None;
-    let mut _tmp: Option<tempfile::TempDir> = None;
-    let url = match args.db {
-        DbKind::Sqlite => match &args.database_url {
-            Some(path) => path.clone(),
-            None => {
-                let dir = tempfile::TempDir::new()?;
-                let path = dir.path().join("bench.db").display().to_string();
-                _tmp = Some(dir);
-                path
-            }
-        },
-        DbKind::Postgres => {
-            let Some(server) = args.database_url.clone() else {
-                bail!("--database-url (or BENCH_DATABASE_URL) must name a PostgreSQL server for --db postgres");
-            };
-            let name = format!("kassa_bench_{run_id}");
-            let url = kassa_store::create_postgres_database(&server, &name).await.context("creating the scratch database")?;
-            scratch_pg = Some((server, name));
-            url
-        }
-    };
-    let result = run_ledger(&args, &url, &run_id).await;
-    if let Some((server, name)) = scratch_pg {
-        kassa_store::drop_postgres_database(&server, &name).await.ok();
-    }
+    let scratch = ScratchDb::create(args.db, args.database_url.as_deref(), &run_id).await?;
+    let result = run_ledger(&args, &scratch.url, &run_id).await;
+    scratch.drop().await;
     result
+}
+
+/// A database for one benchmark run: a temporary SQLite file (or the given path), or
+/// a new database on the given PostgreSQL server, dropped afterwards.
+pub(crate) struct ScratchDb {
+    pub url: String,
+    pg: Option<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl ScratchDb {
+    pub async fn create(db: DbKind, database_url: Option<&str>, run_id: &str) -> anyhow::Result<ScratchDb> {
+        Ok(match db {
+            DbKind::Sqlite => match database_url {
+                Some(path) => ScratchDb { url: path.to_string(), pg: None, _tmp: None },
+                None => {
+                    let dir = tempfile::TempDir::new()?;
+                    let url = dir.path().join("bench.db").display().to_string();
+                    ScratchDb { url, pg: None, _tmp: Some(dir) }
+                }
+            },
+            DbKind::Postgres => {
+                let Some(server) = database_url else {
+                    bail!("--database-url (or BENCH_DATABASE_URL) must name a PostgreSQL server for --db postgres");
+                };
+                let name = format!("kassa_bench_{run_id}");
+                let url = kassa_store::create_postgres_database(server, &name).await.context("creating the scratch database")?;
+                ScratchDb { url, pg: Some((server.to_string(), name)), _tmp: None }
+            }
+        })
+    }
+
+    pub async fn drop(self) {
+        if let Some((server, name)) = self.pg {
+            kassa_store::drop_postgres_database(&server, &name).await.ok();
+        }
+    }
 }
 
 async fn run_ledger(args: &LedgerBench, url: &str, run_id: &str) -> anyhow::Result<ExitCode> {

@@ -262,6 +262,8 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
     println!("  LTC address:  {}", deposit.address);
     println!("  pay it:       kassa dev{data_flag} pay {} 0.5", deposit.address);
     println!("  balances:     curl -H 'Authorization: Bearer {token}' {api}/kassa/v1/balances");
+    println!("  webhooks:     curl -H 'Authorization: Bearer {token}' -d '{{\"url\": \"http://127.0.0.1:9000/hook\"}}' {api}/kassa/v1/webhook-endpoints");
+    println!("  events:       curl -H 'Authorization: Bearer {token}' '{api}/kassa/v1/events?after=0'");
     println!("  API doc:      {api}/kassa/v1/openapi.json");
     let result = serve::run_http(&settings, engine).await;
     node.stop().await;

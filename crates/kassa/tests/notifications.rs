@@ -136,6 +136,19 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     let endpoint = created["id"].as_i64().unwrap();
     let notifier = Notifier::new(app.t.engine.clone(), fast_options(vec![1, 1, 1])).unwrap();
 
+    // 503 with an HTTP date, then 429 with seconds.
+    let in_two = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+        .format(&time::macros::format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"))
+        .unwrap();
+    receiver.script(vec![Reply::status(503).with_header("retry-after", &in_two)]);
+    let (_, first) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
+    assert_eq!(notifier.run_once().await.unwrap().failed, 1);
+    let (_, list) = app.get(&format!("/kassa/v1/deliveries?event={}", first["event_id"].as_str().unwrap()), Some(&token)).await;
+    let next = time::OffsetDateTime::parse(list["deliveries"][0]["next_attempt_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let wait = next - time::OffsetDateTime::now_utc();
+    assert!(wait >= time::Duration::milliseconds(500) && wait <= time::Duration::seconds(3), "Retry-After date honoured: {wait}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
     receiver.script(vec![Reply::status(429).with_header("retry-after", "3")]);
     let (_, sent) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
     let before = time::OffsetDateTime::now_utc();
@@ -155,10 +168,10 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
     let got = receiver.requests_to("/hook");
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[1].header("webhook-signature").unwrap().split(' ').count(), 2);
-    verify_standard(&old_secret, &got[1]);
-    verify_standard(&new_secret, &got[1]);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3].header("webhook-signature").unwrap().split(' ').count(), 2);
+    verify_standard(&old_secret, &got[3]);
+    verify_standard(&new_secret, &got[3]);
 
     // 410 Gone: the delivery fails, the endpoint is disabled, nothing more goes there.
     receiver.script(vec![Reply::status(410)]);
@@ -169,17 +182,40 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     assert_eq!(eps["webhook_endpoints"][0]["disabled_reason"], "the receiver answered 410 Gone");
     let (status, refused) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("conflict")));
+    // An event raised while the endpoint is disabled is kept, as a failed delivery.
+    app.t.engine.store.insert_events(vec![kassa_store::NewEvent {
+        merchant_id: app.t.engine.find_merchant("shop").await.unwrap().id,
+        event_type: "deposit.dropped".into(),
+        object_kind: "note".into(),
+        object_id: 1,
+        origin: "native".into(),
+        callback_url: None,
+        data: json!({"note": "raised while disabled"}),
+        only_endpoint: None,
+    }]).await.unwrap();
     let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
-    assert_eq!(failed["deliveries"].as_array().unwrap().len(), 1);
-    assert_eq!(failed["deliveries"][0]["last_status_code"], 410);
+    let failed = failed["deliveries"].as_array().unwrap().clone();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0]["last_error"], "endpoint disabled: the receiver answered 410 Gone");
+    assert_eq!(failed[0]["attempts"], 0);
+    assert_eq!(failed[1]["last_status_code"], 410);
+    assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "nothing goes to a disabled endpoint");
 
-    // Enabled again, the failed delivery is sent again by a redelivery of its range.
+    // Enabled again, the failed deliveries are sent again by a redelivery of their range.
     let (status, _) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/enable"), &token, json!({})).await;
     assert_eq!(status, 200);
     let (status, r) = app.post("/kassa/v1/deliveries/redeliver", &token, json!({"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})).await;
+    assert_eq!((status, r["redelivering"].as_i64()), (202, Some(2)));
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 2);
+    assert_eq!(receiver.requests_to("/hook").len(), 7);
+    // Redelivering one event sends the same id and the same bytes again.
+    let event = receiver.requests_to("/hook")[6].header("webhook-id").unwrap();
+    let (status, r) = app.post(&format!("/kassa/v1/events/{event}/redeliver"), &token, json!({})).await;
     assert_eq!((status, r["redelivering"].as_i64()), (202, Some(1)));
     assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
-    assert_eq!(receiver.requests_to("/hook").len(), 4);
+    let got = receiver.requests_to("/hook");
+    assert_eq!(got[7].header("webhook-id").unwrap(), event);
+    assert_eq!(got[7].body, got[6].body);
     let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
     assert!(failed["deliveries"].as_array().unwrap().is_empty());
 
@@ -191,6 +227,17 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     assert_eq!(status, 404);
     let (_, d) = app.get("/kassa/v1/deliveries", Some(&other)).await;
     assert!(d["deliveries"].as_array().unwrap().is_empty());
+    let (_, mine) = app.get("/kassa/v1/deliveries", Some(&token)).await;
+    let delivery = mine["deliveries"][0]["id"].as_i64().unwrap();
+    assert_eq!(app.get(&format!("/kassa/v1/deliveries/{delivery}"), Some(&other)).await.0, 404);
+    assert_eq!(app.post(&format!("/kassa/v1/events/{event}/redeliver"), &other, json!({})).await.0, 404);
+    for action in ["rotate-secret", "enable", "disable"] {
+        assert_eq!(app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/{action}"), &other, json!({})).await.0, 404, "{action}");
+    }
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert_eq!(eps["webhook_endpoints"][0]["status"], "active", "untouched by the other merchant");
+    let (_, events) = app.get("/kassa/v1/events", Some(&other)).await;
+    assert!(events["events"].as_array().unwrap().is_empty());
 }
 both_backends!(retry_after_gone_rotation, retry_after_gone_and_rotation);
 
@@ -513,3 +560,41 @@ async fn c4_crash_before_delivery(backend: Backend) {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
 both_backends!(c4, c4_crash_before_delivery);
+
+// Redirects are not followed (a 302 to the metadata address is just a failed attempt),
+// and several attempts answered 410 at once disable the endpoint without a deadlock,
+// each attempt logged.
+async fn redirects_and_concurrent_gone(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (m, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Manage]).await;
+    let receiver = Receiver::start().await;
+    let e = app.t.engine.create_endpoint(m, &receiver.url("/hook"), "standard", &[]).await.unwrap();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { max_in_flight_per_endpoint: 8, ..fast_options(vec![60]) }).unwrap();
+    receiver.script(vec![Reply::status(302).with_header("location", "http://169.254.169.254/latest/meta-data/")]);
+    app.t.engine.send_test_event(m, e.endpoint.id).await.unwrap();
+    assert_eq!(notifier.run_once().await.unwrap().failed, 1);
+    assert_eq!(receiver.requests().len(), 1);
+    let (_, list) = app.get("/kassa/v1/deliveries", Some(&token)).await;
+    assert_eq!((list["deliveries"][0]["status"].as_str(), list["deliveries"][0]["last_status_code"].as_i64()), (Some("pending"), Some(302)));
+
+    receiver.default_reply(Reply::slow(410, Duration::from_millis(300)));
+    for _ in 0..6 {
+        app.t.engine.send_test_event(m, e.endpoint.id).await.unwrap();
+    }
+    let r = notifier.run_once().await.unwrap();
+    assert_eq!((r.attempted, r.failed), (6, 6), "all six at once");
+    assert_eq!(receiver.requests().len(), 7);
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert_eq!(eps["webhook_endpoints"][0]["status"], "disabled");
+    let (_, list) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
+    let failed = list["deliveries"].as_array().unwrap();
+    assert_eq!(failed.len(), 7, "the six, and the pending 302 one");
+    for d in failed.iter().filter(|d| d["last_status_code"] == 410) {
+        assert_eq!(d["attempts"], 1, "{d}");
+        let detail = app.t.engine.delivery(Some(m), d["id"].as_i64().unwrap()).await.unwrap();
+        assert_eq!(detail.attempt_log.len(), 1);
+        assert_eq!(detail.attempt_log[0].status_code, Some(410));
+    }
+    assert_eq!(failed.iter().filter(|d| d["last_status_code"] == 410).count(), 6, "every attempt logged");
+}
+both_backends!(redirects_gone, redirects_and_concurrent_gone);

@@ -42,6 +42,8 @@ pub struct EventRow {
     pub object_id: i64,
     pub origin: String,
     pub data: serde_json::Value,
+    /// Kassa's own webhook body once rendered (frozen).
+    pub standard_body: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -57,6 +59,7 @@ struct EventRecord {
     object_id: i64,
     origin: String,
     data: String,
+    standard_body: Option<String>,
     created_at_ms: i64,
 }
 
@@ -73,12 +76,13 @@ impl EventRecord {
             object_id: self.object_id,
             origin: self.origin,
             data,
+            standard_body: self.standard_body,
             created_at_ms: self.created_at_ms,
         })
     }
 }
 
-const EVENT_COLUMNS: &str = "SELECT id, public_id, merchant_id, seq, type, object_kind, object_id, origin, data, created_at_ms FROM events";
+const EVENT_COLUMNS: &str = "SELECT id, public_id, merchant_id, seq, type, object_kind, object_id, origin, data, standard_body, created_at_ms FROM events";
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct EndpointRow {
@@ -161,6 +165,8 @@ pub struct DeliveryQuery {
 #[derive(Clone, Debug)]
 pub struct ClaimedDelivery {
     pub id: i64,
+    /// The claim token: records and releases must present it.
+    pub claim: String,
     pub endpoint_id: Option<i64>,
     pub format: String,
     pub url: String,
@@ -190,7 +196,10 @@ pub struct Attempt {
     pub status_code: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
-    pub body: String,
+    /// The body sent (frozen for every later attempt); None when nothing was sent.
+    pub body: Option<String>,
+    /// The delivery's endpoint (disabled on `Gone`).
+    pub endpoint_id: Option<i64>,
     pub result: AttemptResult,
 }
 
@@ -301,8 +310,11 @@ impl WithdrawalChange {
     }
 }
 
+/// An endpoint as routing sees it: (id, format, url, subscription).
+pub(crate) type RouteEndpoint = (i64, String, String, String);
+
 /// Where an event goes: (endpoint, format, url).
-pub(crate) fn targets(e: &NewEvent, endpoints: &[(i64, String, String, String)]) -> Vec<(Option<i64>, Format, String)> {
+pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint]) -> Vec<(Option<i64>, Format, String)> {
     let mut out = Vec::new();
     for (id, format, url, types) in endpoints {
         let Some(format) = Format::parse(format) else { continue };
@@ -344,7 +356,10 @@ macro_rules! write_events {
         let mut list: Vec<$crate::events::NewEvent> = $events;
         list.sort_by_key(|e| e.merchant_id);
         let now = $crate::now_ms();
-        let mut endpoints: std::collections::HashMap<i64, Vec<(i64, String, String, String)>> = std::collections::HashMap::new();
+        // Disabled endpoints get their deliveries too, as failed: enabling the endpoint
+        // and redelivering the time range then sends everything it missed.
+        let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashMap<i64, String>)> =
+            std::collections::HashMap::new();
         let mut ids: Vec<String> = Vec::with_capacity(list.len());
         for e in &list {
             let seq: i64 = sqlx::query_scalar("UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq")
@@ -367,24 +382,34 @@ macro_rules! write_events {
                 .fetch_one(&mut *$tx)
                 .await?;
             if !endpoints.contains_key(&e.merchant_id) {
-                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
-                    "SELECT id, format, url, event_types FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'active' ORDER BY id")
+                let rows: Vec<(i64, String, String, String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT id, format, url, event_types, status, disabled_reason FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY id")
                     .bind(e.merchant_id)
                     .fetch_all(&mut *$tx)
                     .await?;
-                endpoints.insert(e.merchant_id, rows);
+                let disabled = rows
+                    .iter()
+                    .filter(|r| r.4 != "active")
+                    .map(|r| (r.0, format!("endpoint disabled: {}", r.5.as_deref().unwrap_or("by the merchant"))))
+                    .collect();
+                let routes = rows.into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+                endpoints.insert(e.merchant_id, (routes, disabled));
             }
-            for (endpoint, format, url) in $crate::events::targets(e, &endpoints[&e.merchant_id]) {
+            let (routes, disabled) = &endpoints[&e.merchant_id];
+            for (endpoint, format, url) in $crate::events::targets(e, routes) {
+                let reason = endpoint.and_then(|id| disabled.get(&id));
                 sqlx::query(
                     "INSERT INTO deliveries (event_id, merchant_id, endpoint_id, format, url, status, attempts, next_attempt_at_ms,
-                         created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)")
+                         last_error, created_at_ms, updated_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $7, $7)")
                     .bind(event_id)
                     .bind(e.merchant_id)
                     .bind(endpoint)
                     .bind(format.as_str())
                     .bind(url)
+                    .bind(if reason.is_some() { "failed" } else { "pending" })
                     .bind(now)
+                    .bind(reason)
                     .execute(&mut *$tx)
                     .await?;
             }
@@ -545,8 +570,10 @@ impl Store {
                 .await?
                 .rows_affected();
             if !active {
-                sqlx::query("UPDATE deliveries SET status = 'failed', last_error = $1, locked_by = NULL, locked_until_ms = NULL, updated_at_ms = $2
-                             WHERE endpoint_id = $3 AND status = 'pending'")
+                // Deliveries in flight record their own attempts; their next one sees
+                // the endpoint disabled.
+                sqlx::query("UPDATE deliveries SET status = 'failed', last_error = $1, updated_at_ms = $2
+                             WHERE endpoint_id = $3 AND status = 'pending' AND (locked_until_ms IS NULL OR locked_until_ms < $2)")
                     .bind(format!("endpoint disabled: {}", reason.unwrap_or("by the merchant")))
                     .bind(now)
                     .bind(id)
@@ -559,23 +586,24 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Claims up to `limit` due deliveries for `instance` until `lease_until_ms`.
-    /// Concurrent notifiers (several instances on PostgreSQL) never claim the same one.
-    pub async fn claim_deliveries(&self, instance: &str, lease_until_ms: i64, limit: u32) -> Result<Vec<ClaimedDelivery>> {
+    /// Claims up to `limit` due deliveries under `claim` (a token unique to this claim)
+    /// until `lease_until_ms`. Concurrent notifiers (several instances on PostgreSQL)
+    /// never claim the same one; only the holder of the claim can record its attempt.
+    pub async fn claim_deliveries(&self, claim: &str, lease_until_ms: i64, limit: u32) -> Result<Vec<ClaimedDelivery>> {
         let now = now_ms();
         let lock = match self.db {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         };
-        let claim = format!(
+        let claim_sql = format!(
             "UPDATE deliveries SET locked_by = $1, locked_until_ms = $2
              WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at_ms <= $3
                               AND (locked_until_ms IS NULL OR locked_until_ms < $3)
                           ORDER BY next_attempt_at_ms, id LIMIT $4 {lock})
              RETURNING id"
         );
-        let ids: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(&claim)
-            .bind(instance)
+        let ids: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(&claim_sql)
+            .bind(claim)
             .bind(lease_until_ms)
             .bind(now)
             .bind(i64::from(limit))
@@ -587,7 +615,7 @@ impl Store {
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT d.id AS d_id, d.endpoint_id, d.format, d.url, d.attempts, d.body,
-                    e.id, e.public_id, e.merchant_id, e.seq, e.type, e.object_kind, e.object_id, e.origin, e.data, e.created_at_ms
+                    e.id, e.public_id, e.merchant_id, e.seq, e.type, e.object_kind, e.object_id, e.origin, e.data, e.standard_body, e.created_at_ms
              FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({list}) AND d.locked_by = $1 ORDER BY d.id"
         );
         #[derive(sqlx::FromRow)]
@@ -601,11 +629,12 @@ impl Store {
             #[sqlx(flatten)]
             event: EventRecord,
         }
-        let rows: Vec<Claimed> = on_pool!(self, pool => sqlx::query_as(&sql).bind(instance).fetch_all(pool).await?);
+        let rows: Vec<Claimed> = on_pool!(self, pool => sqlx::query_as(&sql).bind(claim).fetch_all(pool).await?);
         rows.into_iter()
             .map(|c| {
                 Ok(ClaimedDelivery {
                     id: c.d_id,
+                    claim: claim.to_string(),
                     endpoint_id: c.endpoint_id,
                     format: c.format,
                     url: c.url,
@@ -617,21 +646,41 @@ impl Store {
             .collect()
     }
 
-    /// Gives a claimed delivery back untried (its endpoint is busy).
-    pub async fn release_delivery(&self, id: i64, instance: &str) -> Result<()> {
+    /// Gives a claimed delivery back untried, due again no earlier than `not_before_ms`
+    /// (its endpoint is busy: other endpoints' deliveries go first meanwhile).
+    pub async fn release_delivery(&self, id: i64, claim: &str, not_before_ms: i64) -> Result<()> {
         on_pool!(self, pool => {
-            sqlx::query("UPDATE deliveries SET locked_by = NULL, locked_until_ms = NULL WHERE id = $1 AND locked_by = $2")
+            sqlx::query(
+                "UPDATE deliveries SET locked_by = NULL, locked_until_ms = NULL,
+                     next_attempt_at_ms = CASE WHEN next_attempt_at_ms < $3 THEN $3 ELSE next_attempt_at_ms END
+                 WHERE id = $1 AND locked_by = $2")
                 .bind(id)
-                .bind(instance)
+                .bind(claim)
+                .bind(not_before_ms)
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    /// Records an attempt and its result; false when this instance no longer holds the
-    /// delivery (its lease ran out and another took it), and nothing is recorded.
-    pub async fn record_attempt(&self, a: &Attempt) -> Result<bool> {
+    /// Freezes an event's rendering as Kassa's own webhooks carry it; returns the
+    /// frozen body (the first one stored wins).
+    pub async fn freeze_standard_body(&self, event_id: i64, body: &str) -> Result<String> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query("UPDATE events SET standard_body = $1 WHERE id = $2 AND standard_body IS NULL")
+                .bind(body)
+                .bind(event_id)
+                .execute(pool)
+                .await?;
+            let frozen: Option<String> = sqlx::query_scalar("SELECT standard_body FROM events WHERE id = $1").bind(event_id).fetch_one(pool).await?;
+            frozen.unwrap_or_else(|| body.to_string())
+        }))
+    }
+
+    /// Records an attempt and its result; false when `claim` no longer holds the
+    /// delivery (its lease ran out and another claim took it), and nothing is recorded.
+    /// On `Gone` the endpoint row is locked first, as everywhere else (no deadlocks).
+    pub async fn record_attempt(&self, a: &Attempt, claim: &str) -> Result<bool> {
         let (status, next, delivered) = match &a.result {
             AttemptResult::Delivered => ("delivered", a.attempted_at_ms, Some(a.attempted_at_ms)),
             AttemptResult::Retry { next_attempt_at_ms } => ("pending", *next_attempt_at_ms, None),
@@ -639,8 +688,17 @@ impl Store {
         };
         let now = now_ms();
         let code = a.status_code.map(i32::from);
+        let gone_endpoint = if a.result == AttemptResult::Gone { a.endpoint_id } else { None };
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            if let Some(endpoint) = gone_endpoint {
+                sqlx::query("UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $1, updated_at_ms = $2 WHERE id = $3")
+                    .bind("the receiver answered 410 Gone")
+                    .bind(now)
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let n = sqlx::query(
                 "UPDATE deliveries SET attempts = attempts + 1, status = $1, next_attempt_at_ms = $2, delivered_at_ms = $3,
                      body = COALESCE(body, $4), last_status_code = $5, last_error = $6, locked_by = NULL, locked_until_ms = NULL,
@@ -654,7 +712,7 @@ impl Store {
                 .bind(&a.error)
                 .bind(now)
                 .bind(a.delivery_id)
-                .bind(&a.instance)
+                .bind(claim)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -670,29 +728,21 @@ impl Store {
                     .bind(&a.instance)
                     .execute(&mut *tx)
                     .await?;
-                if a.result == AttemptResult::Gone {
-                    let endpoint: Option<Option<i64>> = sqlx::query_scalar("SELECT endpoint_id FROM deliveries WHERE id = $1")
-                        .bind(a.delivery_id)
-                        .fetch_optional(&mut *tx)
+                if let Some(endpoint) = gone_endpoint {
+                    // Deliveries in flight elsewhere record their own attempts.
+                    sqlx::query("UPDATE deliveries SET status = 'failed', last_error = 'endpoint disabled: the receiver answered 410 Gone',
+                                     updated_at_ms = $1
+                                 WHERE endpoint_id = $2 AND status = 'pending' AND (locked_until_ms IS NULL OR locked_until_ms < $1)")
+                        .bind(now)
+                        .bind(endpoint)
+                        .execute(&mut *tx)
                         .await?;
-                    if let Some(Some(endpoint)) = endpoint {
-                        sqlx::query("UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $1, updated_at_ms = $2 WHERE id = $3")
-                            .bind("the receiver answered 410 Gone")
-                            .bind(now)
-                            .bind(endpoint)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("UPDATE deliveries SET status = 'failed', last_error = 'endpoint disabled: the receiver answered 410 Gone',
-                                         locked_by = NULL, locked_until_ms = NULL, updated_at_ms = $1
-                                     WHERE endpoint_id = $2 AND status = 'pending'")
-                            .bind(now)
-                            .bind(endpoint)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
                 }
+                tx.commit().await?;
+            } else {
+                // Not ours any more: change nothing, not even the endpoint.
+                tx.rollback().await?;
             }
-            tx.commit().await?;
             n == 1
         }))
     }

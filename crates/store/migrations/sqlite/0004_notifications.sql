@@ -47,6 +47,8 @@ CREATE TABLE events (
     object_id INTEGER NOT NULL,
     origin TEXT NOT NULL,
     data TEXT NOT NULL,
+    -- Kassa's own webhook body, frozen when first rendered (pulled = delivered).
+    standard_body TEXT,
     created_at_ms INTEGER NOT NULL,
     UNIQUE (merchant_id, seq)
 );
