@@ -17,6 +17,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "withdrawal.confirmed",
     "withdrawal.failed",
     "withdrawal.cancelled",
+    "exchange.done",
     "webhook.test",
 ];
 

@@ -6,6 +6,7 @@ pub mod amount;
 pub mod currency;
 pub mod events;
 pub mod ledger;
+pub mod rates;
 
 pub use amount::{Amount, AmountError, SignPolicy};
 pub use currency::{Currency, CurrencyCode, CurrencyKind, Fee, FeeSchedule, Operation};

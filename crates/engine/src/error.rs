@@ -38,6 +38,12 @@ pub enum EngineError {
     Chain(#[from] kassa_chain::ChainError),
     #[error("secret could not be decrypted: wrong master key or corrupted data")]
     Decrypt,
+    #[error("exchange rates unavailable: {0}")]
+    RatesUnavailable(String),
+    #[error("{0}")]
+    QuoteExpired(String),
+    #[error("the request does not match the quote: {0}")]
+    QuoteMismatch(String),
 }
 
 impl EngineError {

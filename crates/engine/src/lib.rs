@@ -7,10 +7,12 @@ pub mod chains;
 pub mod check;
 pub mod currencies;
 pub mod error;
+pub mod exchange;
 pub mod ledger;
 pub mod merchants;
 pub mod notifications;
 pub mod notifier;
+pub mod rates;
 pub mod secrets;
 pub mod watcher;
 pub mod webhooks;
@@ -39,6 +41,8 @@ pub struct Engine {
     pub instance: Arc<str>,
     /// Where callbacks may go (SSRF guard); loopback only in development.
     pub target_policy: webhooks::TargetPolicy,
+    /// Exchange rates (none: no exchanges or quotes).
+    pub rates: Option<Arc<rates::Rates>>,
 }
 
 impl Engine {
@@ -49,6 +53,7 @@ impl Engine {
             chains: Arc::new(Chains::default()),
             instance: format!("kassa-{}-{}", std::process::id(), secrets::random_alphanumeric(8)).into(),
             target_policy: webhooks::TargetPolicy::default(),
+            rates: None,
         }
     }
 
@@ -61,6 +66,12 @@ impl Engine {
     /// The same engine with this callback target policy.
     pub fn with_target_policy(mut self, policy: webhooks::TargetPolicy) -> Self {
         self.target_policy = policy;
+        self
+    }
+
+    /// The same engine with these rate sources and pairs.
+    pub fn with_rates(mut self, rates: Arc<rates::Rates>) -> Self {
+        self.rates = Some(rates);
         self
     }
 

@@ -331,6 +331,7 @@ impl Engine {
                 let data = match e.object_kind.as_str() {
                     "deposit" => deposit_view(d, currency.as_ref(), &amount)?,
                     "withdrawal" => withdrawal_view(d, &amount)?,
+                    "exchange" => self.exchange_event_view(d)?,
                     _ => d.clone(),
                 };
                 let body = json!({"id": e.public_id, "type": e.event_type, "sequence": e.seq, "timestamp": format_ms(e.created_at_ms), "data": data});
@@ -373,6 +374,23 @@ impl Engine {
                 Ok(Rendered { body: ascii_json(&body.to_string()), content_type: "application/json" })
             }
         }
+    }
+}
+
+impl Engine {
+    fn exchange_event_view(&self, d: &Value) -> Result<Value, EngineError> {
+        let amount = |currency: &str, key: &str| -> Result<String, EngineError> {
+            let c = self.currencies.get(d[currency].as_str().unwrap_or_default())?;
+            let units: i128 = d[key].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| EngineError::invalid("event", format!("no {key}")))?;
+            Ok(c.amount(units)?.to_string())
+        };
+        Ok(json!({
+            "id": d["id"], "client_id": d["client_id"], "kind": d["kind"], "from_currency": d["from_currency"],
+            "to_currency": d["to_currency"], "sender_amount": amount("from_currency", "sender_units")?,
+            "fee_amount": amount("from_currency", "fee_units")?, "fee_currency": d["from_currency"],
+            "receiver_amount": amount("to_currency", "receiver_units")?, "rate": d["rate"], "status": d["status"],
+            "created_at": format_ms(d["created_at_ms"].as_i64().unwrap_or(0)),
+        }))
     }
 }
 

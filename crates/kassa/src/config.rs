@@ -56,6 +56,70 @@ pub struct Config {
     pub withdrawals: WithdrawalsConfig,
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    #[serde(default)]
+    pub rates: RatesConfig,
+}
+
+/// `[rates]`: where exchange rates come from and which pairs can be exchanged.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RatesConfig {
+    /// Sources in priority order: kraken, coinbase, binance, fixed.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default = "default_rate_max_age")]
+    pub max_age_secs: u64,
+    #[serde(default = "default_rate_refresh")]
+    pub refresh_secs: u64,
+    #[serde(default = "default_quote_ttl")]
+    pub quote_ttl_secs: u64,
+    #[serde(default = "default_rate_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_kraken")]
+    pub kraken_url: String,
+    #[serde(default = "default_coinbase")]
+    pub coinbase_url: String,
+    #[serde(default = "default_binance")]
+    pub binance_url: String,
+    /// `"BASE/QUOTE" = "rate"` for the `fixed` source.
+    #[serde(default)]
+    pub fixed: BTreeMap<String, String>,
+    /// `[rates.pairs."BASE/QUOTE"]`: the pairs that can be exchanged.
+    #[serde(default)]
+    pub pairs: BTreeMap<String, PairConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairConfig {
+    /// Taken from the mid price, in percent.
+    #[serde(default)]
+    pub spread_percent: Option<String>,
+    /// Least amount exchanged, in the base currency.
+    #[serde(default)]
+    pub min_amount: Option<String>,
+}
+
+fn default_rate_max_age() -> u64 {
+    120
+}
+fn default_rate_refresh() -> u64 {
+    30
+}
+fn default_quote_ttl() -> u64 {
+    60
+}
+fn default_rate_timeout() -> u64 {
+    10
+}
+fn default_kraken() -> String {
+    "https://api.kraken.com".into()
+}
+fn default_coinbase() -> String {
+    "https://api.coinbase.com".into()
+}
+fn default_binance() -> String {
+    "https://api.binance.com".into()
 }
 
 /// `[notifications]`: how callbacks are delivered.
@@ -370,6 +434,7 @@ impl Config {
                 bail!("notifications.retry_schedule_secs.{format}: at most 50 delays, each 1-604800 seconds");
             }
         }
+        rates_options(&self.rates, &currencies)?;
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
@@ -409,6 +474,12 @@ impl Settings {
                 .map(|(f, d)| (kassa_core::events::Format::parse(f).expect("validated"), d.clone()))
                 .collect(),
         }
+    }
+
+    /// The rate sources and pairs, if any pair is configured.
+    pub fn rates_options(&self) -> Option<kassa_engine::rates::RatesOptions> {
+        let all: Vec<kassa_core::Currency> = self.currencies.all().cloned().collect();
+        rates_options(&self.config.rates, &all).expect("validated")
     }
 
     pub fn target_policy(&self) -> kassa_engine::webhooks::TargetPolicy {
@@ -482,4 +553,76 @@ impl Settings {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         self.relative(Path::new(path)).display().to_string()
     }
+}
+
+/// Checks `[rates]` against the currencies and builds the options (None without pairs).
+fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow::Result<Option<kassa_engine::rates::RatesOptions>> {
+    use kassa_core::rates::Rate;
+    use kassa_engine::rates::{PairConfig as Pair, RatesOptions, Source};
+    if r.pairs.is_empty() {
+        return Ok(None);
+    }
+    let currency = |code: &str, key: &str| {
+        currencies.iter().find(|c| c.code.as_str() == code).ok_or_else(|| anyhow!("{key}: {code} is not a configured currency"))
+    };
+    let mut pairs = Vec::new();
+    for (name, p) in &r.pairs {
+        let key = format!("rates.pairs.\"{name}\"");
+        let (base, quote) = name.split_once('/').ok_or_else(|| anyhow!("{key}: a pair is written BASE/QUOTE, like LTC/EUR"))?;
+        let base_c = currency(base, &key)?;
+        currency(quote, &key)?;
+        if base == quote {
+            bail!("{key}: the two currencies must differ");
+        }
+        let spread = match &p.spread_percent {
+            Some(t) => kassa_core::Amount::parse(t, kassa_core::currency::PERCENT_SCALE, kassa_core::SignPolicy::NonNegative)
+                .map_err(|e| anyhow!("{key}.spread_percent: {e}"))?
+                .units(),
+            None => 0,
+        };
+        if spread >= 100_000_000 {
+            bail!("{key}.spread_percent: must be below 100");
+        }
+        let min = match &p.min_amount {
+            Some(t) => base_c.parse_amount(t, kassa_core::SignPolicy::NonNegative).map_err(|e| anyhow!("{key}.min_amount: {e}"))?.units(),
+            None => 0,
+        };
+        pairs.push(Pair { base: base.into(), quote: quote.into(), spread_e6: spread, min_base_units: min });
+    }
+    if r.sources.is_empty() {
+        bail!("rates.sources: list at least one source (kraken, coinbase, binance, fixed) for the configured pairs");
+    }
+    let mut sources = Vec::new();
+    for s in &r.sources {
+        sources.push(match s.as_str() {
+            "kraken" => Source::Kraken { base_url: r.kraken_url.clone() },
+            "coinbase" => Source::Coinbase { base_url: r.coinbase_url.clone() },
+            "binance" => Source::Binance { base_url: r.binance_url.clone() },
+            "fixed" => {
+                let mut rates = BTreeMap::new();
+                for (pair, text) in &r.fixed {
+                    let rate = Rate::parse(text).map_err(|e| anyhow!("rates.fixed.\"{pair}\": {e}"))?;
+                    if !r.pairs.contains_key(pair) {
+                        bail!("rates.fixed.\"{pair}\": not a pair in [rates.pairs]");
+                    }
+                    rates.insert(pair.clone(), rate);
+                }
+                Source::Fixed { rates }
+            }
+            other => bail!("rates.sources: {other:?} is not a source (kraken, coinbase, binance, fixed)"),
+        });
+    }
+    for (key, v) in [("max_age_secs", r.max_age_secs), ("refresh_secs", r.refresh_secs), ("quote_ttl_secs", r.quote_ttl_secs), ("request_timeout_secs", r.request_timeout_secs)] {
+        if !(1..=86_400).contains(&v) {
+            bail!("rates.{key}: must be 1-86400");
+        }
+    }
+    Ok(Some(RatesOptions {
+        sources,
+        pairs,
+        max_age: Duration::from_secs(r.max_age_secs),
+        refresh_interval: Duration::from_secs(r.refresh_secs),
+        quote_ttl: Duration::from_secs(r.quote_ttl_secs),
+        request_timeout: Duration::from_secs(r.request_timeout_secs),
+    }))
 }

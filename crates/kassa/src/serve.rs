@@ -42,6 +42,10 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options())
         .with_chains(settings.chains())
         .with_target_policy(settings.target_policy());
+    let engine = match settings.rates_options() {
+        Some(opts) => engine.with_rates(kassa_engine::rates::Rates::new(opts)?),
+        None => engine,
+    };
     for name in engine.chains.names() {
         let chain = engine.chains.get(name).expect("listed");
         match tokio::time::timeout(Duration::from_secs(30), chain.adapter.prepare()).await {
@@ -68,6 +72,7 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
         Duration::from_secs(settings.config.withdrawals.batch_window_secs),
         workers_stopping.clone(),
     )?);
+    workers.extend(kassa_engine::exchange::spawn_exchange_workers(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::notifier::spawn_notifier(&engine, settings.notifier_options(), workers_stopping)?);
     let app = kassa_api::app(engine, &settings.http_options());
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("4 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("5 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -154,10 +154,19 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("listen = \"everywhere\"", "listen"),
         ("[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
         ("", "currencies: at least one currency must be configured"),
+        ("[notifications]\nresponse_timeout_ms = 1", "notifications.response_timeout_ms"),
+        ("[notifications.retry_schedule_secs]\nsoap = [1]", "notifications.retry_schedule_secs.soap"),
+        ("[rates]\nsources = [\"fixed\"]\n[rates.pairs.\"EUR/XYZ\"]", "rates.pairs.\"EUR/XYZ\": XYZ is not a configured currency"),
+        ("[rates]\nsources = [\"oracle\"]\n[rates.pairs.\"EUR/USD\"]", "rates.sources: \"oracle\""),
+        ("[rates]\nsources = [\"fixed\"]\n[rates.fixed]\n\"EUR/USD\" = \"1,1\"\n[rates.pairs.\"EUR/USD\"]", "rates.fixed.\"EUR/USD\""),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let cli = Cli { config: dir.path().join(format!("c{i}.toml")), _dir: tempfile::TempDir::new().unwrap() };
-        let eur = if text.contains("currencies") { "" } else { "[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n" };
+        let eur = if text.contains("currencies") {
+            ""
+        } else {
+            "[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[currencies.USD]\nname = \"Dollar\"\nkind = \"fiat\"\n"
+        };
         let body = if text.is_empty() { format!("database_url = {db:?}\n") } else { format!("database_url = {db:?}\n{text}\n{eur}") };
         std::fs::write(&cli.config, body).unwrap();
         let err = cli.fails(&["check"]);

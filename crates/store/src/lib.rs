@@ -5,6 +5,7 @@
 
 mod deposits;
 mod events;
+mod exchange;
 mod ledger;
 mod merchants;
 mod withdrawals;
@@ -21,6 +22,7 @@ pub use ledger::{
 };
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use events::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
+pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow};
 

@@ -52,6 +52,9 @@ impl From<EngineError> for ApiError {
             EngineError::ChainNotConfigured(_) | EngineError::ChainHalted(_) => (StatusCode::SERVICE_UNAVAILABLE, "currency_unavailable"),
             EngineError::LimitReached(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
             EngineError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            EngineError::RatesUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "rates_unavailable"),
+            EngineError::QuoteExpired(_) => (StatusCode::CONFLICT, "quote_expired"),
+            EngineError::QuoteMismatch(_) => (StatusCode::CONFLICT, "quote_mismatch"),
             EngineError::Chain(_) => {
                 tracing::error!(error = %e, "chain node error");
                 return Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "node_unavailable", message: "the currency's node is not answering; try again later".into() };

@@ -43,6 +43,73 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries", get(list_deliveries))
         .route("/deliveries/redeliver", post(redeliver_failed))
         .route("/deliveries/{id}", get(get_delivery))
+        .route("/pairs", get(list_pairs))
+        .route("/quotes", post(create_quote))
+        .route("/exchanges", post(create_exchange).get(list_exchanges))
+}
+
+fn amount_field(body: &JsonObject, key: &str) -> Result<Option<String>, ApiError> {
+    match body.0.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a decimal string or number"))),
+    }
+}
+
+/// Exactly one of sender_amount / receiver_amount.
+fn side(body: &JsonObject) -> Result<kassa_engine::exchange::Side, ApiError> {
+    use kassa_engine::exchange::Side;
+    match (amount_field(body, "sender_amount")?, amount_field(body, "receiver_amount")?) {
+        (Some(a), None) => Ok(Side::Sender(a)),
+        (None, Some(a)) => Ok(Side::Receiver(a)),
+        _ => Err(ApiError::bad_request("give exactly one of sender_amount and receiver_amount")),
+    }
+}
+
+async fn list_pairs(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(Json(json!({ "pairs": state.engine.pairs()? })))
+}
+
+async fn create_quote(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Exchange)?;
+    body.only(&["from_currency", "to_currency", "sender_amount", "receiver_amount"])?;
+    let q = state.engine.quote(who.merchant, &body.required("from_currency")?, &body.required("to_currency")?, side(&body)?).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(q))))
+}
+
+async fn create_exchange(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Exchange)?;
+    let client_id = body.required("client_id")?;
+    let x = match body.string("quote_id")? {
+        Some(quote) => {
+            body.only(&["client_id", "quote_id", "sender_amount", "receiver_amount", "rate"])?;
+            let check = kassa_engine::exchange::QuoteCheck {
+                sender_amount: amount_field(&body, "sender_amount")?,
+                receiver_amount: amount_field(&body, "receiver_amount")?,
+                rate: amount_field(&body, "rate")?,
+            };
+            state.engine.execute_quote(who.merchant, &quote, &client_id, check).await?
+        }
+        None => {
+            body.only(&["client_id", "from_currency", "to_currency", "sender_amount", "receiver_amount"])?;
+            let (from, to) = (body.required("from_currency")?, body.required("to_currency")?);
+            state.engine.exchange_now(who.merchant, &from, &to, side(&body)?, &client_id).await?
+        }
+    };
+    Ok((axum::http::StatusCode::CREATED, Json(json!(x))))
+}
+
+async fn list_exchanges(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (before, limit) = page_params(&params, &["before", "limit"])?;
+    let list = state.engine.exchanges(who.merchant, before, limit).await?;
+    Ok(Json(json!({ "exchanges": list })))
 }
 
 fn not_found(what: &str) -> ApiError {

@@ -1,0 +1,412 @@
+//! Quotes and exchanges between a merchant's currencies. A quote prices a conversion
+//! (sender or receiver side) at the current rate less the pair's spread, minus the
+//! sending currency's exchange fee, and holds it for the quote lifetime. Executing a
+//! live, unmodified quote — or exchanging at the market — moves value in one balanced
+//! ledger transaction: merchant → exchange house in the sending currency (fee to fees
+//! earned), exchange house → merchant in the receiving one. Every rounding favours the
+//! house by less than one unit. Idempotent by the client's id; a quote executes once.
+
+use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
+use kassa_core::rates::{from_receiver, from_sender, Conversion, Rate, RateError};
+use kassa_core::{Currency, SignPolicy};
+use kassa_store::{ExchangeRow, NewExchange, NewQuote, QuoteRow, StoreError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::adjustments::format_ms;
+use crate::notifications::now_ms;
+use crate::rates::Rates;
+use crate::secrets::random_alphanumeric;
+use crate::{Engine, EngineError};
+
+/// Which side of a conversion the amount names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The sender pays this much (fee included).
+    Sender(String),
+    /// The receiver gets exactly this much.
+    Receiver(String),
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Quote {
+    pub id: String,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_amount: String,
+    pub fee_amount: String,
+    pub fee_currency: String,
+    pub receiver_amount: String,
+    /// Units of `to_currency` per unit of `from_currency`, spread included.
+    pub rate: String,
+    pub source: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Exchange {
+    pub id: String,
+    pub client_id: String,
+    pub kind: String,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_amount: String,
+    pub fee_amount: String,
+    pub fee_currency: String,
+    pub receiver_amount: String,
+    pub rate: String,
+    pub status: String,
+    pub created_at: String,
+}
+
+/// What a client believes a quote says (CoinsPaid's `exchange/fixed` sends the
+/// price and amounts back); anything given must match.
+#[derive(Clone, Debug, Default)]
+pub struct QuoteCheck {
+    pub sender_amount: Option<String>,
+    pub receiver_amount: Option<String>,
+    pub rate: Option<String>,
+}
+
+/// A pair as merchants see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairView {
+    pub base: String,
+    pub quote: String,
+    pub spread_percent: String,
+    pub min_amount: String,
+    /// The mid rate (base → quote), when a fresh one is known.
+    pub rate: Option<String>,
+    pub source: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+fn hash(parts: &[&str]) -> Vec<u8> {
+    Sha256::digest(parts.join("|").as_bytes()).to_vec()
+}
+
+impl Engine {
+    fn rates(&self) -> Result<&Rates, EngineError> {
+        self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))
+    }
+
+    fn exchange_currencies(&self, from: &str, to: &str) -> Result<(Currency, Currency), EngineError> {
+        let f = self.currencies.active(from)?.clone();
+        let t = self.currencies.active(to)?.clone();
+        if f.code == t.code {
+            return Err(EngineError::invalid("to_currency", "must differ from the sending currency"));
+        }
+        Ok((f, t))
+    }
+
+    /// Prices a conversion now: (conversion, customer rate, source).
+    fn price(&self, from: &Currency, to: &Currency, side: &Side) -> Result<(Conversion, Rate, &'static str), EngineError> {
+        let rates = self.rates()?;
+        let pair = rates
+            .pair(from.code.as_str(), to.code.as_str())
+            .ok_or_else(|| EngineError::invalid("pair", format!("{} → {} is not an exchangeable pair", from.code, to.code)))?
+            .clone();
+        let latest = rates.current(from.code.as_str(), to.code.as_str())?;
+        let rate = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
+        let fee = from.fees.exchange;
+        let too_small = |e: RateError| match e {
+            RateError::Amount(a) => EngineError::Amount(a),
+            RateError::TooSmall => EngineError::invalid("amount", "too small to exchange: it converts to nothing"),
+            e => EngineError::invalid("amount", e),
+        };
+        let c = match side {
+            Side::Sender(text) => {
+                let a = from.parse_amount(text.trim(), SignPolicy::Positive)?;
+                from_sender(a.units(), fee, rate, from.precision, to.precision).map_err(too_small)?
+            }
+            Side::Receiver(text) => {
+                let a = to.parse_amount(text.trim(), SignPolicy::Positive)?;
+                from_receiver(a.units(), fee, rate, from.precision, to.precision).map_err(too_small)?
+            }
+        };
+        let base_units = if pair.base == from.code.as_str() { c.sender_units } else { c.receiver_units };
+        if base_units < pair.min_base_units {
+            let base = if pair.base == from.code.as_str() { from } else { to };
+            return Err(EngineError::invalid(
+                "amount",
+                format!("the least exchanged on {}/{} is {} {}", pair.base, pair.quote, base.amount(pair.min_base_units)?, pair.base),
+            ));
+        }
+        Ok((c, rate, latest.source))
+    }
+
+    /// A quote held for the configured lifetime.
+    pub async fn quote(&self, merchant: MerchantId, from: &str, to: &str, side: Side) -> Result<Quote, EngineError> {
+        let (f, t) = self.exchange_currencies(from, to)?;
+        let (c, rate, source) = self.price(&f, &t, &side)?;
+        let ttl = self.rates()?.options.quote_ttl;
+        let row = self
+            .store
+            .insert_quote(&NewQuote {
+                public_id: format!("qt_{}", random_alphanumeric(20)),
+                merchant,
+                from_currency: f.code.to_string(),
+                to_currency: t.code.to_string(),
+                sender_units: c.sender_units,
+                fee_units: c.fee_units,
+                receiver_units: c.receiver_units,
+                rate: rate.to_string(),
+                source: source.to_string(),
+                expires_at_ms: now_ms() + ttl.as_millis() as i64,
+            })
+            .await?;
+        self.quote_view(&row)
+    }
+
+    fn quote_view(&self, q: &QuoteRow) -> Result<Quote, EngineError> {
+        let f = self.currencies.get(&q.from_currency)?;
+        let t = self.currencies.get(&q.to_currency)?;
+        Ok(Quote {
+            id: q.public_id.clone(),
+            from_currency: q.from_currency.clone(),
+            to_currency: q.to_currency.clone(),
+            sender_amount: f.amount(q.sender_units)?.to_string(),
+            fee_amount: f.amount(q.fee_units)?.to_string(),
+            fee_currency: q.from_currency.clone(),
+            receiver_amount: t.amount(q.receiver_units)?.to_string(),
+            rate: q.rate.clone(),
+            source: q.source.clone(),
+            created_at: format_ms(q.created_at_ms),
+            expires_at: format_ms(q.expires_at_ms),
+        })
+    }
+
+    fn exchange_view(&self, x: &ExchangeRow) -> Result<Exchange, EngineError> {
+        let f = self.currencies.get(&x.from_currency)?;
+        let t = self.currencies.get(&x.to_currency)?;
+        Ok(Exchange {
+            id: x.public_id.clone(),
+            client_id: x.client_id.clone(),
+            kind: x.kind.clone(),
+            from_currency: x.from_currency.clone(),
+            to_currency: x.to_currency.clone(),
+            sender_amount: f.amount(x.sender_units)?.to_string(),
+            fee_amount: f.amount(x.fee_units)?.to_string(),
+            fee_currency: x.from_currency.clone(),
+            receiver_amount: t.amount(x.receiver_units)?.to_string(),
+            rate: x.rate.clone(),
+            status: x.status.clone(),
+            created_at: format_ms(x.created_at_ms),
+        })
+    }
+
+    /// Executes a live quote exactly as quoted; refused when it expired, when what the
+    /// client sends back differs from it, or when it was executed already.
+    pub async fn execute_quote(&self, merchant: MerchantId, quote_id: &str, client_id: &str, check: QuoteCheck) -> Result<Exchange, EngineError> {
+        validate_client_id(client_id)?;
+        let q = self.store.quote(merchant, quote_id).await?.ok_or(EngineError::NotFound("quote"))?;
+        let request_hash = hash(&["fixed", quote_id]);
+        if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
+            return self.replay_exchange(existing, &request_hash).await;
+        }
+        let view = self.quote_view(&q)?;
+        let f = self.currencies.get(&q.from_currency)?.clone();
+        let t = self.currencies.get(&q.to_currency)?.clone();
+        let same = |given: &Option<String>, c: &Currency, units: i128| match given {
+            None => Ok(true),
+            Some(text) => Ok::<bool, EngineError>(c.parse_amount(text.trim(), SignPolicy::Positive).map(|a| a.units() == units).unwrap_or(false)),
+        };
+        let rate_same = match &check.rate {
+            None => true,
+            Some(r) => Rate::parse(r).ok() == Rate::parse(&q.rate).ok(),
+        };
+        if !same(&check.sender_amount, &f, q.sender_units)? || !same(&check.receiver_amount, &t, q.receiver_units)? || !rate_same {
+            return Err(EngineError::QuoteMismatch(format!(
+                "quote {quote_id} is for {} {} → {} {} at {}",
+                view.sender_amount, view.from_currency, view.receiver_amount, view.to_currency, view.rate
+            )));
+        }
+        if now_ms() > q.expires_at_ms {
+            return Err(EngineError::QuoteExpired(format!("quote {quote_id} expired at {}", view.expires_at)));
+        }
+        if self.store.exchange_by_quote(q.id).await?.is_some() {
+            return Err(EngineError::Conflict(format!("quote {quote_id} was executed already")));
+        }
+        self.book_exchange(NewExchange {
+            public_id: format!("ex_{}", random_alphanumeric(20)),
+            merchant,
+            client_id: client_id.to_string(),
+            request_hash,
+            kind: "fixed".into(),
+            quote_id: Some(q.id),
+            from_currency: q.from_currency.clone(),
+            to_currency: q.to_currency.clone(),
+            sender_units: q.sender_units,
+            fee_units: q.fee_units,
+            receiver_units: q.receiver_units,
+            rate: q.rate.clone(),
+        })
+        .await
+    }
+
+    /// Exchanges at the current rate, now.
+    pub async fn exchange_now(&self, merchant: MerchantId, from: &str, to: &str, side: Side, client_id: &str) -> Result<Exchange, EngineError> {
+        validate_client_id(client_id)?;
+        let (side_name, amount) = match &side {
+            Side::Sender(a) => ("sender", a.trim()),
+            Side::Receiver(a) => ("receiver", a.trim()),
+        };
+        let request_hash = hash(&["market", from, to, side_name, amount]);
+        if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
+            return self.replay_exchange(existing, &request_hash).await;
+        }
+        let (f, t) = self.exchange_currencies(from, to)?;
+        let (c, rate, _) = self.price(&f, &t, &side)?;
+        self.book_exchange(NewExchange {
+            public_id: format!("ex_{}", random_alphanumeric(20)),
+            merchant,
+            client_id: client_id.to_string(),
+            request_hash,
+            kind: "market".into(),
+            quote_id: None,
+            from_currency: f.code.to_string(),
+            to_currency: t.code.to_string(),
+            sender_units: c.sender_units,
+            fee_units: c.fee_units,
+            receiver_units: c.receiver_units,
+            rate: rate.to_string(),
+        })
+        .await
+    }
+
+    async fn replay_exchange(&self, existing: ExchangeRow, request_hash: &[u8]) -> Result<Exchange, EngineError> {
+        if existing.request_hash != request_hash {
+            return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.client_id }));
+        }
+        if existing.status == "pending" {
+            // Interrupted (or running concurrently): finish it; the ledger key makes
+            // this book at most once.
+            return self.settle_exchange(&existing).await;
+        }
+        self.exchange_view(&existing)
+    }
+
+    async fn book_exchange(&self, new: NewExchange) -> Result<Exchange, EngineError> {
+        let row = match self.store.insert_exchange(&new).await {
+            Ok(r) => r,
+            Err(StoreError::Duplicate { .. }) => {
+                // A concurrent twin: the same client id replays, another client id on
+                // the same quote is refused.
+                if let Some(x) = self.store.exchange_by_client_id(new.merchant, &new.client_id).await? {
+                    return self.replay_exchange(x, &new.request_hash).await;
+                }
+                return Err(EngineError::Conflict("the quote was executed already".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.settle_exchange(&row).await
+    }
+
+    /// Books a pending exchange's ledger transaction (idempotent) and marks it done.
+    async fn settle_exchange(&self, x: &ExchangeRow) -> Result<Exchange, EngineError> {
+        let (from, to) = (self.currencies.get(&x.from_currency)?.code.clone(), self.currencies.get(&x.to_currency)?.code.clone());
+        let merchant = MerchantId(x.merchant_id);
+        let account = |key: AccountKey| async move { self.ledger.account(&key).await };
+        let m_from = account(AccountKey::Merchant { merchant, currency: from.clone() }).await?;
+        let m_to = account(AccountKey::Merchant { merchant, currency: to.clone() }).await?;
+        let house_from = account(AccountKey::System { account: SystemAccount::ExchangeHouse, currency: from.clone() }).await?;
+        let house_to = account(AccountKey::System { account: SystemAccount::ExchangeHouse, currency: to.clone() }).await?;
+        let mut legs = vec![
+            Leg { from: m_from, to: house_from, currency: from.clone(), units: x.sender_units - x.fee_units },
+            Leg { from: house_to, to: m_to, currency: to.clone(), units: x.receiver_units },
+        ];
+        if x.fee_units > 0 {
+            let fees = account(AccountKey::System { account: SystemAccount::FeesEarned, currency: from.clone() }).await?;
+            legs.push(Leg { from: m_from, to: fees, currency: from.clone(), units: x.fee_units });
+        }
+        legs.retain(|l| l.units > 0);
+        let memo = serde_json::json!({"type": "exchange", "exchange_id": x.public_id, "kind": x.kind, "rate": x.rate}).to_string();
+        let outcome = self.ledger.submit(TxRequest { idempotency_key: format!("exchange:{}", x.id), action: Action::Transfer(legs), memo }).await;
+        let tx = match outcome {
+            Ok(o) => o.tx_id.0,
+            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                self.store.delete_pending_exchange(x.id).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        self.store.complete_exchange(x.id, tx).await?;
+        tracing::info!(merchant = x.merchant_id, exchange = %x.public_id, from = %x.from_currency, to = %x.to_currency,
+            sender_units = x.sender_units, receiver_units = x.receiver_units, rate = %x.rate, "exchange done");
+        self.exchange_view(&self.store.exchange(x.id).await?.ok_or(EngineError::NotFound("exchange"))?)
+    }
+
+    /// Finishes exchanges a crash left pending: booked ones are marked done (with
+    /// their event), unbooked ones are dropped (nothing moved; the client got no answer).
+    pub async fn recover_exchanges(&self) -> Result<usize, EngineError> {
+        let stale = self.store.stale_pending_exchanges(now_ms() - 60_000).await?;
+        for x in &stale {
+            match self.store.ledger_tx_by_key(&format!("exchange:{}", x.id)).await? {
+                Some(tx) => self.store.complete_exchange(x.id, tx).await?,
+                None => self.store.delete_pending_exchange(x.id).await?,
+            }
+        }
+        Ok(stale.len())
+    }
+
+    pub async fn exchanges(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<Exchange>, EngineError> {
+        self.store.exchanges(merchant, before_id, limit).await?.iter().map(|x| self.exchange_view(x)).collect()
+    }
+
+    /// Exchangeable pairs with their spreads, minimums and current mid rates.
+    pub fn pairs(&self) -> Result<Vec<PairView>, EngineError> {
+        let rates = self.rates()?;
+        rates
+            .options
+            .pairs
+            .iter()
+            .map(|p| {
+                let base = self.currencies.get(&p.base)?;
+                let latest = rates.current(&p.base, &p.quote).ok();
+                Ok(PairView {
+                    base: p.base.clone(),
+                    quote: p.quote.clone(),
+                    spread_percent: kassa_core::Amount::from_units(p.spread_e6, kassa_core::currency::PERCENT_SCALE)?.to_string(),
+                    min_amount: base.amount(p.min_base_units)?.to_string(),
+                    rate: latest.as_ref().map(|l| l.rate.to_string()),
+                    source: latest.as_ref().map(|l| l.source.to_string()),
+                    updated_at: latest.map(|l| format_ms(l.fetched_at_ms)),
+                })
+            })
+            .collect()
+    }
+}
+
+fn validate_client_id(id: &str) -> Result<(), EngineError> {
+    if id.is_empty() || id.len() > 200 {
+        return Err(EngineError::invalid("client_id", "must be 1-200 characters"));
+    }
+    Ok(())
+}
+
+/// Starts the rate refresher and the recovery of interrupted exchanges (when rates
+/// are configured); they stop when `shutdown` turns true.
+pub fn spawn_exchange_workers(engine: &Engine, shutdown: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(rates) = engine.rates.clone() else { return Vec::new() };
+    let mut handles = vec![tokio::spawn(rates.run(shutdown.clone()))];
+    let engine = engine.clone();
+    let mut shutdown = shutdown;
+    handles.push(tokio::spawn(async move {
+        loop {
+            match engine.recover_exchanges().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(exchanges = n, "finished exchanges a crash had interrupted"),
+                Err(e) => tracing::warn!(error = %e, "cannot look for interrupted exchanges"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }));
+    handles
+}

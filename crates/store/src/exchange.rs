@@ -1,0 +1,319 @@
+//! Quotes and exchanges. An exchange is recorded `pending` before its ledger
+//! transaction (deterministic key `exchange:<id>`) and `done` after it, together with
+//! its `exchange.done` event.
+
+use kassa_core::ledger::MerchantId;
+use serde_json::json;
+
+use crate::events::{write_events, NewEvent};
+use crate::{duplicate_as, now_ms, on_pool, parse_units, Result, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct NewQuote {
+    pub public_id: String,
+    pub merchant: MerchantId,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_units: i128,
+    pub fee_units: i128,
+    pub receiver_units: i128,
+    pub rate: String,
+    pub source: String,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteRow {
+    pub id: i64,
+    pub public_id: String,
+    pub merchant_id: i64,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_units: i128,
+    pub fee_units: i128,
+    pub receiver_units: i128,
+    pub rate: String,
+    pub source: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct QuoteRecord {
+    id: i64,
+    public_id: String,
+    merchant_id: i64,
+    from_currency: String,
+    to_currency: String,
+    sender_units: String,
+    fee_units: String,
+    receiver_units: String,
+    rate: String,
+    source: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+impl TryFrom<QuoteRecord> for QuoteRow {
+    type Error = StoreError;
+    fn try_from(r: QuoteRecord) -> Result<Self> {
+        Ok(QuoteRow {
+            id: r.id,
+            public_id: r.public_id,
+            merchant_id: r.merchant_id,
+            from_currency: r.from_currency,
+            to_currency: r.to_currency,
+            sender_units: parse_units(&r.sender_units, "quote sender amount")?,
+            fee_units: parse_units(&r.fee_units, "quote fee")?,
+            receiver_units: parse_units(&r.receiver_units, "quote receiver amount")?,
+            rate: r.rate,
+            source: r.source,
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+        })
+    }
+}
+
+const QUOTE_COLUMNS: &str = "SELECT id, public_id, merchant_id, from_currency, to_currency, CAST(sender_units AS TEXT) AS sender_units,
+        CAST(fee_units AS TEXT) AS fee_units, CAST(receiver_units AS TEXT) AS receiver_units, rate, source, created_at_ms, expires_at_ms
+     FROM quotes";
+
+#[derive(Clone, Debug)]
+pub struct NewExchange {
+    pub public_id: String,
+    pub merchant: MerchantId,
+    pub client_id: String,
+    pub request_hash: Vec<u8>,
+    pub kind: String,
+    pub quote_id: Option<i64>,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_units: i128,
+    pub fee_units: i128,
+    pub receiver_units: i128,
+    pub rate: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExchangeRow {
+    pub id: i64,
+    pub public_id: String,
+    pub merchant_id: i64,
+    pub client_id: String,
+    pub request_hash: Vec<u8>,
+    pub kind: String,
+    pub quote_id: Option<i64>,
+    pub from_currency: String,
+    pub to_currency: String,
+    pub sender_units: i128,
+    pub fee_units: i128,
+    pub receiver_units: i128,
+    pub rate: String,
+    pub status: String,
+    pub ledger_tx_id: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExchangeRecord {
+    id: i64,
+    public_id: String,
+    merchant_id: i64,
+    client_id: String,
+    request_hash: Vec<u8>,
+    kind: String,
+    quote_id: Option<i64>,
+    from_currency: String,
+    to_currency: String,
+    sender_units: String,
+    fee_units: String,
+    receiver_units: String,
+    rate: String,
+    status: String,
+    ledger_tx_id: Option<i64>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<ExchangeRecord> for ExchangeRow {
+    type Error = StoreError;
+    fn try_from(r: ExchangeRecord) -> Result<Self> {
+        Ok(ExchangeRow {
+            id: r.id,
+            public_id: r.public_id,
+            merchant_id: r.merchant_id,
+            client_id: r.client_id,
+            request_hash: r.request_hash,
+            kind: r.kind,
+            quote_id: r.quote_id,
+            from_currency: r.from_currency,
+            to_currency: r.to_currency,
+            sender_units: parse_units(&r.sender_units, "exchange sender amount")?,
+            fee_units: parse_units(&r.fee_units, "exchange fee")?,
+            receiver_units: parse_units(&r.receiver_units, "exchange receiver amount")?,
+            rate: r.rate,
+            status: r.status,
+            ledger_tx_id: r.ledger_tx_id,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
+}
+
+const EXCHANGE_COLUMNS: &str = "SELECT id, public_id, merchant_id, client_id, request_hash, kind, quote_id, from_currency, to_currency,
+        CAST(sender_units AS TEXT) AS sender_units, CAST(fee_units AS TEXT) AS fee_units, CAST(receiver_units AS TEXT) AS receiver_units,
+        rate, status, ledger_tx_id, created_at_ms, updated_at_ms
+     FROM exchanges";
+
+impl Store {
+    pub async fn insert_quote(&self, q: &NewQuote) -> Result<QuoteRow> {
+        let sql = format!(
+            "INSERT INTO quotes (public_id, merchant_id, from_currency, to_currency, sender_units, fee_units, receiver_units, rate, source,
+                 created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7{n}, $8, $9, $10, $11) RETURNING id",
+            n = self.numeric()
+        );
+        let id: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql)
+            .bind(&q.public_id)
+            .bind(q.merchant.0)
+            .bind(&q.from_currency)
+            .bind(&q.to_currency)
+            .bind(q.sender_units.to_string())
+            .bind(q.fee_units.to_string())
+            .bind(q.receiver_units.to_string())
+            .bind(&q.rate)
+            .bind(&q.source)
+            .bind(now_ms())
+            .bind(q.expires_at_ms)
+            .fetch_one(pool)
+            .await?);
+        self.quote_by_id(id).await?.ok_or(StoreError::NotFound { what: "quote" })
+    }
+
+    async fn quote_by_id(&self, id: i64) -> Result<Option<QuoteRow>> {
+        let sql = format!("{QUOTE_COLUMNS} WHERE id = $1");
+        let r: Option<QuoteRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?);
+        r.map(QuoteRow::try_from).transpose()
+    }
+
+    pub async fn quote(&self, merchant: MerchantId, public_id: &str) -> Result<Option<QuoteRow>> {
+        let sql = format!("{QUOTE_COLUMNS} WHERE public_id = $1 AND merchant_id = $2");
+        let r: Option<QuoteRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(public_id).bind(merchant.0).fetch_optional(pool).await?);
+        r.map(QuoteRow::try_from).transpose()
+    }
+
+    /// Records an exchange as `pending`. A repeated client id or quote is `Duplicate`.
+    pub async fn insert_exchange(&self, x: &NewExchange) -> Result<ExchangeRow> {
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO exchanges (public_id, merchant_id, client_id, request_hash, kind, quote_id, from_currency, to_currency,
+                 sender_units, fee_units, receiver_units, rate, status, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9{n}, $10{n}, $11{n}, $12, 'pending', $13, $13) RETURNING id",
+            n = self.numeric()
+        );
+        let id: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql)
+            .bind(&x.public_id)
+            .bind(x.merchant.0)
+            .bind(&x.client_id)
+            .bind(&x.request_hash)
+            .bind(&x.kind)
+            .bind(x.quote_id)
+            .bind(&x.from_currency)
+            .bind(&x.to_currency)
+            .bind(x.sender_units.to_string())
+            .bind(x.fee_units.to_string())
+            .bind(x.receiver_units.to_string())
+            .bind(&x.rate)
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| duplicate_as(e, "an exchange with this client id or quote"))?);
+        self.exchange(id).await?.ok_or(StoreError::NotFound { what: "exchange" })
+    }
+
+    pub async fn exchange(&self, id: i64) -> Result<Option<ExchangeRow>> {
+        let sql = format!("{EXCHANGE_COLUMNS} WHERE id = $1");
+        let r: Option<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?);
+        r.map(ExchangeRow::try_from).transpose()
+    }
+
+    pub async fn exchange_by_client_id(&self, merchant: MerchantId, client_id: &str) -> Result<Option<ExchangeRow>> {
+        let sql = format!("{EXCHANGE_COLUMNS} WHERE merchant_id = $1 AND client_id = $2");
+        let r: Option<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.0).bind(client_id).fetch_optional(pool).await?);
+        r.map(ExchangeRow::try_from).transpose()
+    }
+
+    pub async fn exchange_by_quote(&self, quote_id: i64) -> Result<Option<ExchangeRow>> {
+        let sql = format!("{EXCHANGE_COLUMNS} WHERE quote_id = $1");
+        let r: Option<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(quote_id).fetch_optional(pool).await?);
+        r.map(ExchangeRow::try_from).transpose()
+    }
+
+    pub async fn exchanges(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<ExchangeRow>> {
+        let sql = format!("{EXCHANGE_COLUMNS} WHERE merchant_id = $1 AND status = 'done' AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3");
+        let r: Vec<ExchangeRecord> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.0).bind(before_id).bind(i64::from(limit)).fetch_all(pool).await?);
+        r.into_iter().map(ExchangeRow::try_from).collect()
+    }
+
+    /// Pending exchanges created before `before_ms` (a crash interrupted them).
+    pub async fn stale_pending_exchanges(&self, before_ms: i64) -> Result<Vec<ExchangeRow>> {
+        let sql = format!("{EXCHANGE_COLUMNS} WHERE status = 'pending' AND created_at_ms < $1 ORDER BY id LIMIT 1000");
+        let r: Vec<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(before_ms).fetch_all(pool).await?);
+        r.into_iter().map(ExchangeRow::try_from).collect()
+    }
+
+    /// Removes a pending exchange whose ledger transaction was refused (nothing moved).
+    pub async fn delete_pending_exchange(&self, id: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM exchanges WHERE id = $1 AND status = 'pending'").bind(id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Marks an exchange done (its ledger transaction committed) and writes its
+    /// `exchange.done` event, in one database transaction.
+    pub async fn complete_exchange(&self, id: i64, ledger_tx_id: i64) -> Result<()> {
+        let x = self.exchange(id).await?.ok_or(StoreError::NotFound { what: "exchange" })?;
+        let now = now_ms();
+        let event = NewEvent {
+            merchant_id: x.merchant_id,
+            event_type: "exchange.done".into(),
+            object_kind: "exchange".into(),
+            object_id: x.id,
+            origin: "native".into(),
+            callback_url: None,
+            data: json!({
+                "id": x.public_id, "client_id": x.client_id, "kind": x.kind, "from_currency": x.from_currency,
+                "to_currency": x.to_currency, "sender_units": x.sender_units.to_string(), "fee_units": x.fee_units.to_string(),
+                "receiver_units": x.receiver_units.to_string(), "rate": x.rate, "status": "done",
+                "created_at_ms": x.created_at_ms, "updated_at_ms": now,
+            }),
+            only_endpoint: None,
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE exchanges SET status = 'done', ledger_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'")
+                .bind(ledger_tx_id)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 1 {
+                write_events!(tx, vec![event]);
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The id of the ledger transaction with this idempotency key, if it exists.
+    pub async fn ledger_tx_by_key(&self, key: &str) -> Result<Option<i64>> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM ledger_transactions WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?))
+    }
+}
