@@ -18,6 +18,12 @@ pub const EVENT_TYPES: &[&str] = &[
     "withdrawal.failed",
     "withdrawal.cancelled",
     "exchange.done",
+    "invoice.new",
+    "invoice.partially_paid",
+    "invoice.paid",
+    "invoice.overpaid",
+    "invoice.paid_late",
+    "invoice.expired",
     "webhook.test",
 ];
 

@@ -5,6 +5,7 @@
 pub mod amount;
 pub mod currency;
 pub mod events;
+pub mod invoices;
 pub mod ledger;
 pub mod rates;
 

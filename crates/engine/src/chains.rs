@@ -108,7 +108,7 @@ pub struct Deposit {
 const MAX_TAG_LEN: usize = 200;
 
 impl Engine {
-    fn chain_of(&self, currency: &str) -> Result<(&kassa_core::Currency, &Chain), EngineError> {
+    pub(crate) fn chain_of(&self, currency: &str) -> Result<(&kassa_core::Currency, &Chain), EngineError> {
         let c = self.currencies.active(currency)?;
         let chain_name = c.chain.as_deref().ok_or_else(|| EngineError::invalid("currency", format!("{currency} is not carried by a chain")))?;
         let chain = self.chains.get(chain_name).ok_or_else(|| EngineError::ChainNotConfigured(chain_name.to_string()))?;

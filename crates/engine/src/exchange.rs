@@ -206,8 +206,7 @@ impl Engine {
             return self.replay_exchange(existing, &request_hash).await;
         }
         let view = self.quote_view(&q)?;
-        let f = self.currencies.get(&q.from_currency)?.clone();
-        let t = self.currencies.get(&q.to_currency)?.clone();
+        let (f, t) = self.exchange_currencies(&q.from_currency, &q.to_currency)?;
         let same = |given: &Option<String>, c: &Currency, units: i128| match given {
             None => Ok(true),
             Some(text) => Ok::<bool, EngineError>(c.parse_amount(text.trim(), SignPolicy::Positive).map(|a| a.units() == units).unwrap_or(false)),
@@ -279,12 +278,21 @@ impl Engine {
         if existing.request_hash != request_hash {
             return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.client_id }));
         }
-        if existing.status == "pending" {
+        match existing.status.as_str() {
             // Interrupted (or running concurrently): finish it; the ledger key makes
             // this book at most once.
-            return self.settle_exchange(&existing).await;
+            "pending" => self.settle_exchange(&existing).await,
+            "failed" => {
+                // The ledger may have booked it after all (a concurrent twin): it is the truth.
+                if let Some(tx) = self.store.ledger_tx_by_key(&format!("exchange:{}", existing.id)).await? {
+                    self.store.complete_exchange(existing.id, tx).await?;
+                    return self.exchange_view(&self.store.exchange(existing.id).await?.ok_or(EngineError::NotFound("exchange"))?);
+                }
+                let why = self.store.exchange_failure(existing.id).await?.unwrap_or_default();
+                Err(EngineError::Conflict(format!("exchange {} failed ({why}); a new attempt needs a new client_id", existing.public_id)))
+            }
+            _ => self.exchange_view(&existing),
         }
-        self.exchange_view(&existing)
     }
 
     async fn book_exchange(&self, new: NewExchange) -> Result<Exchange, EngineError> {
@@ -326,7 +334,7 @@ impl Engine {
         let tx = match outcome {
             Ok(o) => o.tx_id.0,
             Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
-                self.store.delete_pending_exchange(x.id).await?;
+                self.store.fail_exchange(x.id, "insufficient funds").await?;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -337,17 +345,26 @@ impl Engine {
         self.exchange_view(&self.store.exchange(x.id).await?.ok_or(EngineError::NotFound("exchange"))?)
     }
 
-    /// Finishes exchanges a crash left pending: booked ones are marked done (with
-    /// their event), unbooked ones are dropped (nothing moved; the client got no answer).
+    /// Finishes exchanges a crash left unfinished: those whose ledger transaction exists
+    /// are marked done (with their event); pending ones without one are marked failed
+    /// (kept, so their client id and quote stay bound; should their ledger transaction
+    /// still commit, the next pass marks them done).
     pub async fn recover_exchanges(&self) -> Result<usize, EngineError> {
-        let stale = self.store.stale_pending_exchanges(now_ms() - 60_000).await?;
-        for x in &stale {
+        let mut finished = 0;
+        for x in self.store.unfinished_exchanges(now_ms() - 60_000, now_ms() - 600_000).await? {
             match self.store.ledger_tx_by_key(&format!("exchange:{}", x.id)).await? {
-                Some(tx) => self.store.complete_exchange(x.id, tx).await?,
-                None => self.store.delete_pending_exchange(x.id).await?,
+                Some(tx) => {
+                    self.store.complete_exchange(x.id, tx).await?;
+                    finished += 1;
+                }
+                None if x.status == "pending" => {
+                    self.store.fail_exchange(x.id, "interrupted before it was booked").await?;
+                    finished += 1;
+                }
+                None => {}
             }
         }
-        Ok(stale.len())
+        Ok(finished)
     }
 
     pub async fn exchanges(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<Exchange>, EngineError> {

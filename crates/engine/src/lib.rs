@@ -7,6 +7,7 @@ pub mod chains;
 pub mod check;
 pub mod currencies;
 pub mod error;
+pub mod invoices;
 pub mod exchange;
 pub mod ledger;
 pub mod merchants;
@@ -43,6 +44,8 @@ pub struct Engine {
     pub target_policy: webhooks::TargetPolicy,
     /// Exchange rates (none: no exchanges or quotes).
     pub rates: Option<Arc<rates::Rates>>,
+    /// Invoice defaults and where payment pages are reached.
+    pub invoices: Arc<invoices::InvoiceSettings>,
 }
 
 impl Engine {
@@ -54,6 +57,7 @@ impl Engine {
             instance: format!("kassa-{}-{}", std::process::id(), secrets::random_alphanumeric(8)).into(),
             target_policy: webhooks::TargetPolicy::default(),
             rates: None,
+            invoices: Arc::new(invoices::InvoiceSettings::default()),
         }
     }
 
@@ -72,6 +76,12 @@ impl Engine {
     /// The same engine with these rate sources and pairs.
     pub fn with_rates(mut self, rates: Arc<rates::Rates>) -> Self {
         self.rates = Some(rates);
+        self
+    }
+
+    /// The same engine with these invoice settings.
+    pub fn with_invoice_settings(mut self, settings: invoices::InvoiceSettings) -> Self {
+        self.invoices = Arc::new(settings);
         self
     }
 

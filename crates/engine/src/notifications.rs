@@ -332,6 +332,14 @@ impl Engine {
                     "deposit" => deposit_view(d, currency.as_ref(), &amount)?,
                     "withdrawal" => withdrawal_view(d, &amount)?,
                     "exchange" => self.exchange_event_view(d)?,
+                    "invoice" => {
+                        let c = self.currencies.get(d["currency"].as_str().unwrap_or_default())?;
+                        let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+                        let at = |k: &str| d[k].as_i64().map(format_ms);
+                        json!({"id": d["id"], "order_id": d["order_id"], "status": d["status"], "previous_status": d["previous_status"],
+                            "amount": c.amount(units)?.to_string(), "currency": d["currency"], "expires_at": at("expires_at_ms"),
+                            "paid_at": at("paid_at_ms"), "created_at": at("created_at_ms")})
+                    }
                     _ => d.clone(),
                 };
                 let body = json!({"id": e.public_id, "type": e.event_type, "sequence": e.seq, "timestamp": format_ms(e.created_at_ms), "data": data});

@@ -110,8 +110,12 @@ fn rate_of(v: &Value, what: &str) -> Result<Rate, String> {
     Rate::parse(&text).map_err(|e: RateError| format!("{what}: {e}"))
 }
 
-fn mid(a: Rate, b: Rate) -> Result<Rate, String> {
-    Rate::from_scaled((a.scaled() + b.scaled()) / 2).map_err(|e| e.to_string())
+fn mid(ask: Rate, bid: Rate) -> Result<Rate, String> {
+    if ask < bid {
+        return Err(format!("crossed book: ask {ask} below bid {bid}"));
+    }
+    let sum = ask.scaled().checked_add(bid.scaled()).ok_or("price out of range")?;
+    Rate::from_scaled(sum / 2).map_err(|e| e.to_string())
 }
 
 impl Rates {

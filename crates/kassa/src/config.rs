@@ -58,6 +58,40 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     #[serde(default)]
     pub rates: RatesConfig,
+    #[serde(default)]
+    pub invoices: InvoicesConfig,
+    /// Where customers reach this server (payment page links); default http://LISTEN.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+/// `[invoices]`: defaults of invoices.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoicesConfig {
+    #[serde(default = "default_invoice_ttl")]
+    pub default_ttl_secs: u64,
+    #[serde(default = "default_invoice_max_ttl")]
+    pub max_ttl_secs: u64,
+    /// A payment short or over by at most this percentage counts as exact.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_percent: String,
+}
+
+impl Default for InvoicesConfig {
+    fn default() -> Self {
+        Self { default_ttl_secs: default_invoice_ttl(), max_ttl_secs: default_invoice_max_ttl(), tolerance_percent: default_tolerance() }
+    }
+}
+
+fn default_invoice_ttl() -> u64 {
+    900
+}
+fn default_invoice_max_ttl() -> u64 {
+    7 * 86_400
+}
+fn default_tolerance() -> String {
+    "0".into()
 }
 
 /// `[rates]`: where exchange rates come from and which pairs can be exchanged.
@@ -435,6 +469,15 @@ impl Config {
             }
         }
         rates_options(&self.rates, &currencies)?;
+        invoice_tolerance(&self.invoices)?;
+        if !(1..=self.invoices.max_ttl_secs).contains(&self.invoices.default_ttl_secs) || self.invoices.max_ttl_secs > 365 * 86_400 {
+            bail!("invoices.default_ttl_secs: must be 1 to invoices.max_ttl_secs (at most a year)");
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || url_has_no_host(u) {
+                bail!("public_url: must be an http:// or https:// URL like https://pay.example.com");
+            }
+        }
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
@@ -480,6 +523,16 @@ impl Settings {
     pub fn rates_options(&self) -> Option<kassa_engine::rates::RatesOptions> {
         let all: Vec<kassa_core::Currency> = self.currencies.all().cloned().collect();
         rates_options(&self.config.rates, &all).expect("validated")
+    }
+
+    pub fn invoice_settings(&self) -> kassa_engine::invoices::InvoiceSettings {
+        let c = &self.config.invoices;
+        kassa_engine::invoices::InvoiceSettings {
+            default_ttl: Duration::from_secs(c.default_ttl_secs),
+            max_ttl: Duration::from_secs(c.max_ttl_secs),
+            tolerance_e6: invoice_tolerance(c).expect("validated"),
+            public_url: self.config.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
+        }
     }
 
     pub fn target_policy(&self) -> kassa_engine::webhooks::TargetPolicy {
@@ -587,6 +640,9 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
             Some(t) => base_c.parse_amount(t, kassa_core::SignPolicy::NonNegative).map_err(|e| anyhow!("{key}.min_amount: {e}"))?.units(),
             None => 0,
         };
+        if r.pairs.contains_key(&format!("{quote}/{base}")) {
+            bail!("{key}: {quote}/{base} is configured too; a pair is exchanged both ways, configure it once");
+        }
         pairs.push(Pair { base: base.into(), quote: quote.into(), spread_e6: spread, min_base_units: min });
     }
     if r.sources.is_empty() {
@@ -617,6 +673,9 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
             bail!("rates.{key}: must be 1-86400");
         }
     }
+    if r.max_age_secs <= r.refresh_secs {
+        bail!("rates.max_age_secs: must exceed rates.refresh_secs ({}), or rates go stale between refreshes", r.refresh_secs);
+    }
     Ok(Some(RatesOptions {
         sources,
         pairs,
@@ -625,4 +684,17 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
         quote_ttl: Duration::from_secs(r.quote_ttl_secs),
         request_timeout: Duration::from_secs(r.request_timeout_secs),
     }))
+}
+
+fn url_has_no_host(u: &str) -> bool {
+    u.split("://").nth(1).is_none_or(|rest| rest.split('/').next().unwrap_or("").is_empty())
+}
+
+fn invoice_tolerance(c: &InvoicesConfig) -> anyhow::Result<i64> {
+    let t = kassa_core::Amount::parse(&c.tolerance_percent, kassa_core::currency::PERCENT_SCALE, kassa_core::SignPolicy::NonNegative)
+        .map_err(|e| anyhow!("invoices.tolerance_percent: {e}"))?;
+    if t.units() > 50_000_000 {
+        bail!("invoices.tolerance_percent: at most 50");
+    }
+    Ok(t.units() as i64)
 }

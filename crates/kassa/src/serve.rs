@@ -41,7 +41,8 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     }
     let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options())
         .with_chains(settings.chains())
-        .with_target_policy(settings.target_policy());
+        .with_target_policy(settings.target_policy())
+        .with_invoice_settings(settings.invoice_settings());
     let engine = match settings.rates_options() {
         Some(opts) => engine.with_rates(kassa_engine::rates::Rates::new(opts)?),
         None => engine,
@@ -73,12 +74,21 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
         workers_stopping.clone(),
     )?);
     workers.extend(kassa_engine::exchange::spawn_exchange_workers(&engine, workers_stopping.clone()));
+    workers.push(kassa_engine::invoices::spawn_invoice_expiry(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::notifier::spawn_notifier(&engine, settings.notifier_options(), workers_stopping)?);
-    let app = kassa_api::app(engine, &settings.http_options());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
     let local = listener.local_addr()?;
+    // Payment page links use public_url, or else the address actually bound.
+    let engine = match &settings.config.public_url {
+        Some(_) => engine,
+        None => {
+            let invoices = kassa_engine::invoices::InvoiceSettings { public_url: format!("http://{local}"), ..(*engine.invoices).clone() };
+            engine.with_invoice_settings(invoices)
+        }
+    };
+    let app = kassa_api::app(engine, &settings.http_options());
     tracing::info!(address = %local, backend = store.backend().as_str(), "kassa listening");
     // Machine-readable line for scripts and the test harness.
     println!("listening on http://{local}");

@@ -287,9 +287,10 @@ both_backends!(quotes, quotes_and_exchanges);
 // less than one unit in the house's favour.
 async fn l5_conversions_never_create_value(backend: Backend) {
     use rand::{Rng, SeedableRng};
-    // No spread and no fee: only rounding is left to look at.
+    // A small spread: value can only flow to the house.
+    let spread = 300_000; // 0.3 %
     let sources = vec![fixed(&[("LTC/EUR", "80.123456")])];
-    let (app, rates) = app_with_pairs(backend, sources, vec![pair("LTC", "EUR", 0, 0)], Duration::from_secs(600), Duration::from_secs(600)).await;
+    let (app, rates) = app_with_pairs(backend, sources, vec![pair("LTC", "EUR", spread, 0)], Duration::from_secs(600), Duration::from_secs(600)).await;
     rates.refresh().await;
     let engine = app.t.engine.clone();
     let m = app.t.merchant("shop").await;
@@ -325,7 +326,8 @@ async fn l5_conversions_never_create_value(backend: Backend) {
             if x.from_currency == "LTC" {
                 // r ≤ s × mid exactly (EUR cents vs LTC units at 10^8): compare r × 10^8 × 10^18 ≤ s × mid × 100.
                 let exact = s * mid.scaled() / 1_000_000_000_000_000_000 / 1_000_000; // cents, rounded down
-                assert!(r <= exact && exact - r < 1 + 1, "LTC→EUR {s} → {r} (exact {exact})");
+                assert!(r <= exact, "LTC→EUR {s} → {r} (exact {exact})");
+                assert!(spread > 0 || r == exact, "without spread only the rounding down is kept");
                 expected_ltc -= s;
                 expected_eur += r;
             } else {
@@ -350,3 +352,78 @@ async fn l5_conversions_never_create_value(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(l5, l5_conversions_never_create_value);
+
+// A refused exchange keeps its client id: a retry after funding is refused as failed,
+// never booked a second time; an exchange a crash left pending before its ledger
+// transaction is failed by the recovery, one booked before the crash is completed.
+async fn failed_and_interrupted_exchanges(backend: Backend) {
+    let (app, rates) = app_with_rates(backend, vec![fixed(&[("LTC/EUR", "80")])], Duration::from_secs(60), Duration::from_secs(60)).await;
+    rates.refresh().await;
+    let (m, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Exchange]).await;
+    let body = json!({"client_id": "c1", "from_currency": "LTC", "to_currency": "EUR", "sender_amount": "1"});
+    let (status, e) = app.post("/kassa/v1/exchanges", &token, body.clone()).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (422, Some("insufficient_funds")));
+    app.t.fund(m, "LTC", "5").await;
+    let (status, e) = app.post("/kassa/v1/exchanges", &token, body.clone()).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (409, Some("conflict")), "the same client id stays failed: {e}");
+    assert_eq!(ltc_eur(&app, m).await.0, "5.00000000");
+    let (status, _) = app.post("/kassa/v1/exchanges", &token, json!({"client_id": "c2", "from_currency": "LTC", "to_currency": "EUR", "sender_amount": "1"})).await;
+    assert_eq!(status, 201);
+    assert_eq!(ltc_eur(&app, m).await, ("4.00000000".into(), "79.60".into()));
+
+    // Interrupted before booking: a pending row an hour old.
+    let store = &app.t.engine.store;
+    let pending = |client: &str| kassa_store::NewExchange {
+        public_id: format!("ex_{client}"),
+        merchant: m,
+        client_id: client.into(),
+        request_hash: vec![1],
+        kind: "market".into(),
+        quote_id: None,
+        from_currency: "LTC".into(),
+        to_currency: "EUR".into(),
+        sender_units: 100_000_000,
+        fee_units: 0,
+        receiver_units: 7960,
+        rate: "79.6".into(),
+    };
+    let lost = store.insert_exchange(&pending("lost")).await.unwrap();
+    // Interrupted after booking: its ledger transaction exists.
+    let booked = store.insert_exchange(&pending("booked")).await.unwrap();
+    let engine = app.t.engine.clone();
+    let acct = |k: kassa_core::ledger::AccountKey| {
+        let engine = engine.clone();
+        async move { engine.ledger.account(&k).await }
+    };
+    let ltc = kassa_core::CurrencyCode::parse("LTC").unwrap();
+    let eur = kassa_core::CurrencyCode::parse("EUR").unwrap();
+    let legs = vec![
+        kassa_core::ledger::Leg {
+            from: acct(kassa_core::ledger::AccountKey::Merchant { merchant: m, currency: ltc.clone() }).await.unwrap(),
+            to: acct(kassa_core::ledger::AccountKey::System { account: SystemAccount::ExchangeHouse, currency: ltc.clone() }).await.unwrap(),
+            currency: ltc.clone(),
+            units: 100_000_000,
+        },
+        kassa_core::ledger::Leg {
+            from: acct(kassa_core::ledger::AccountKey::System { account: SystemAccount::ExchangeHouse, currency: eur.clone() }).await.unwrap(),
+            to: acct(kassa_core::ledger::AccountKey::Merchant { merchant: m, currency: eur.clone() }).await.unwrap(),
+            currency: eur.clone(),
+            units: 7960,
+        },
+    ];
+    app.t.engine.ledger.submit(kassa_core::ledger::TxRequest {
+        idempotency_key: format!("exchange:{}", booked.id),
+        action: kassa_core::ledger::Action::Transfer(legs),
+        memo: "{}".into(),
+    }).await.unwrap();
+    app.t.db.execute_raw("UPDATE exchanges SET created_at_ms = 0 WHERE client_id IN ('lost', 'booked')").await;
+    assert_eq!(app.t.engine.recover_exchanges().await.unwrap(), 2);
+    assert_eq!(store.exchange(lost.id).await.unwrap().unwrap().status, "failed");
+    assert_eq!(store.exchange(booked.id).await.unwrap().unwrap().status, "done");
+    assert_eq!(app.t.engine.recover_exchanges().await.unwrap(), 0, "nothing left to do");
+    assert_eq!(ltc_eur(&app, m).await, ("3.00000000".into(), "159.20".into()), "booked once, the lost one never");
+    let (_, list) = app.get("/kassa/v1/exchanges", Some(&token)).await;
+    assert_eq!(list["exchanges"].as_array().unwrap().len(), 2);
+    app.t.assert_books_balance().await;
+}
+both_backends!(failed_interrupted, failed_and_interrupted_exchanges);

@@ -226,12 +226,14 @@ pub(crate) struct DepositChange {
     user_id: Option<i64>,
     origin: String,
     callback_url: Option<String>,
+    /// The invoice the address belongs to, if any.
+    pub(crate) invoice_id: Option<i64>,
 }
 
 pub(crate) const DEPOSIT_CHANGES: &str = "SELECT d.id, d.merchant_id, d.status, d.reported_status, d.chain, d.currency, d.txid, d.vout,
         CAST(d.amount_units AS TEXT) AS amount_units, d.confirmations, d.block_height, d.first_seen_at_ms, d.updated_at_ms,
-        a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url
-     FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id
+        a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url, o.invoice_id
+     FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id LEFT JOIN invoice_options o ON o.address_id = d.address_id
      WHERE d.status <> d.reported_status ORDER BY d.id LIMIT 1000";
 
 impl DepositChange {
@@ -431,6 +433,7 @@ macro_rules! report_changes {
                 sqlx::query_as($crate::events::WITHDRAWAL_CHANGES).fetch_all(&mut *$tx).await?;
             let more = deposits.len() == 1000 || withdrawals.len() == 1000;
             let mut list = Vec::new();
+            let mut invoices: Vec<i64> = Vec::new();
             for d in &deposits {
                 let n = sqlx::query("UPDATE deposits SET reported_status = $1 WHERE id = $2 AND reported_status = $3")
                     .bind(&d.status)
@@ -441,8 +444,12 @@ macro_rules! report_changes {
                     .rows_affected();
                 if n == 1 {
                     list.extend(d.events()?);
+                    invoices.extend(d.invoice_id);
                 }
             }
+            invoices.sort_unstable();
+            invoices.dedup();
+            list.extend($crate::invoices::restate_invoices!($tx, invoices));
             for w in &withdrawals {
                 let n = sqlx::query("UPDATE withdrawals SET reported_status = $1 WHERE id = $2 AND reported_status = $3")
                     .bind(&w.status)

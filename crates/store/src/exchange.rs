@@ -1,6 +1,8 @@
 //! Quotes and exchanges. An exchange is recorded `pending` before its ledger
 //! transaction (deterministic key `exchange:<id>`) and `done` after it, together with
-//! its `exchange.done` event.
+//! its `exchange.done` event; `failed` when the ledger refused it. Rows are never
+//! deleted: the client id and quote stay bound to the one ledger key, and the ledger
+//! transaction, when it exists, is the truth (a `failed` row it exists for is `done`).
 
 use kassa_core::ledger::MerchantId;
 use serde_json::json;
@@ -257,19 +259,36 @@ impl Store {
         r.into_iter().map(ExchangeRow::try_from).collect()
     }
 
-    /// Pending exchanges created before `before_ms` (a crash interrupted them).
-    pub async fn stale_pending_exchanges(&self, before_ms: i64) -> Result<Vec<ExchangeRow>> {
-        let sql = format!("{EXCHANGE_COLUMNS} WHERE status = 'pending' AND created_at_ms < $1 ORDER BY id LIMIT 1000");
-        let r: Vec<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(before_ms).fetch_all(pool).await?);
+    /// Exchanges not done, created before `before_ms`: pending ones a crash interrupted,
+    /// and failed ones (a ledger transaction may have committed after all).
+    /// Failed ones are looked at while they failed after `failed_since_ms` only.
+    pub async fn unfinished_exchanges(&self, before_ms: i64, failed_since_ms: i64) -> Result<Vec<ExchangeRow>> {
+        let sql = format!(
+            "{EXCHANGE_COLUMNS} WHERE (status = 'pending' AND created_at_ms < $1) OR (status = 'failed' AND updated_at_ms > $2)
+             ORDER BY id LIMIT 1000"
+        );
+        let r: Vec<ExchangeRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(before_ms).bind(failed_since_ms).fetch_all(pool).await?);
         r.into_iter().map(ExchangeRow::try_from).collect()
     }
 
-    /// Removes a pending exchange whose ledger transaction was refused (nothing moved).
-    pub async fn delete_pending_exchange(&self, id: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM exchanges WHERE id = $1 AND status = 'pending'").bind(id).execute(pool).await?;
-        });
-        Ok(())
+    /// Marks a pending exchange failed (its ledger transaction was refused, or never
+    /// submitted before a crash); false if it was not pending.
+    pub async fn fail_exchange(&self, id: i64, failure: &str) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE exchanges SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'")
+            .bind(failure)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Why an exchange failed.
+    pub async fn exchange_failure(&self, id: i64) -> Result<Option<String>> {
+        let r: Option<Option<String>> =
+            on_pool!(self, pool => sqlx::query_scalar("SELECT failure FROM exchanges WHERE id = $1").bind(id).fetch_optional(pool).await?);
+        Ok(r.flatten())
     }
 
     /// Marks an exchange done (its ledger transaction committed) and writes its
@@ -294,7 +313,8 @@ impl Store {
         };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query("UPDATE exchanges SET status = 'done', ledger_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'")
+            let n = sqlx::query("UPDATE exchanges SET status = 'done', ledger_tx_id = $1, failure = NULL, updated_at_ms = $2
+                                 WHERE id = $3 AND status IN ('pending', 'failed')")
                 .bind(ledger_tx_id)
                 .bind(now)
                 .bind(id)

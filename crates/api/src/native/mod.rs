@@ -46,6 +46,56 @@ pub fn router() -> Router<AppState> {
         .route("/pairs", get(list_pairs))
         .route("/quotes", post(create_quote))
         .route("/exchanges", post(create_exchange).get(list_exchanges))
+        .route("/invoices", post(create_invoice).get(list_invoices))
+        .route("/invoices/{id}", get(get_invoice))
+}
+
+async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Receive)?;
+    body.only(&["order_id", "amount", "currency", "currencies", "ttl_secs", "description", "success_url"])?;
+    let accepted = match body.0.get("currencies") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad_request("currencies must be a list of currency codes")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::bad_request("currencies must be a list of currency codes")),
+    };
+    let ttl = match body.0.get("ttl_secs") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(std::time::Duration::from_secs(v.as_u64().ok_or_else(|| ApiError::bad_request("ttl_secs must be a whole number of seconds"))?)),
+    };
+    let invoice = state
+        .engine
+        .create_invoice(
+            who.merchant,
+            kassa_engine::invoices::InvoiceRequest {
+                order_id: body.required("order_id")?,
+                amount: amount_field(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount is required"))?,
+                currency: body.required("currency")?,
+                accepted,
+                ttl,
+                description: body.string("description")?.unwrap_or_default(),
+                success_url: body.string("success_url")?,
+            },
+        )
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(invoice))))
+}
+
+async fn get_invoice(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(Json(json!(state.engine.invoice(who.merchant, &id).await?)))
+}
+
+async fn list_invoices(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    let (before, limit) = page_params(&params, &["before", "limit"])?;
+    Ok(Json(json!({ "invoices": state.engine.invoices(who.merchant, before, limit.min(100)).await? })))
 }
 
 fn amount_field(body: &JsonObject, key: &str) -> Result<Option<String>, ApiError> {

@@ -30,11 +30,12 @@ CREATE TABLE exchanges (
     fee_units TEXT NOT NULL,
     receiver_units TEXT NOT NULL,
     rate TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'done')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    failure TEXT,
     ledger_tx_id INTEGER,
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL,
     UNIQUE (merchant_id, client_id)
 );
 CREATE INDEX exchanges_merchant ON exchanges (merchant_id, id);
-CREATE INDEX exchanges_pending ON exchanges (created_at_ms) WHERE status = 'pending';
+CREATE INDEX exchanges_unfinished ON exchanges (id) WHERE status <> 'done';

@@ -1,0 +1,165 @@
+//! The invoice state machine: from the payments to an invoice's addresses, its due
+//! amounts, tolerance and expiry, the status it is in. Only credited payments (at
+//! their currency's confirmations) count toward payment, so a 0-conf payment that is
+//! double-spent never settles an invoice, and a credit reversed by a reorg stops
+//! counting. Pure and exact (fractions in parts per billion, rounded against the payer).
+
+/// Parts per billion of the invoice.
+const WHOLE: i128 = 1_000_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    New,
+    PartiallyPaid,
+    Paid,
+    Overpaid,
+    PaidLate,
+    Expired,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::New => "new",
+            InvoiceStatus::PartiallyPaid => "partially_paid",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Overpaid => "overpaid",
+            InvoiceStatus::PaidLate => "paid_late",
+            InvoiceStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::New, Self::PartiallyPaid, Self::Paid, Self::Overpaid, Self::PaidLate, Self::Expired].into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Paid in full (on time, over, or late): the merchant may deliver.
+    pub fn is_settled(self) -> bool {
+        matches!(self, InvoiceStatus::Paid | InvoiceStatus::Overpaid | InvoiceStatus::PaidLate)
+    }
+}
+
+/// One payment (a deposit output) to one of the invoice's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// What this payment's currency option asks for, in that currency's units.
+    pub due_units: i128,
+    pub units: i128,
+    /// Deposit status: seen, confirming, credited, reversed, dropped.
+    pub status: String,
+    pub first_seen_ms: i64,
+}
+
+impl Payment {
+    fn credited(&self) -> bool {
+        self.status == "credited"
+    }
+
+    fn pending(&self) -> bool {
+        self.status == "seen" || self.status == "confirming"
+    }
+
+    /// Share of the invoice, in parts per billion, rounded down.
+    fn share(&self) -> i128 {
+        if self.due_units <= 0 {
+            return 0;
+        }
+        self.units.saturating_mul(WHOLE) / self.due_units
+    }
+}
+
+/// What an invoice's payments add up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Credited before expiry, parts per billion.
+    pub on_time: i128,
+    /// Credited, first seen after expiry.
+    pub late: i128,
+    /// Seen or confirming, not yet credited.
+    pub pending: i128,
+}
+
+pub fn totals(payments: &[Payment], expires_at_ms: i64) -> Totals {
+    let mut t = Totals::default();
+    for p in payments {
+        if p.credited() {
+            if p.first_seen_ms <= expires_at_ms {
+                t.on_time += p.share();
+            } else {
+                t.late += p.share();
+            }
+        } else if p.pending() {
+            t.pending += p.share();
+        }
+    }
+    t
+}
+
+/// The status of an invoice now. `tolerance_e6` (percent × 10^6) lets a payment
+/// short or over by that much count as exact.
+pub fn status(payments: &[Payment], tolerance_e6: i128, expires_at_ms: i64, now_ms: i64) -> InvoiceStatus {
+    let t = totals(payments, expires_at_ms);
+    let tolerance = tolerance_e6 * WHOLE / 100_000_000; // percent × 10^6 → parts per billion
+    let (low, high) = (WHOLE - tolerance, WHOLE + tolerance);
+    if t.on_time >= low {
+        if t.on_time > high {
+            InvoiceStatus::Overpaid
+        } else {
+            InvoiceStatus::Paid
+        }
+    } else if t.on_time + t.late >= low {
+        InvoiceStatus::PaidLate
+    } else if t.on_time + t.late > 0 {
+        InvoiceStatus::PartiallyPaid
+    } else if now_ms > expires_at_ms {
+        InvoiceStatus::Expired
+    } else {
+        InvoiceStatus::New
+    }
+}
+
+/// What is still to pay in one currency option, in its units: its due amount less
+/// what was paid in it, less (rounded against the payer) the share paid in others.
+pub fn remaining_units(due_units: i128, paid_units: i128, other_share: i128) -> i128 {
+    let left = WHOLE - other_share.clamp(0, WHOLE);
+    let due_here = (due_units * left + WHOLE - 1) / WHOLE;
+    (due_here - paid_units).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(units: i128, status: &str, at: i64) -> Payment {
+        Payment { due_units: 1000, units, status: status.into(), first_seen_ms: at }
+    }
+
+    #[test]
+    fn statuses() {
+        let exp = 100;
+        assert_eq!(status(&[], 0, exp, 50), InvoiceStatus::New);
+        assert_eq!(status(&[], 0, exp, 101), InvoiceStatus::Expired);
+        assert_eq!(status(&[pay(1000, "seen", 10)], 0, exp, 50), InvoiceStatus::New, "0-conf never settles");
+        assert_eq!(status(&[pay(1000, "credited", 10)], 0, exp, 50), InvoiceStatus::Paid);
+        assert_eq!(status(&[pay(1000, "credited", 10)], 0, exp, 500), InvoiceStatus::Paid, "stays paid after expiry");
+        assert_eq!(status(&[pay(400, "credited", 10)], 0, exp, 50), InvoiceStatus::PartiallyPaid);
+        assert_eq!(status(&[pay(400, "credited", 10), pay(600, "credited", 20)], 0, exp, 50), InvoiceStatus::Paid);
+        assert_eq!(status(&[pay(1001, "credited", 10)], 0, exp, 50), InvoiceStatus::Overpaid);
+        assert_eq!(status(&[pay(1000, "credited", 150)], 0, exp, 200), InvoiceStatus::PaidLate);
+        assert_eq!(status(&[pay(500, "credited", 50), pay(500, "credited", 150)], 0, exp, 200), InvoiceStatus::PaidLate);
+        assert_eq!(status(&[pay(1000, "reversed", 10)], 0, exp, 50), InvoiceStatus::New, "a reorged-out payment stops counting");
+        assert_eq!(status(&[pay(1000, "dropped", 10)], 0, exp, 500), InvoiceStatus::Expired);
+        // 1 % tolerance: 99 % counts as paid, 101 % as paid (not over).
+        assert_eq!(status(&[pay(990, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Paid);
+        assert_eq!(status(&[pay(989, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::PartiallyPaid);
+        assert_eq!(status(&[pay(1010, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Paid);
+        assert_eq!(status(&[pay(1011, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Overpaid);
+        assert_eq!(remaining_units(1000, 400, 0), 600);
+        assert_eq!(remaining_units(3, 1, 0), 2);
+        assert_eq!(remaining_units(1000, 0, WHOLE / 3), 667, "rounded up against the payer");
+        assert_eq!(remaining_units(1000, 1200, 0), 0);
+        for s in ["new", "partially_paid", "paid", "overpaid", "paid_late", "expired"] {
+            assert_eq!(InvoiceStatus::parse(s).unwrap().as_str(), s);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Invoices: an amount in a crypto currency or in fiat, payable in accepted crypto
+//! currencies, each with its own deposit address and an amount fixed at creation (fiat
+//! converted at the rate of that moment, for the invoice's whole lifetime). Statuses
+//! follow the payments (`kassa_core::invoices`), recomputed by the store inside each
+//! deposit change, and by the expiry sweep here. Idempotent by the merchant's order id.
+
+use std::time::Duration;
+
+use kassa_core::invoices::{remaining_units, totals, Payment};
+use kassa_core::ledger::MerchantId;
+use kassa_core::rates::units_for;
+use kassa_core::{Currency, CurrencyKind, SignPolicy};
+use kassa_store::{InvoiceRow, NewInvoice, NewInvoiceOption, StoreError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::adjustments::format_ms;
+use crate::notifications::now_ms;
+use crate::secrets::random_alphanumeric;
+use crate::{Engine, EngineError};
+
+/// Invoice defaults (configuration).
+#[derive(Clone, Debug)]
+pub struct InvoiceSettings {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Short or over payment within this percentage (× 10^6) counts as exact.
+    pub tolerance_e6: i64,
+    /// Where the hosted payment pages are reached (`https://pay.example.com`).
+    pub public_url: String,
+}
+
+impl Default for InvoiceSettings {
+    fn default() -> Self {
+        Self { default_ttl: Duration::from_secs(900), max_ttl: Duration::from_secs(7 * 86_400), tolerance_e6: 0, public_url: String::new() }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct InvoiceRequest {
+    pub order_id: String,
+    pub amount: String,
+    pub currency: String,
+    /// Crypto currencies the customer may pay in (default: the invoice currency when
+    /// it is crypto, else every receivable currency with a rate to it).
+    pub accepted: Vec<String>,
+    pub ttl: Option<Duration>,
+    pub description: String,
+    pub success_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InvoiceOption {
+    pub currency: String,
+    pub address: String,
+    /// The amount due in this currency.
+    pub amount: String,
+    /// Credited so far in this currency.
+    pub paid: String,
+    /// Seen or confirming, not yet credited.
+    pub pending: String,
+    /// Still to pay in this currency.
+    pub remaining: String,
+    pub rate: Option<String>,
+    /// BIP21 payment URI for the remaining amount.
+    pub payment_uri: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct InvoicePayment {
+    pub currency: String,
+    pub address: String,
+    pub txid: String,
+    pub vout: i64,
+    pub amount: String,
+    pub status: String,
+    pub confirmations: i64,
+    /// First seen after the invoice expired.
+    pub late: bool,
+    pub seen_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Invoice {
+    pub id: String,
+    pub order_id: String,
+    pub status: String,
+    pub amount: String,
+    pub currency: String,
+    pub description: String,
+    pub success_url: Option<String>,
+    /// The hosted payment page.
+    pub url: String,
+    pub expires_at: String,
+    pub expires_at_ms: i64,
+    pub paid_at: Option<String>,
+    pub created_at: String,
+    pub options: Vec<InvoiceOption>,
+    pub payments: Vec<InvoicePayment>,
+}
+
+/// URI scheme of a currency's payment links (BIP21 and its forks).
+fn uri_scheme(c: &Currency) -> String {
+    match c.code.as_str() {
+        "BTC" => "bitcoin".into(),
+        "LTC" => "litecoin".into(),
+        "DOGE" => "dogecoin".into(),
+        _ => c.name.to_lowercase().replace(' ', ""),
+    }
+}
+
+impl Engine {
+    pub async fn create_invoice(&self, merchant: MerchantId, r: InvoiceRequest) -> Result<Invoice, EngineError> {
+        if r.order_id.is_empty() || r.order_id.len() > 200 {
+            return Err(EngineError::invalid("order_id", "must be 1-200 characters"));
+        }
+        if r.description.len() > 1000 {
+            return Err(EngineError::invalid("description", "at most 1000 characters"));
+        }
+        let currency = self.currencies.active(&r.currency)?.clone();
+        let amount = currency.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
+        let ttl = r.ttl.unwrap_or(self.invoices.default_ttl);
+        if ttl < Duration::from_secs(1) || ttl > self.invoices.max_ttl {
+            return Err(EngineError::invalid("ttl_secs", format!("must be 1-{}", self.invoices.max_ttl.as_secs())));
+        }
+        let success_url = match r.success_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(u) => Some(crate::webhooks::check_url(u).map_err(|e| EngineError::invalid("success_url", e))?.to_string()),
+            None => None,
+        };
+        let mut accepted = r.accepted.clone();
+        if accepted.is_empty() {
+            accepted = match currency.kind {
+                CurrencyKind::Crypto => vec![currency.code.to_string()],
+                _ => self
+                    .currencies
+                    .all()
+                    .filter(|c| c.active && c.can_receive && c.chain.is_some())
+                    .filter(|c| self.rates.as_ref().is_some_and(|rt| rt.pair(c.code.as_str(), currency.code.as_str()).is_some()))
+                    .map(|c| c.code.to_string())
+                    .collect(),
+            };
+        }
+        accepted.sort();
+        accepted.dedup();
+        if accepted.is_empty() || accepted.len() > 20 {
+            return Err(EngineError::invalid("currencies", "name 1-20 accepted currencies"));
+        }
+        let request_hash = Sha256::digest(
+            format!("{}|{}|{}|{}|{}|{:?}", currency.code, amount.units(), accepted.join(","), ttl.as_secs(), r.description, success_url).as_bytes(),
+        )
+        .to_vec();
+        if let Some(existing) = self.store.invoice_by_order(merchant, &r.order_id).await? {
+            return self.replay_invoice(existing, &request_hash).await;
+        }
+        let mut options = Vec::new();
+        for code in &accepted {
+            let (c, chain) = self.chain_of(code)?;
+            if !c.can_receive {
+                return Err(EngineError::invalid("currencies", format!("{code} cannot receive payments")));
+            }
+            let (due, rate) = if c.code == currency.code {
+                (amount.units(), None)
+            } else {
+                // The customer pays at least the invoice's value at the rate less spread.
+                let rates = self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))?;
+                let pair = rates
+                    .pair(code, currency.code.as_str())
+                    .ok_or_else(|| EngineError::invalid("currencies", format!("{code} → {} is not an exchangeable pair", currency.code)))?;
+                let latest = rates.current(code, currency.code.as_str())?;
+                let rate = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
+                let due = units_for(amount.units(), rate, c.precision, currency.precision).map_err(|e| EngineError::invalid("amount", e))?;
+                (due, Some(rate.to_string()))
+            };
+            let address = chain.adapter.new_deposit_address(&format!("m{}", merchant.0)).await.map_err(EngineError::Chain)?;
+            options.push(NewInvoiceOption { currency: code.clone(), chain: chain.adapter.chain().to_string(), address, due_units: due, rate });
+        }
+        let inserted = self
+            .store
+            .insert_invoice(&NewInvoice {
+                public_id: format!("inv_{}", random_alphanumeric(20)),
+                token: random_alphanumeric(32),
+                merchant,
+                order_id: r.order_id.clone(),
+                request_hash: request_hash.clone(),
+                currency: currency.code.to_string(),
+                amount_units: amount.units(),
+                description: r.description.clone(),
+                success_url,
+                tolerance_e6: self.invoices.tolerance_e6,
+                expires_at_ms: now_ms() + ttl.as_millis() as i64,
+                options,
+            })
+            .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(StoreError::Duplicate { .. }) => {
+                let existing = self.store.invoice_by_order(merchant, &r.order_id).await?.ok_or(EngineError::NotFound("invoice"))?;
+                return self.replay_invoice(existing, &request_hash).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(merchant = merchant.0, invoice = %row.public_id, order_id = %row.order_id, amount = %amount, currency = %currency.code, "invoice created");
+        self.invoice_view(&row).await
+    }
+
+    async fn replay_invoice(&self, existing: InvoiceRow, request_hash: &[u8]) -> Result<Invoice, EngineError> {
+        if existing.request_hash != request_hash {
+            return Err(EngineError::Ledger(kassa_core::ledger::LedgerError::IdempotencyConflict { key: existing.order_id }));
+        }
+        self.invoice_view(&existing).await
+    }
+
+    pub async fn invoice(&self, merchant: MerchantId, id: &str) -> Result<Invoice, EngineError> {
+        let row = self.store.invoice(merchant, id).await?.ok_or(EngineError::NotFound("invoice"))?;
+        self.invoice_view(&row).await
+    }
+
+    /// The invoice behind a payment page token.
+    pub async fn invoice_by_token(&self, token: &str) -> Result<Invoice, EngineError> {
+        let row = self.store.invoice_by_token(token).await?.ok_or(EngineError::NotFound("invoice"))?;
+        self.invoice_view(&row).await
+    }
+
+    pub async fn invoices(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<Invoice>, EngineError> {
+        let mut out = Vec::new();
+        for row in self.store.invoices(merchant, before_id, limit).await? {
+            out.push(self.invoice_view(&row).await?);
+        }
+        Ok(out)
+    }
+
+    async fn invoice_view(&self, inv: &InvoiceRow) -> Result<Invoice, EngineError> {
+        let currency = self.currencies.get(&inv.currency)?;
+        let options = self.store.invoice_options(inv.id).await?;
+        let payments = self.store.invoice_payments(inv.id).await?;
+        let share_of = |pays: &[&kassa_store::InvoicePaymentRow]| {
+            let list: Vec<Payment> = pays
+                .iter()
+                .map(|p| Payment { due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
+                .collect();
+            totals(&list, i64::MAX)
+        };
+        let all: Vec<&kassa_store::InvoicePaymentRow> = payments.iter().collect();
+        let total = share_of(&all);
+        let mut option_views = Vec::new();
+        for o in &options {
+            let c = self.currencies.get(&o.currency)?;
+            let mine: Vec<&kassa_store::InvoicePaymentRow> = payments.iter().filter(|p| p.currency == o.currency).collect();
+            let paid: i128 = mine.iter().filter(|p| p.status == "credited").map(|p| p.units).sum();
+            let pending: i128 = mine.iter().filter(|p| p.status == "seen" || p.status == "confirming").map(|p| p.units).sum();
+            let other_share = total.on_time - share_of(&mine).on_time;
+            let remaining = remaining_units(o.due_units, paid + pending, other_share);
+            let remaining_text = c.amount(remaining)?.to_string();
+            option_views.push(InvoiceOption {
+                currency: o.currency.clone(),
+                address: o.address.clone(),
+                amount: c.amount(o.due_units)?.to_string(),
+                paid: c.amount(paid)?.to_string(),
+                pending: c.amount(pending)?.to_string(),
+                payment_uri: format!("{}:{}?amount={}", uri_scheme(c), o.address, remaining_text.trim_end_matches('0').trim_end_matches('.')),
+                remaining: remaining_text,
+                rate: o.rate.clone(),
+            });
+        }
+        let payment_views = payments
+            .iter()
+            .map(|p| {
+                let c = self.currencies.get(&p.currency)?;
+                Ok(InvoicePayment {
+                    currency: p.currency.clone(),
+                    address: p.address.clone(),
+                    txid: p.txid.clone(),
+                    vout: p.vout,
+                    amount: c.amount(p.units)?.to_string(),
+                    status: p.status.clone(),
+                    confirmations: p.confirmations,
+                    late: p.first_seen_ms > inv.expires_at_ms,
+                    seen_at: format_ms(p.first_seen_ms),
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        Ok(Invoice {
+            id: inv.public_id.clone(),
+            order_id: inv.order_id.clone(),
+            status: inv.status.clone(),
+            amount: currency.amount(inv.amount_units)?.to_string(),
+            currency: inv.currency.clone(),
+            description: inv.description.clone(),
+            success_url: inv.success_url.clone(),
+            url: format!("{}/pay/{}", self.invoices.public_url.trim_end_matches('/'), inv.token),
+            expires_at: format_ms(inv.expires_at_ms),
+            expires_at_ms: inv.expires_at_ms,
+            paid_at: inv.paid_at_ms.map(format_ms),
+            created_at: format_ms(inv.created_at_ms),
+            options: option_views,
+            payments: payment_views,
+        })
+    }
+}
+
+/// Expires unpaid invoices as their time runs out; stops when `shutdown` turns true.
+pub fn spawn_invoice_expiry(engine: &Engine, mut shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        loop {
+            match engine.store.expire_invoices().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(invoices = n, "invoices expired"),
+                Err(e) => tracing::warn!(error = %e, "cannot expire invoices; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    })
+}

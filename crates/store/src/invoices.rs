@@ -1,0 +1,346 @@
+//! Invoices, their currency options (one deposit address each) and their payments
+//! (the deposits to those addresses). An invoice's status is recomputed inside every
+//! transaction that changes one of its deposits (`report_changes!`), and by the expiry
+//! sweep, and each change writes its `invoice.<status>` event in that transaction.
+
+use kassa_core::invoices::{status as invoice_status, InvoiceStatus, Payment};
+use kassa_core::ledger::MerchantId;
+use serde_json::json;
+
+use crate::events::{write_events, NewEvent};
+use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store, StoreError};
+
+/// One accepted currency of a new invoice, with its address.
+#[derive(Clone, Debug)]
+pub struct NewInvoiceOption {
+    pub currency: String,
+    pub chain: String,
+    pub address: String,
+    pub due_units: i128,
+    pub rate: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewInvoice {
+    pub public_id: String,
+    pub token: String,
+    pub merchant: MerchantId,
+    pub order_id: String,
+    pub request_hash: Vec<u8>,
+    pub currency: String,
+    pub amount_units: i128,
+    pub description: String,
+    pub success_url: Option<String>,
+    pub tolerance_e6: i64,
+    pub expires_at_ms: i64,
+    pub options: Vec<NewInvoiceOption>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceRow {
+    pub id: i64,
+    pub public_id: String,
+    pub token: String,
+    pub merchant_id: i64,
+    pub order_id: String,
+    pub request_hash: Vec<u8>,
+    pub currency: String,
+    pub amount_units: i128,
+    pub description: String,
+    pub success_url: Option<String>,
+    pub tolerance_e6: i64,
+    pub status: String,
+    pub expires_at_ms: i64,
+    pub paid_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InvoiceRecord {
+    id: i64,
+    public_id: String,
+    token: String,
+    merchant_id: i64,
+    order_id: String,
+    request_hash: Vec<u8>,
+    currency: String,
+    amount_units: String,
+    description: String,
+    success_url: Option<String>,
+    tolerance_e6: i64,
+    status: String,
+    expires_at_ms: i64,
+    paid_at_ms: Option<i64>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<InvoiceRecord> for InvoiceRow {
+    type Error = StoreError;
+    fn try_from(r: InvoiceRecord) -> Result<Self> {
+        Ok(InvoiceRow {
+            amount_units: parse_units(&r.amount_units, "invoice amount")?,
+            id: r.id,
+            public_id: r.public_id,
+            token: r.token,
+            merchant_id: r.merchant_id,
+            order_id: r.order_id,
+            request_hash: r.request_hash,
+            currency: r.currency,
+            description: r.description,
+            success_url: r.success_url,
+            tolerance_e6: r.tolerance_e6,
+            status: r.status,
+            expires_at_ms: r.expires_at_ms,
+            paid_at_ms: r.paid_at_ms,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
+}
+
+pub(crate) const INVOICE_COLUMNS: &str = "SELECT id, public_id, token, merchant_id, order_id, request_hash, currency,
+        CAST(amount_units AS TEXT) AS amount_units, description, success_url, tolerance_e6, status, expires_at_ms, paid_at_ms,
+        created_at_ms, updated_at_ms FROM invoices";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceOptionRow {
+    pub currency: String,
+    pub address: String,
+    pub due_units: i128,
+    pub rate: Option<String>,
+}
+
+/// A payment to an invoice: one deposit output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoicePaymentRow {
+    pub currency: String,
+    pub address: String,
+    pub txid: String,
+    pub vout: i64,
+    pub units: i128,
+    pub due_units: i128,
+    pub status: String,
+    pub confirmations: i64,
+    pub first_seen_ms: i64,
+}
+
+pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.vout, CAST(d.amount_units AS TEXT), CAST(o.due_units AS TEXT),
+        d.status, d.confirmations, d.first_seen_at_ms
+     FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id JOIN deposit_addresses a ON a.id = d.address_id
+     WHERE o.invoice_id = $1 ORDER BY d.id";
+
+pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64);
+
+pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
+    Ok(InvoicePaymentRow {
+        currency: t.0,
+        address: t.1,
+        txid: t.2,
+        vout: t.3,
+        units: parse_units(&t.4, "payment amount")?,
+        due_units: parse_units(&t.5, "invoice due amount")?,
+        status: t.6,
+        confirmations: t.7,
+        first_seen_ms: t.8,
+    })
+}
+
+/// The status an invoice has now, from its row and payments; with the event to write
+/// when it changed.
+pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceStatus, NewEvent)> {
+    let pays: Vec<Payment> = payments
+        .iter()
+        .map(|p| Payment { due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
+        .collect();
+    let new = invoice_status(&pays, i128::from(inv.tolerance_e6), inv.expires_at_ms, now);
+    if new.as_str() == inv.status {
+        return None;
+    }
+    let paid_at = if new.is_settled() { inv.paid_at_ms.or(Some(now)) } else { None };
+    let event = NewEvent {
+        merchant_id: inv.merchant_id,
+        event_type: format!("invoice.{}", new.as_str()),
+        object_kind: "invoice".into(),
+        object_id: inv.id,
+        origin: "native".into(),
+        callback_url: None,
+        data: json!({
+            "id": inv.public_id, "order_id": inv.order_id, "status": new.as_str(), "previous_status": inv.status,
+            "currency": inv.currency, "amount_units": inv.amount_units.to_string(), "expires_at_ms": inv.expires_at_ms,
+            "paid_at_ms": paid_at, "created_at_ms": inv.created_at_ms,
+        }),
+        only_endpoint: None,
+    };
+    Some((new, event))
+}
+
+/// Recomputes the invoices `$ids` inside the open transaction `$tx`, updating their
+/// status and returning the events to write.
+macro_rules! restate_invoices {
+    ($tx:expr, $ids:expr) => {{
+        let mut events: Vec<$crate::events::NewEvent> = Vec::new();
+        let now = $crate::now_ms();
+        for id in $ids {
+            let sql = format!("{} WHERE id = $1", $crate::invoices::INVOICE_COLUMNS);
+            let rec: Option<$crate::invoices::InvoiceRecord> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *$tx).await?;
+            let Some(rec) = rec else { continue };
+            let inv = $crate::invoices::InvoiceRow::try_from(rec)?;
+            let rows: Vec<$crate::invoices::PaymentTuple> = sqlx::query_as($crate::invoices::PAYMENTS_SQL).bind(id).fetch_all(&mut *$tx).await?;
+            let payments = rows.into_iter().map($crate::invoices::payment_from).collect::<$crate::Result<Vec<_>>>()?;
+            if let Some((status, event)) = $crate::invoices::restate(&inv, &payments, now) {
+                let n = sqlx::query(
+                    "UPDATE invoices SET status = $1, paid_at_ms = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
+                    .bind(status.as_str())
+                    .bind(event.data["paid_at_ms"].as_i64())
+                    .bind(now)
+                    .bind(id)
+                    .bind(&inv.status)
+                    .execute(&mut *$tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    events.push(event);
+                }
+            }
+        }
+        events
+    }};
+}
+pub(crate) use restate_invoices;
+
+
+impl Store {
+    /// Stores an invoice with its addresses and options in one transaction; a
+    /// repeated order id is `Duplicate`.
+    pub async fn insert_invoice(&self, inv: &NewInvoice) -> Result<InvoiceRow> {
+        let now = now_ms();
+        let n = self.numeric();
+        let insert = format!(
+            "INSERT INTO invoices (public_id, token, merchant_id, order_id, request_hash, currency, amount_units, description, success_url,
+                 tolerance_e6, status, expires_at_ms, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8, $9, $10, 'new', $11, $12, $12) RETURNING id"
+        );
+        let option = format!("INSERT INTO invoice_options (invoice_id, currency, address_id, due_units, rate) VALUES ($1, $2, $3, $4{n}, $5)");
+        let id: i64 = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(&insert)
+                .bind(&inv.public_id)
+                .bind(&inv.token)
+                .bind(inv.merchant.0)
+                .bind(&inv.order_id)
+                .bind(&inv.request_hash)
+                .bind(&inv.currency)
+                .bind(inv.amount_units.to_string())
+                .bind(&inv.description)
+                .bind(&inv.success_url)
+                .bind(inv.tolerance_e6)
+                .bind(inv.expires_at_ms)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| duplicate_as(e, "an invoice with this order id"))?;
+            for o in &inv.options {
+                let address_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, address, label, created_at_ms, origin)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'native') RETURNING id")
+                    .bind(inv.merchant.0)
+                    .bind(&o.currency)
+                    .bind(&o.chain)
+                    .bind(&o.address)
+                    .bind(format!("invoice {}", inv.public_id))
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(&option)
+                    .bind(id)
+                    .bind(&o.currency)
+                    .bind(address_id)
+                    .bind(o.due_units.to_string())
+                    .bind(&o.rate)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            id
+        });
+        self.invoice_by_id(id).await?.ok_or(StoreError::NotFound { what: "invoice" })
+    }
+
+    /// `clause` compares a text column to $1 and merchant_id to $2.
+    async fn invoice_where(&self, clause: &str, a: &str, merchant: i64) -> Result<Option<InvoiceRow>> {
+        let sql = format!("{INVOICE_COLUMNS} WHERE {clause}");
+        let r: Option<InvoiceRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(a).bind(merchant).fetch_optional(pool).await?);
+        r.map(InvoiceRow::try_from).transpose()
+    }
+
+    async fn invoice_by_id(&self, id: i64) -> Result<Option<InvoiceRow>> {
+        let sql = format!("{INVOICE_COLUMNS} WHERE id = $1");
+        let r: Option<InvoiceRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?);
+        r.map(InvoiceRow::try_from).transpose()
+    }
+
+    pub async fn invoice(&self, merchant: MerchantId, public_id: &str) -> Result<Option<InvoiceRow>> {
+        self.invoice_where("public_id = $1 AND merchant_id = $2", public_id, merchant.0).await
+    }
+
+    pub async fn invoice_by_order(&self, merchant: MerchantId, order_id: &str) -> Result<Option<InvoiceRow>> {
+        self.invoice_where("order_id = $1 AND merchant_id = $2", order_id, merchant.0).await
+    }
+
+    /// The invoice of a payment page.
+    pub async fn invoice_by_token(&self, token: &str) -> Result<Option<InvoiceRow>> {
+        let sql = format!("{INVOICE_COLUMNS} WHERE token = $1");
+        let r: Option<InvoiceRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(token).fetch_optional(pool).await?);
+        r.map(InvoiceRow::try_from).transpose()
+    }
+
+    pub async fn invoices(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<InvoiceRow>> {
+        let sql = format!("{INVOICE_COLUMNS} WHERE merchant_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3");
+        let r: Vec<InvoiceRecord> =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.0).bind(before_id).bind(i64::from(limit)).fetch_all(pool).await?);
+        r.into_iter().map(InvoiceRow::try_from).collect()
+    }
+
+    pub async fn invoice_options(&self, invoice_id: i64) -> Result<Vec<InvoiceOptionRow>> {
+        let rows: Vec<(String, String, String, Option<String>)> = on_pool!(self, pool => sqlx::query_as(
+                "SELECT o.currency, a.address, CAST(o.due_units AS TEXT), o.rate FROM invoice_options o
+                 JOIN deposit_addresses a ON a.id = o.address_id WHERE o.invoice_id = $1 ORDER BY o.currency")
+            .bind(invoice_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|(currency, address, due, rate)| Ok(InvoiceOptionRow { currency, address, due_units: parse_units(&due, "invoice due amount")?, rate }))
+            .collect()
+    }
+
+    pub async fn invoice_payments(&self, invoice_id: i64) -> Result<Vec<InvoicePaymentRow>> {
+        let rows: Vec<PaymentTuple> = on_pool!(self, pool => sqlx::query_as(PAYMENTS_SQL).bind(invoice_id).fetch_all(pool).await?);
+        rows.into_iter().map(payment_from).collect()
+    }
+
+    /// Expires unpaid invoices whose time is up, with their events; returns how many.
+    pub async fn expire_invoices(&self) -> Result<usize> {
+        let now = now_ms();
+        let due = "SELECT id FROM invoices WHERE status = 'new' AND expires_at_ms < $1 ORDER BY id LIMIT 500";
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let ids: Vec<i64> = sqlx::query_scalar(due).bind(now).fetch_all(&mut *tx).await?;
+                let events = restate_invoices!(tx, ids);
+                let n = write_events!(tx, events).len();
+                tx.commit().await?;
+                n
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(&format!("{due} FOR UPDATE SKIP LOCKED")).bind(now).fetch_all(&mut *tx).await?;
+                let events = restate_invoices!(tx, ids);
+                let n = write_events!(tx, events).len();
+                tx.commit().await?;
+                n
+            }
+        })
+    }
+}
