@@ -42,6 +42,8 @@ impl InvoiceStatus {
 /// One payment (a deposit output) to one of the invoice's addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
+    /// The currency option paid.
+    pub currency: String,
     /// What this payment's currency option asks for, in that currency's units.
     pub due_units: i128,
     pub units: i128,
@@ -59,13 +61,6 @@ impl Payment {
         self.status == "seen" || self.status == "confirming"
     }
 
-    /// Share of the invoice, in parts per billion, rounded down.
-    fn share(&self) -> i128 {
-        if self.due_units <= 0 {
-            return 0;
-        }
-        self.units.saturating_mul(WHOLE) / self.due_units
-    }
 }
 
 /// What an invoice's payments add up to.
@@ -80,16 +75,27 @@ pub struct Totals {
 }
 
 pub fn totals(payments: &[Payment], expires_at_ms: i64) -> Totals {
-    let mut t = Totals::default();
+    // Units are summed per currency and class first, then turned into a share once:
+    // rounding each payment's share down would make exact payments in parts fall short.
+    let mut sums: std::collections::BTreeMap<(&str, u8), (i128, i128)> = std::collections::BTreeMap::new();
     for p in payments {
-        if p.credited() {
-            if p.first_seen_ms <= expires_at_ms {
-                t.on_time += p.share();
-            } else {
-                t.late += p.share();
-            }
+        let class = if p.credited() {
+            if p.first_seen_ms <= expires_at_ms { 0 } else { 1 }
         } else if p.pending() {
-            t.pending += p.share();
+            2
+        } else {
+            continue;
+        };
+        let e = sums.entry((p.currency.as_str(), class)).or_insert((0, p.due_units));
+        e.0 = e.0.saturating_add(p.units);
+    }
+    let mut t = Totals::default();
+    for ((_, class), (units, due)) in sums {
+        let share = if due > 0 { units.saturating_mul(WHOLE) / due } else { 0 };
+        match class {
+            0 => t.on_time += share,
+            1 => t.late += share,
+            _ => t.pending += share,
         }
     }
     t
@@ -131,7 +137,7 @@ mod tests {
     use super::*;
 
     fn pay(units: i128, status: &str, at: i64) -> Payment {
-        Payment { due_units: 1000, units, status: status.into(), first_seen_ms: at }
+        Payment { currency: "LTC".into(), due_units: 1000, units, status: status.into(), first_seen_ms: at }
     }
 
     #[test]
@@ -154,6 +160,10 @@ mod tests {
         assert_eq!(status(&[pay(989, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::PartiallyPaid);
         assert_eq!(status(&[pay(1010, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Paid);
         assert_eq!(status(&[pay(1011, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Overpaid);
+        // Parts that add up to the whole pay it, whatever the rounding of each part.
+        let due = 25_125_629;
+        let parts = [Payment { due_units: due, units: 10_000_000, ..pay(0, "credited", 10) }, Payment { due_units: due, units: 15_125_629, ..pay(0, "credited", 10) }];
+        assert_eq!(status(&parts, 0, exp, 50), InvoiceStatus::Paid);
         assert_eq!(remaining_units(1000, 400, 0), 600);
         assert_eq!(remaining_units(3, 1, 0), 2);
         assert_eq!(remaining_units(1000, 0, WHOLE / 3), 667, "rounded up against the payer");

@@ -236,7 +236,7 @@ impl Engine {
         let share_of = |pays: &[&kassa_store::InvoicePaymentRow]| {
             let list: Vec<Payment> = pays
                 .iter()
-                .map(|p| Payment { due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
+                .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
                 .collect();
             totals(&list, i64::MAX)
         };

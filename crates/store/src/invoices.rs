@@ -152,7 +152,7 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
 pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceStatus, NewEvent)> {
     let pays: Vec<Payment> = payments
         .iter()
-        .map(|p| Payment { due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
+        .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
         .collect();
     let new = invoice_status(&pays, i128::from(inv.tolerance_e6), inv.expires_at_ms, now);
     if new.as_str() == inv.status {
