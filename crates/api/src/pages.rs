@@ -129,7 +129,8 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         .and_then(|c| inv.options.iter().find(|o| o.currency == c))
         .or_else(|| inv.options.first());
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let expired = !settled(&inv.status) && (inv.status == "expired" || now_ms > inv.expires_at_ms);
+    let on_its_way = inv.status == "new" && inv.options.iter().any(|o| !is_zero(&o.pending));
+    let expired = !settled(&inv.status) && (inv.status == "expired" || (now_ms > inv.expires_at_ms && !on_its_way));
     let open = !settled(&inv.status) && !expired;
     let nonce = kassa_engine::secrets::random_alphanumeric(24);
     let title = if inv.description.is_empty() { "Payment".to_string() } else { inv.description.clone() };

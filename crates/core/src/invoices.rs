@@ -70,7 +70,7 @@ pub struct Totals {
     pub on_time: i128,
     /// Credited, first seen after expiry.
     pub late: i128,
-    /// Seen or confirming, not yet credited.
+    /// Seen before expiry, not yet credited.
     pub pending: i128,
 }
 
@@ -81,7 +81,7 @@ pub fn totals(payments: &[Payment], expires_at_ms: i64) -> Totals {
     for p in payments {
         let class = if p.credited() {
             if p.first_seen_ms <= expires_at_ms { 0 } else { 1 }
-        } else if p.pending() {
+        } else if p.pending() && p.first_seen_ms <= expires_at_ms {
             2
         } else {
             continue;
@@ -117,7 +117,9 @@ pub fn status(payments: &[Payment], tolerance_e6: i128, expires_at_ms: i64, now_
         InvoiceStatus::PaidLate
     } else if t.on_time + t.late > 0 {
         InvoiceStatus::PartiallyPaid
-    } else if now_ms > expires_at_ms {
+    } else if now_ms > expires_at_ms && t.pending < low {
+        // A payment seen in time that covers it keeps the invoice open until it is
+        // confirmed (or dropped).
         InvoiceStatus::Expired
     } else {
         InvoiceStatus::New
@@ -155,6 +157,9 @@ mod tests {
         assert_eq!(status(&[pay(500, "credited", 50), pay(500, "credited", 150)], 0, exp, 200), InvoiceStatus::PaidLate);
         assert_eq!(status(&[pay(1000, "reversed", 10)], 0, exp, 50), InvoiceStatus::New, "a reorged-out payment stops counting");
         assert_eq!(status(&[pay(1000, "dropped", 10)], 0, exp, 500), InvoiceStatus::Expired);
+        assert_eq!(status(&[pay(1000, "seen", 10)], 0, exp, 500), InvoiceStatus::New, "seen in time: not expired while it confirms");
+        assert_eq!(status(&[pay(1000, "seen", 150)], 0, exp, 500), InvoiceStatus::Expired, "seen late: expired until credited");
+        assert_eq!(status(&[pay(500, "seen", 10)], 0, exp, 500), InvoiceStatus::Expired, "too little seen");
         // 1 % tolerance: 99 % counts as paid, 101 % as paid (not over).
         assert_eq!(status(&[pay(990, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::Paid);
         assert_eq!(status(&[pay(989, "credited", 10)], 1_000_000, exp, 50), InvoiceStatus::PartiallyPaid);

@@ -6,6 +6,8 @@
 use std::fmt;
 
 use crate::amount::AmountError;
+use ethnum::U256;
+
 use crate::currency::Fee;
 
 /// Decimals of a rate.
@@ -94,29 +96,36 @@ impl fmt::Display for Rate {
 /// Converts `units` (at precision `from_p`) at `rate` to units at precision `to_p`,
 /// rounded down (the house keeps the remainder, less than one unit).
 pub fn convert_down(units: i128, rate: Rate, from_p: u8, to_p: u8) -> Result<i128, RateError> {
+    if units < 0 {
+        return Err(RateError::OutOfRange);
+    }
     let (num, den) = scale(rate, from_p, to_p)?;
-    let product = units.checked_mul(num).ok_or(RateError::OutOfRange)?;
-    Ok(product.div_euclid(den))
+    let product = U256::from(units as u128).checked_mul(num).ok_or(RateError::OutOfRange)?;
+    narrow(product / den)
 }
 
 /// The fewest units (at `from_p`) that convert to at least `target` (at `to_p`).
 pub fn units_for(target: i128, rate: Rate, from_p: u8, to_p: u8) -> Result<i128, RateError> {
+    if target < 0 {
+        return Err(RateError::OutOfRange);
+    }
     let (num, den) = scale(rate, from_p, to_p)?;
-    let needed = target.checked_mul(den).ok_or(RateError::OutOfRange)?;
-    let units = needed.div_euclid(num) + i128::from(needed.rem_euclid(num) != 0);
+    let needed = U256::from(target as u128).checked_mul(den).ok_or(RateError::OutOfRange)?;
+    let units = narrow(needed / num)? + i128::from(needed % num != U256::ZERO);
     debug_assert!(convert_down(units, rate, from_p, to_p)? >= target);
     Ok(units)
 }
 
-/// (numerator, denominator) turning from-units into to-units: rate × 10^to / (10^18 × 10^from).
-fn scale(rate: Rate, from_p: u8, to_p: u8) -> Result<(i128, i128), RateError> {
-    let mut num = rate.0;
-    let mut den = ONE;
-    if to_p >= from_p {
-        num = num.checked_mul(10i128.pow(u32::from(to_p - from_p))).ok_or(RateError::OutOfRange)?;
-    } else {
-        den = den.checked_mul(10i128.pow(u32::from(from_p - to_p))).ok_or(RateError::OutOfRange)?;
-    }
+fn narrow(v: U256) -> Result<i128, RateError> {
+    i128::try_from(v).map_err(|_| RateError::OutOfRange)
+}
+
+/// (numerator, denominator) turning from-units into to-units: rate × 10^to / (10^18 ×
+/// 10^from), in 256 bits so that 18-decimal currencies convert without overflow.
+fn scale(rate: Rate, from_p: u8, to_p: u8) -> Result<(U256, U256), RateError> {
+    let ten = |p: u8| U256::from(10u8).pow(u32::from(p));
+    let num = U256::from(rate.0 as u128) * ten(to_p);
+    let den = U256::from(ONE as u128) * ten(from_p);
     Ok((num, den))
 }
 
@@ -213,32 +222,41 @@ mod tests {
         assert_eq!(from_sender(back.sender_units, fee, r, 8, 2).unwrap().receiver_units, 7960, "the quoted sender amount buys it");
         assert!(from_sender(back.sender_units - 1, fee, r, 8, 2).unwrap().receiver_units < 7960, "and is the least that does");
         assert_eq!(from_sender(1, fee, r, 8, 2), Err(RateError::TooSmall));
+        // 18-decimal currencies: 12.345 ETH at 3000 EUR is 37,035.00 EUR, no overflow.
+        let eth = Rate::parse("3000").unwrap();
+        assert_eq!(convert_down(12_345_000_000_000_000_000, eth, 18, 2).unwrap(), 3_703_500);
+        assert_eq!(units_for(3_703_500, eth, 18, 2).unwrap(), 12_345_000_000_000_000_000);
     }
 
     proptest! {
         // L5: a conversion never creates value: what the receiver gets is worth at most
         // what was converted, and less by under one receiver unit (plus the fee).
         #[test]
-        fn conversions_never_create_value(units in 1i128..1_000_000_000_000, rate in 1i128..100_000_000_000_000_000_000_000, from_p in 0u8..=18, to_p in 0u8..=18) {
+        fn conversions_never_create_value(units in 1i128..1_000_000_000_000_000_000_000, rate in 1i128..100_000_000_000_000_000_000_000, from_p in 0u8..=18, to_p in 0u8..=18) {
             let r = Rate::from_scaled(rate).unwrap();
-            if let Ok(out) = convert_down(units, r, from_p, to_p) {
-                // exact value: units × rate × 10^to / (10^18 × 10^from), compared without rounding
-                let (num, den) = scale(r, from_p, to_p).unwrap();
-                let exact_num = units * num; // fits: convert_down succeeded
-                prop_assert!(out * den <= exact_num, "created value");
-                prop_assert!(exact_num - out * den < den, "rounded by a unit or more");
+            // exact value: units × rate × 10^to / (10^18 × 10^from), compared without rounding
+            let (num, den) = scale(r, from_p, to_p).unwrap();
+            let exact_num = U256::from(units as u128) * num;
+            match convert_down(units, r, from_p, to_p) {
+                Ok(out) => {
+                    let out_den = U256::from(out as u128) * den;
+                    prop_assert!(out_den <= exact_num, "created value");
+                    prop_assert!(exact_num - out_den < den, "rounded by a unit or more");
+                }
+                // Refused only when the result itself does not fit a ledger amount.
+                Err(e) => prop_assert!(exact_num / den > U256::from(i128::MAX as u128), "{e}"),
             }
         }
 
         #[test]
-        fn receiver_side_quotes_are_exact_and_minimal(target in 1i128..10_000_000_000, rate in 1_000_000_000_000i128..1_000_000_000_000_000_000_000, pct in 0i128..5_000_000, fixed in 0i128..1000) {
+        fn receiver_side_quotes_are_exact_and_minimal(target in 1i128..10_000_000_000, rate in 1_000_000_000_000i128..1_000_000_000_000_000_000_000, pct in 0i128..5_000_000, fixed in 0i128..1000, from_p in 0u8..=18, to_p in 0u8..=18) {
             let r = Rate::from_scaled(rate).unwrap();
             let fee = Fee { fixed_units: fixed, percent_e6: pct };
-            let c = from_receiver(target, fee, r, 8, 8).unwrap();
-            let again = from_sender(c.sender_units, fee, r, 8, 8).unwrap();
+            let c = from_receiver(target, fee, r, from_p, to_p).unwrap();
+            let again = from_sender(c.sender_units, fee, r, from_p, to_p).unwrap();
             prop_assert!(again.receiver_units >= target);
             if c.sender_units > 1 {
-                let less = from_sender(c.sender_units - 1, fee, r, 8, 8).map(|x| x.receiver_units).unwrap_or(0);
+                let less = from_sender(c.sender_units - 1, fee, r, from_p, to_p).map(|x| x.receiver_units).unwrap_or(0);
                 prop_assert!(less < target);
             }
         }

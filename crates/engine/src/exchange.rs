@@ -69,6 +69,19 @@ pub struct QuoteCheck {
     pub rate: Option<String>,
 }
 
+/// A rate as merchants see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateView {
+    pub from_currency: String,
+    pub to_currency: String,
+    /// The mid price.
+    pub mid: String,
+    /// What a quote gives now, spread taken (before the exchange fee).
+    pub rate: String,
+    pub source: String,
+    pub updated_at: String,
+}
+
 /// A pair as merchants see it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PairView {
@@ -369,6 +382,26 @@ impl Engine {
 
     pub async fn exchanges(&self, merchant: MerchantId, before_id: Option<i64>, limit: u32) -> Result<Vec<Exchange>, EngineError> {
         self.store.exchanges(merchant, before_id, limit).await?.iter().map(|x| self.exchange_view(x)).collect()
+    }
+
+    /// The current rate for converting `from` into `to`: the mid, and what a quote
+    /// gives (spread taken), with its source and age.
+    pub fn rate(&self, from: &str, to: &str) -> Result<RateView, EngineError> {
+        let (f, t) = self.exchange_currencies(from, to)?;
+        let rates = self.rates()?;
+        let pair = rates
+            .pair(f.code.as_str(), t.code.as_str())
+            .ok_or_else(|| EngineError::invalid("pair", format!("{} → {} is not an exchangeable pair", f.code, t.code)))?;
+        let latest = rates.current(f.code.as_str(), t.code.as_str())?;
+        let customer = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
+        Ok(RateView {
+            from_currency: f.code.to_string(),
+            to_currency: t.code.to_string(),
+            mid: latest.rate.to_string(),
+            rate: customer.to_string(),
+            source: latest.source.to_string(),
+            updated_at: format_ms(latest.fetched_at_ms),
+        })
     }
 
     /// Exchangeable pairs with their spreads, minimums and current mid rates.

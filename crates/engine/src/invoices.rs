@@ -99,6 +99,15 @@ pub struct Invoice {
     pub payments: Vec<InvoicePayment>,
 }
 
+/// An amount as BIP21 writes it: no trailing zeros after the decimal point.
+fn uri_amount(text: &str) -> &str {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
+}
+
 /// URI scheme of a currency's payment links (BIP21 and its forks).
 fn uri_scheme(c: &Currency) -> String {
     match c.code.as_str() {
@@ -152,9 +161,10 @@ impl Engine {
         if let Some(existing) = self.store.invoice_by_order(merchant, &r.order_id).await? {
             return self.replay_invoice(existing, &request_hash).await;
         }
-        let mut options = Vec::new();
+        // Amounts first, addresses after: nothing is taken from a node for a refused invoice.
+        let mut priced = Vec::new();
         for code in &accepted {
-            let (c, chain) = self.chain_of(code)?;
+            let (c, _) = self.chain_of(code)?;
             if !c.can_receive {
                 return Err(EngineError::invalid("currencies", format!("{code} cannot receive payments")));
             }
@@ -171,8 +181,23 @@ impl Engine {
                 let due = units_for(amount.units(), rate, c.precision, currency.precision).map_err(|e| EngineError::invalid("amount", e))?;
                 (due, Some(rate.to_string()))
             };
+            if due < c.min_receive.units() {
+                return Err(EngineError::invalid("amount", format!("{} {code} is below the least deposit of {} {code}", c.amount(due)?, c.min_receive)));
+            }
+            priced.push((c.clone(), due, rate));
+        }
+        let mut options = Vec::new();
+        for (c, due, rate) in priced {
+            let (_, chain) = self.chain_of(c.code.as_str())?;
             let address = chain.adapter.new_deposit_address(&format!("m{}", merchant.0)).await.map_err(EngineError::Chain)?;
-            options.push(NewInvoiceOption { currency: code.clone(), chain: chain.adapter.chain().to_string(), address, due_units: due, rate });
+            options.push(NewInvoiceOption {
+                currency: c.code.to_string(),
+                chain: chain.adapter.chain().to_string(),
+                address,
+                due_units: due,
+                min_units: c.min_receive.units(),
+                rate,
+            });
         }
         let inserted = self
             .store
@@ -236,6 +261,7 @@ impl Engine {
         let share_of = |pays: &[&kassa_store::InvoicePaymentRow]| {
             let list: Vec<Payment> = pays
                 .iter()
+                .filter(|p| !p.below_minimum)
                 .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
                 .collect();
             totals(&list, i64::MAX)
@@ -246,9 +272,13 @@ impl Engine {
         for o in &options {
             let c = self.currencies.get(&o.currency)?;
             let mine: Vec<&kassa_store::InvoicePaymentRow> = payments.iter().filter(|p| p.currency == o.currency).collect();
-            let paid: i128 = mine.iter().filter(|p| p.status == "credited").map(|p| p.units).sum();
-            let pending: i128 = mine.iter().filter(|p| p.status == "seen" || p.status == "confirming").map(|p| p.units).sum();
-            let other_share = total.on_time - share_of(&mine).on_time;
+            let counted = || mine.iter().filter(|p| !p.below_minimum);
+            let paid: i128 = counted().filter(|p| p.status == "credited").map(|p| p.units).sum();
+            let pending: i128 = counted().filter(|p| p.status == "seen" || p.status == "confirming").map(|p| p.units).sum();
+            // Paid or on its way in other currencies (a pending payment elsewhere is not
+            // asked for twice).
+            let mine_share = share_of(&mine);
+            let other_share = (total.on_time + total.late + total.pending) - (mine_share.on_time + mine_share.late + mine_share.pending);
             let remaining = remaining_units(o.due_units, paid + pending, other_share);
             let remaining_text = c.amount(remaining)?.to_string();
             option_views.push(InvoiceOption {
@@ -257,7 +287,7 @@ impl Engine {
                 amount: c.amount(o.due_units)?.to_string(),
                 paid: c.amount(paid)?.to_string(),
                 pending: c.amount(pending)?.to_string(),
-                payment_uri: format!("{}:{}?amount={}", uri_scheme(c), o.address, remaining_text.trim_end_matches('0').trim_end_matches('.')),
+                payment_uri: format!("{}:{}?amount={}", uri_scheme(c), o.address, uri_amount(&remaining_text)),
                 remaining: remaining_text,
                 rate: o.rate.clone(),
             });

@@ -199,7 +199,7 @@ async fn openapi_document_matches_the_routes() {
     }
     for served in ["/currencies", "/balances", "/history", "/openapi.json", "/addresses", "/deposits", "/withdrawals", "/withdrawals/{id}",
         "/webhook-endpoints", "/webhook-endpoints/{id}/rotate-secret", "/webhook-endpoints/{id}/enable", "/webhook-endpoints/{id}/disable",
-        "/webhook-endpoints/{id}/test", "/events", "/events/{id}/redeliver", "/deliveries", "/deliveries/{id}", "/deliveries/redeliver", "/pairs", "/quotes", "/exchanges", "/invoices", "/invoices/{id}"] {
+        "/webhook-endpoints/{id}/test", "/events", "/events/{id}/redeliver", "/deliveries", "/deliveries/{id}", "/deliveries/redeliver", "/pairs", "/rates", "/quotes", "/exchanges", "/invoices", "/invoices/{id}"] {
         assert!(documented.iter().any(|p| p == served), "{served} is served but not documented");
     }
     // Every error code the API can send is in the schema.

@@ -156,6 +156,8 @@ async fn fallback_and_staleness(backend: Backend) {
     assert_eq!((status, e["error"]["code"].as_str()), (503, Some("rates_unavailable")));
 
     assert!(rates.refresh().await.is_empty());
+    let (_, rate) = app.get("/kassa/v1/rates?from=EUR&to=LTC", Some(&token)).await;
+    assert_eq!((rate["mid"].as_str(), rate["rate"].as_str(), rate["source"].as_str()), (Some("0.0125"), Some("0.0124375"), Some("kraken")), "{rate}");
     let (_, pairs) = app.get("/kassa/v1/pairs", Some(&token)).await;
     assert_eq!(pairs["pairs"][0]["rate"], "80.0");
     assert_eq!(pairs["pairs"][0]["source"], "kraken");

@@ -101,6 +101,18 @@ async fn invoice_lifecycles(backend: Backend) {
     assert_eq!(inv["payments"][0]["late"], true);
     assert_eq!(get(unpaid["id"].as_str().unwrap().into()).await["status"], "expired");
 
+    // Paid in time but confirmed after expiry: never expired meanwhile, and paid on time.
+    let (_, slow) = create(json!({"order_id": "o-slow", "amount": "0.15", "currency": "LTC", "ttl_secs": 2})).await;
+    let sid = slow["id"].as_str().unwrap().to_string();
+    node.pay(slow["options"][0]["address"].as_str().unwrap(), "0.15").await;
+    watcher.cycle().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.t.engine.store.expire_invoices().await.unwrap();
+    assert_eq!(get(sid.clone()).await["status"], "new", "a payment on its way keeps it open");
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(get(sid.clone()).await["status"], "paid");
+
     // A reorg takes the paying transaction out: the invoice is unpaid again, then paid
     // again when it is mined anew.
     let (_, reorged) = create(json!({"order_id": "o-reorg", "amount": "0.25", "currency": "LTC"})).await;
@@ -143,7 +155,7 @@ async fn invoice_lifecycles(backend: Backend) {
         assert_eq!(status, 400, "{bad}");
     }
     let (_, list) = app.get("/kassa/v1/invoices", Some(&token)).await;
-    assert_eq!(list["invoices"].as_array().unwrap().len(), 7);
+    assert_eq!(list["invoices"].as_array().unwrap().len(), 8);
     // Another merchant sees none of them.
     let (_, other) = app.merchant_with_token("other", &[Scope::Read]).await;
     assert_eq!(app.get(&format!("/kassa/v1/invoices/{id}"), Some(&other)).await.0, 404);
@@ -156,6 +168,7 @@ async fn invoice_lifecycles(backend: Backend) {
     assert_eq!(of(&id), ["invoice.paid"]);
     assert_eq!(of(&uid), ["invoice.partially_paid", "invoice.paid"]);
     assert_eq!(of(&rid), ["invoice.paid", "invoice.new", "invoice.paid"]);
+    assert_eq!(of(&sid), ["invoice.paid"]);
     assert_eq!(of(unpaid["id"].as_str().unwrap()), ["invoice.expired"]);
     assert_eq!(of(late["id"].as_str().unwrap()), ["invoice.expired", "invoice.paid_late"]);
     let paid = events.iter().find(|e| e["type"] == "invoice.paid" && e["data"]["id"] == json!(id)).unwrap();

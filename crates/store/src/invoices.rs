@@ -17,6 +17,8 @@ pub struct NewInvoiceOption {
     pub chain: String,
     pub address: String,
     pub due_units: i128,
+    /// The currency's minimum deposit: smaller payments do not count.
+    pub min_units: i128,
     pub rate: Option<String>,
 }
 
@@ -124,14 +126,16 @@ pub struct InvoicePaymentRow {
     pub status: String,
     pub confirmations: i64,
     pub first_seen_ms: i64,
+    /// Below the currency's minimum deposit: booked as dust, so it pays nothing.
+    pub below_minimum: bool,
 }
 
 pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.vout, CAST(d.amount_units AS TEXT), CAST(o.due_units AS TEXT),
-        d.status, d.confirmations, d.first_seen_at_ms
+        d.status, d.confirmations, d.first_seen_at_ms, CAST(o.min_units AS TEXT)
      FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id JOIN deposit_addresses a ON a.id = d.address_id
      WHERE o.invoice_id = $1 ORDER BY d.id";
 
-pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64);
+pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String);
 
 pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
     Ok(InvoicePaymentRow {
@@ -144,6 +148,7 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
         status: t.6,
         confirmations: t.7,
         first_seen_ms: t.8,
+        below_minimum: parse_units(&t.4, "payment amount")? < parse_units(&t.9, "invoice minimum")?,
     })
 }
 
@@ -152,6 +157,7 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
 pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceStatus, NewEvent)> {
     let pays: Vec<Payment> = payments
         .iter()
+        .filter(|p| !p.below_minimum)
         .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
         .collect();
     let new = invoice_status(&pays, i128::from(inv.tolerance_e6), inv.expires_at_ms, now);
@@ -183,6 +189,10 @@ macro_rules! restate_invoices {
         let mut events: Vec<$crate::events::NewEvent> = Vec::new();
         let now = $crate::now_ms();
         for id in $ids {
+            // Take the invoice's row lock first (a no-op write; PostgreSQL row lock,
+            // SQLite already writes): two transactions restating one invoice run one
+            // after the other, and the second sees the first's payments.
+            sqlx::query("UPDATE invoices SET updated_at_ms = updated_at_ms WHERE id = $1").bind(id).execute(&mut *$tx).await?;
             let sql = format!("{} WHERE id = $1", $crate::invoices::INVOICE_COLUMNS);
             let rec: Option<$crate::invoices::InvoiceRecord> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *$tx).await?;
             let Some(rec) = rec else { continue };
@@ -222,7 +232,9 @@ impl Store {
                  tolerance_e6, status, expires_at_ms, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8, $9, $10, 'new', $11, $12, $12) RETURNING id"
         );
-        let option = format!("INSERT INTO invoice_options (invoice_id, currency, address_id, due_units, rate) VALUES ($1, $2, $3, $4{n}, $5)");
+        let option = format!(
+            "INSERT INTO invoice_options (invoice_id, currency, address_id, due_units, rate, min_units) VALUES ($1, $2, $3, $4{n}, $5, $6{n})"
+        );
         let id: i64 = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let id: i64 = sqlx::query_scalar(&insert)
@@ -259,6 +271,7 @@ impl Store {
                     .bind(address_id)
                     .bind(o.due_units.to_string())
                     .bind(&o.rate)
+                    .bind(o.min_units.to_string())
                     .execute(&mut *tx)
                     .await?;
             }

@@ -44,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries/redeliver", post(redeliver_failed))
         .route("/deliveries/{id}", get(get_delivery))
         .route("/pairs", get(list_pairs))
+        .route("/rates", get(get_rate))
         .route("/quotes", post(create_quote))
         .route("/exchanges", post(create_exchange).get(list_exchanges))
         .route("/invoices", post(create_invoice).get(list_invoices))
@@ -120,6 +121,18 @@ fn side(body: &JsonObject) -> Result<kassa_engine::exchange::Side, ApiError> {
 async fn list_pairs(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
     Ok(Json(json!({ "pairs": state.engine.pairs()? })))
+}
+
+async fn get_rate(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Read)?;
+    page_params(&params, &["from", "to"])?;
+    let from = params.get("from").ok_or_else(|| ApiError::bad_request("from is required"))?;
+    let to = params.get("to").ok_or_else(|| ApiError::bad_request("to is required"))?;
+    Ok(Json(json!(state.engine.rate(from, to)?)))
 }
 
 async fn create_quote(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {

@@ -28,6 +28,7 @@ CREATE TABLE invoice_options (
     currency TEXT NOT NULL,
     address_id BIGINT NOT NULL UNIQUE REFERENCES deposit_addresses(id),
     due_units NUMERIC(40, 0) NOT NULL,
+    min_units NUMERIC(40, 0) NOT NULL,
     rate TEXT,
     PRIMARY KEY (invoice_id, currency)
 );

@@ -28,6 +28,7 @@ CREATE TABLE invoice_options (
     currency TEXT NOT NULL,
     address_id INTEGER NOT NULL UNIQUE REFERENCES deposit_addresses(id),
     due_units TEXT NOT NULL,
+    min_units TEXT NOT NULL,
     rate TEXT,
     PRIMARY KEY (invoice_id, currency)
 );
