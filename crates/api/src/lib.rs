@@ -7,6 +7,7 @@ mod hooks;
 mod middleware;
 pub mod native;
 mod pages;
+pub mod westwallet_auth;
 
 use std::sync::OnceLock;
 use std::time::Duration;
