@@ -7,6 +7,7 @@ mod hooks;
 mod middleware;
 pub mod native;
 mod pages;
+mod westwallet;
 pub mod westwallet_auth;
 
 use std::sync::OnceLock;
@@ -63,6 +64,6 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// The complete application router.
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
     let state = AppState { engine, metrics: metrics_handle(), hook_token: options.hook_token.as_deref().map(Into::into) };
-    let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).nest("/kassa/v1", native::router());
+    let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(westwallet::router()).nest("/westwallet", westwallet::router()).nest("/kassa/v1", native::router());
     middleware::wrap(routes.with_state(state), options)
 }
