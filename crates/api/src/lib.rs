@@ -26,11 +26,27 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Token node hooks must present; hooks are refused without one.
     pub hook_token: Option<String>,
+    pub westwallet: WestwalletOptions,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None }
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, westwallet: WestwalletOptions::default() }
+    }
+}
+
+/// The WestWallet-compatible API's settings.
+#[derive(Clone, Debug)]
+pub struct WestwalletOptions {
+    /// Currencies it offers (`None`: every active currency carried by a chain).
+    pub currencies: Option<Vec<String>>,
+    /// Accepted distance between a request's timestamp and the server's clock.
+    pub timestamp_window_secs: i64,
+}
+
+impl Default for WestwalletOptions {
+    fn default() -> Self {
+        Self { currencies: None, timestamp_window_secs: 300 }
     }
 }
 
@@ -40,6 +56,7 @@ pub struct AppState {
     pub engine: Engine,
     pub metrics: PrometheusHandle,
     pub hook_token: Option<std::sync::Arc<str>>,
+    pub westwallet: std::sync::Arc<WestwalletOptions>,
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -63,7 +80,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The complete application router.
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
-    let state = AppState { engine, metrics: metrics_handle(), hook_token: options.hook_token.as_deref().map(Into::into) };
+    let state = AppState { engine, metrics: metrics_handle(), hook_token: options.hook_token.as_deref().map(Into::into), westwallet: options.westwallet.clone().into() };
     let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(westwallet::router()).nest("/westwallet", westwallet::router()).nest("/kassa/v1", native::router());
     middleware::wrap(routes.with_state(state), options)
 }

@@ -50,19 +50,26 @@ pub fn wrap(router: Router, options: &HttpOptions) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
 }
 
-async fn not_found() -> Response {
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if crate::westwallet::is_westwallet_path(uri.path()) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response();
+    }
     (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}}))).into_response()
 }
 
 /// tower-http answers oversized bodies and timeouts in plain text; give them the same
 /// JSON shape as every other error.
 async fn json_limit_errors(req: Request, next: Next) -> Response {
+    let westwallet = crate::westwallet::is_westwallet_path(req.uri().path());
     let response = next.run(req).await;
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     match response.status() {
+        // The WestWallet dialect's shape: a flat code, never a `message` key.
+        StatusCode::PAYLOAD_TOO_LARGE if westwallet && !is_json => (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": "body_too_large"}))).into_response(),
+        StatusCode::SERVICE_UNAVAILABLE if westwallet && !is_json => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "timeout"}))).into_response(),
         StatusCode::PAYLOAD_TOO_LARGE if !is_json => (
             StatusCode::PAYLOAD_TOO_LARGE,
             Json(json!({"error": {"code": "body_too_large", "message": "request body is larger than the server accepts"}})),

@@ -175,6 +175,27 @@ pub fn parse(text: &str, coin: Coin, network: Network) -> Result<Address, Addres
     Ok(Address { text: text.to_string(), kind })
 }
 
+/// A regular expression that every valid address of the coin on the network matches
+/// (a quick check for clients; `parse` is the real one): the segwit form under its
+/// human-readable part, either case, and base58check under the leading characters
+/// its version bytes give.
+pub fn address_regex(coin: Coin, network: Network) -> String {
+    const ALPHABET: &str = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let p = params(coin, network);
+    let mut leads = std::collections::BTreeSet::new();
+    for &version in p.pubkey_versions.iter().chain(p.script_versions) {
+        let lowest = bs58::encode([&[version][..], &[0u8; 20]].concat()).with_check().into_string();
+        let highest = bs58::encode([&[version][..], &[0xffu8; 20]].concat()).with_check().into_string();
+        let (lo, hi) = (ALPHABET.find(&lowest[..1]).unwrap_or(0), ALPHABET.find(&highest[..1]).unwrap_or(ALPHABET.len() - 1));
+        leads.extend(ALPHABET[lo.min(hi)..=hi.max(lo)].chars());
+    }
+    let base58 = format!("[{}][1-9A-HJ-NP-Za-km-z]{{24,34}}", leads.into_iter().collect::<String>());
+    match p.hrp {
+        Some(hrp) => format!("^({hrp}1[02-9ac-hj-np-z]{{8,87}}|{}1[02-9AC-HJ-NP-Z]{{8,87}}|{base58})$", hrp.to_uppercase()),
+        None => format!("^{base58}$"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +246,20 @@ mod tests {
     }
 
     const KEY_HASH: [u8; 20] = [0x75, 0x1e, 0x76, 0xe8, 0x19, 0x91, 0x96, 0xd4, 0x54, 0x94, 0x1c, 0x45, 0xd1, 0xb3, 0xa3, 0x23, 0xf1, 0x43, 0x3b, 0xd6];
+
+    #[test]
+    fn address_regex_matches_what_parse_accepts() {
+        let re = regex_lite::Regex::new(&address_regex(Coin::Litecoin, Network::Mainnet)).unwrap();
+        for v in [48u8, 50, 5] {
+            let a = base58(v);
+            assert!(parse(&a, Coin::Litecoin, Network::Mainnet).is_ok() && re.is_match(&a), "{a}");
+        }
+        assert!(!re.is_match(&base58(0)), "a Bitcoin address");
+        assert!(re.is_match("ltc1qg42tkwuuxefutzxezdkdel39gfstuap288mfea") && re.is_match("LTC1QG42TKWUUXEFUTZXEZDKDEL39GFSTUAP288MFEA"));
+        assert!(!re.is_match("bc1qg42tkwuuxefutzxezdkdel39gfstuap2a7nvqn"));
+        let doge = regex_lite::Regex::new(&address_regex(Coin::Dogecoin, Network::Mainnet)).unwrap();
+        assert!(doge.is_match(&base58(30)) && !doge.is_match("ltc1qg42tkwuuxefutzxezdkdel39gfstuap288mfea"));
+    }
 
     fn base58(version: u8) -> String {
         let mut payload = vec![version];

@@ -203,6 +203,9 @@ impl Bitcoind {
     }
 }
 
+/// Outputs one payout transaction carries at most (the broadcaster's batch size).
+pub const MAX_PAYMENTS_PER_TX: usize = 100;
+
 #[async_trait]
 impl ChainAdapter for Bitcoind {
     fn chain(&self) -> &str {
@@ -219,6 +222,14 @@ impl ChainAdapter for Bitcoind {
 
     fn validate_address(&self, text: &str) -> Result<String, String> {
         address::parse(text, self.cfg.coin, self.cfg.network).map(|a| a.to_string()).map_err(|e| e.to_string())
+    }
+
+    fn address_regex(&self) -> String {
+        address::address_regex(self.cfg.coin, self.cfg.network)
+    }
+
+    fn max_payments_per_tx(&self) -> usize {
+        MAX_PAYMENTS_PER_TX
     }
 
     async fn new_deposit_address(&self, label: &str) -> Result<String> {

@@ -151,6 +151,17 @@ pub trait ChainAdapter: Send + Sync {
     /// Checks an address locally (checksums, network, coin). Returns its canonical form.
     fn validate_address(&self, address: &str) -> Result<String, String>;
 
+    /// A regular expression every valid address matches (published to API clients as a
+    /// first check; `validate_address` decides).
+    fn address_regex(&self) -> String {
+        "^.+$".into()
+    }
+
+    /// Most payments one transaction can carry (1: no batching).
+    fn max_payments_per_tx(&self) -> usize {
+        1
+    }
+
     /// A fresh address that pays this node's wallet.
     async fn new_deposit_address(&self, label: &str) -> Result<String>;
 

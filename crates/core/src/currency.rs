@@ -90,6 +90,12 @@ impl Fee {
             + i128::from(product.rem_euclid(denominator) != 0);
         self.fixed_units.checked_add(percent_part).ok_or(AmountError::OutOfRange)
     }
+
+    /// The same fee with its fixed part halved (rounded up, for the house): what each
+    /// further withdrawal of a bulk request pays after the largest one.
+    pub fn with_half_fixed(&self) -> Fee {
+        Fee { fixed_units: self.fixed_units / 2 + self.fixed_units % 2, percent_e6: self.percent_e6 }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,6 +331,14 @@ pub fn validate_currencies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_fixed_fee_rounds_up_and_keeps_the_percent() {
+        let fee = Fee { fixed_units: 27_501, percent_e6: 500_000 };
+        assert_eq!(fee.with_half_fixed(), Fee { fixed_units: 13_751, percent_e6: 500_000 });
+        assert_eq!(Fee { fixed_units: 10_000, percent_e6: 0 }.with_half_fixed().on(1_000_000).unwrap(), 5_000);
+        assert_eq!(Fee::ZERO.with_half_fixed(), Fee::ZERO);
+    }
 
     fn ltc() -> CurrencyConfig {
         toml_like(

@@ -8,6 +8,7 @@ pub mod events;
 pub mod invoices;
 pub mod ledger;
 pub mod rates;
+pub mod transfers;
 
 pub use amount::{Amount, AmountError, SignPolicy};
 pub use currency::{Currency, CurrencyCode, CurrencyKind, Fee, FeeSchedule, Operation};

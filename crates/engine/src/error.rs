@@ -30,6 +30,10 @@ pub enum EngineError {
     ChainHalted(String),
     #[error("limit reached: {0}")]
     LimitReached(String),
+    #[error("invalid amount: {0}")]
+    BelowMinimum(String),
+    #[error("invalid amount: {0}")]
+    AboveMaximum(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("chain {0} is not configured")]

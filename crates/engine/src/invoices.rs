@@ -47,6 +47,11 @@ pub struct InvoiceRequest {
     pub ttl: Option<Duration>,
     pub description: String,
     pub success_url: Option<String>,
+    /// The API it came through; its payments are reported in that API's format (to
+    /// `origin.callback_url` when given).
+    pub origin: crate::notifications::Origin,
+    /// The label of its addresses (default `invoice <id>`).
+    pub label: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -161,6 +166,13 @@ impl Engine {
         if let Some(existing) = self.store.invoice_by_order(merchant, &r.order_id).await? {
             return self.replay_invoice(existing, &request_hash).await;
         }
+        if r.label.as_ref().is_some_and(|l| l.is_empty() || l.chars().count() > 200) {
+            return Err(EngineError::invalid("label", "must be 1-200 characters"));
+        }
+        let callback_url = match &r.origin.callback_url {
+            Some(url) => Some(self.check_callback_url(url).await?),
+            None => None,
+        };
         // Amounts first, addresses after: nothing is taken from a node for a refused invoice.
         let mut priced = Vec::new();
         for code in &accepted {
@@ -214,6 +226,9 @@ impl Engine {
                 tolerance_e6: self.invoices.tolerance_e6,
                 expires_at_ms: now_ms() + ttl.as_millis() as i64,
                 options,
+                origin: r.origin.dialect.clone(),
+                callback_url,
+                label: r.label.clone(),
             })
             .await;
         let row = match inserted {
@@ -241,6 +256,14 @@ impl Engine {
     }
 
     /// The invoice behind a payment page token.
+    /// A merchant's invoice by its page token, with its row id.
+    pub async fn merchant_invoice_by_token(&self, merchant: MerchantId, token: &str) -> Result<(i64, Invoice), EngineError> {
+        match self.store.invoice_by_token(token).await? {
+            Some(row) if row.merchant_id == merchant.0 => Ok((row.id, self.invoice_view(&row).await?)),
+            _ => Err(EngineError::NotFound("invoice")),
+        }
+    }
+
     pub async fn invoice_by_token(&self, token: &str) -> Result<Invoice, EngineError> {
         let row = self.store.invoice_by_token(token).await?.ok_or(EngineError::NotFound("invoice"))?;
         self.invoice_view(&row).await

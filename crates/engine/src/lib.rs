@@ -14,6 +14,7 @@ pub mod merchants;
 pub mod notifications;
 pub mod notifier;
 pub mod rates;
+pub mod transfers;
 pub mod secrets;
 pub mod watcher;
 pub mod webhooks;

@@ -14,6 +14,8 @@ use kassa_store::{AttemptRow, DeliveryQuery, DeliveryRow, EndpointRow, EventRow,
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use kassa_core::transfers::{transfer_id, TransferKind};
+
 use crate::adjustments::format_ms;
 use crate::webhooks::{self, TargetPolicy, SECRET_PREFIX};
 use crate::{Engine, EngineError};
@@ -31,6 +33,12 @@ pub struct Origin {
 impl Origin {
     pub fn native() -> Self {
         Origin { dialect: "native".into(), callback_url: None }
+    }
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin::native()
     }
 }
 
@@ -355,8 +363,10 @@ impl Engine {
                 };
                 let fee = if e.object_kind == "deposit" { deposit_fee(d, c)? } else { amount("fee_units")? };
                 let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+                let kind = if e.object_kind == "deposit" { TransferKind::Receive } else { TransferKind::Send };
+                let id = d["id"].as_i64().and_then(|row| transfer_id(kind, row)).ok_or_else(|| EngineError::invalid("event", "no id"))?;
                 let form = webhooks::westwallet_ipn_form(&[
-                    ("id", d["id"].to_string()),
+                    ("id", id.to_string()),
                     ("amount", amount("amount_units")?),
                     ("address", s("address")),
                     ("dest_tag", String::new()),
@@ -404,8 +414,12 @@ impl Engine {
 
 fn deposit_fee(d: &Value, c: &Currency) -> Result<String, EngineError> {
     let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let fee = if units < c.min_receive.units() { 0 } else { c.fees.deposit.on(units)?.min(units) };
-    Ok(c.amount(fee)?.to_string())
+    Ok(c.amount(deposit_fee_units(c, units)?)?.to_string())
+}
+
+/// The fee a deposit of `units` pays (none below the minimum deposit: that is dust).
+pub(crate) fn deposit_fee_units(c: &Currency, units: i128) -> Result<i128, EngineError> {
+    Ok(if units < c.min_receive.units() { 0 } else { c.fees.deposit.on(units)?.min(units) })
 }
 
 fn deposit_view(d: &Value, c: Option<&Currency>, amount: &dyn Fn(&str) -> Result<String, EngineError>) -> Result<Value, EngineError> {

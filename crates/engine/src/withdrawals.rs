@@ -37,7 +37,21 @@ pub struct WithdrawalRequest {
     pub idempotency_key: String,
     /// The API it came through, and its own callback URL (checked here before storing).
     pub origin: crate::notifications::Origin,
+    /// The merchant's note, shown back with the withdrawal.
+    pub description: Option<String>,
 }
+
+/// One payment of a bulk request (`request_withdrawals_bulk`).
+#[derive(Clone, Debug)]
+pub struct BulkPayment {
+    pub address: String,
+    pub amount: String,
+    pub description: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// Longest withdrawal description accepted.
+const MAX_DESCRIPTION_LEN: usize = 1000;
 
 /// A withdrawal as merchants see it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -53,6 +67,8 @@ pub struct Withdrawal {
     pub txid: Option<String>,
     pub confirmations: i64,
     pub failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -88,17 +104,16 @@ impl Engine {
             txid: w.txid,
             confirmations: w.confirmations,
             failure: w.failure,
+            description: w.description,
             created_at: format_ms(w.created_at_ms),
             updated_at: format_ms(w.updated_at_ms),
         })
     }
 
-    /// Requests a withdrawal; its amount plus fee is held at once.
-    pub async fn request_withdrawal(&self, r: WithdrawalRequest) -> Result<Withdrawal, EngineError> {
-        if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
-            return Err(EngineError::invalid("idempotency_key", "must be 1-200 characters"));
-        }
-        let currency = self.currencies.active(&r.currency)?.clone();
+    /// The checks every withdrawal passes before anything is stored: the currency can
+    /// send on a running chain, and the address and amount are valid for it.
+    async fn withdrawal_checks(&self, code: &str) -> Result<(Currency, String, Arc<dyn ChainAdapter>), EngineError> {
+        let currency = self.currencies.active(code)?.clone();
         if !currency.can_send {
             return Err(EngineError::invalid("currency", format!("{} cannot be sent", currency.code)));
         }
@@ -107,48 +122,74 @@ impl Engine {
         if let Some(reason) = self.store.chain_halted(&chain_name).await? {
             return Err(EngineError::ChainHalted(reason));
         }
-        let address = chain.adapter.validate_address(r.address.trim()).map_err(|e| EngineError::invalid("address", e))?;
-        let amount = currency.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
+        Ok((currency, chain_name, chain.adapter.clone()))
+    }
+
+    fn payment_checks(&self, currency: &Currency, adapter: &dyn ChainAdapter, address: &str, amount: &str) -> Result<(String, i128), EngineError> {
+        let address = adapter.validate_address(address.trim()).map_err(|e| EngineError::invalid("address", e))?;
+        let amount = currency.parse_amount(amount.trim(), SignPolicy::Positive)?;
         if amount < currency.min_withdrawal {
-            return Err(EngineError::invalid("amount", format!("the minimum withdrawal is {} {}", currency.min_withdrawal, currency.code)));
+            return Err(EngineError::BelowMinimum(format!("the minimum withdrawal is {} {}", currency.min_withdrawal, currency.code)));
         }
         if let Some(max) = currency.max_withdrawal {
             if amount > max {
-                return Err(EngineError::invalid("amount", format!("the maximum withdrawal is {max} {}", currency.code)));
+                return Err(EngineError::AboveMaximum(format!("the maximum withdrawal is {max} {}", currency.code)));
             }
         }
-        let hash = request_hash(&r, &address, amount.units());
+        Ok((address, amount.units()))
+    }
+
+    async fn daily_count_left(&self, merchant: MerchantId, currency: &Currency) -> Result<Option<i64>, EngineError> {
+        let Some(max) = currency.max_withdrawals_per_day else { return Ok(None) };
+        let midnight = (time::OffsetDateTime::now_utc().unix_timestamp() / 86_400) * 86_400 * 1000;
+        let used = self.store.count_withdrawals_since(merchant, currency.code.as_str(), midnight).await?;
+        Ok(Some(i64::from(max) - used))
+    }
+
+    fn check_description(description: &Option<String>) -> Result<(), EngineError> {
+        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
+            return Err(EngineError::invalid("description", format!("at most {MAX_DESCRIPTION_LEN} characters")));
+        }
+        Ok(())
+    }
+
+    /// Requests a withdrawal; its amount plus fee is held at once.
+    pub async fn request_withdrawal(&self, r: WithdrawalRequest) -> Result<Withdrawal, EngineError> {
+        if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
+            return Err(EngineError::invalid("idempotency_key", "must be 1-200 characters"));
+        }
+        Self::check_description(&r.description)?;
+        let (currency, chain_name, adapter) = self.withdrawal_checks(&r.currency).await?;
+        let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &r.address, &r.amount)?;
+        let hash = request_hash(&r, &address, units);
         if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
             return self.replay(existing, &hash);
         }
-        if let Some(max) = currency.max_withdrawals_per_day {
-            let midnight = (time::OffsetDateTime::now_utc().unix_timestamp() / 86_400) * 86_400 * 1000;
-            if self.store.count_withdrawals_since(r.merchant, currency.code.as_str(), midnight).await? >= i64::from(max) {
-                return Err(EngineError::LimitReached(format!("at most {max} {} withdrawals per day", currency.code)));
+        if let Some(left) = self.daily_count_left(r.merchant, &currency).await? {
+            if left <= 0 {
+                return Err(EngineError::LimitReached(format!("at most {} {} withdrawals per day", currency.max_withdrawals_per_day.unwrap_or(0), currency.code)));
             }
         }
         let callback_url = match &r.origin.callback_url {
             Some(url) => Some(self.check_callback_url(url).await?),
             None => None,
         };
-        let fee = currency.fees.withdrawal.on(amount.units())?;
-        let inserted = self
-            .store
-            .insert_withdrawal(&NewWithdrawal {
-                merchant: r.merchant,
-                currency: currency.code.to_string(),
-                chain: chain_name.clone(),
-                address,
-                amount_units: amount.units(),
-                fee_units: fee,
-                priority: r.priority.as_str().to_string(),
-                idempotency_key: r.idempotency_key.clone(),
-                request_hash: hash.clone(),
-                origin: r.origin.dialect.clone(),
-                callback_url,
-            })
-            .await;
-        let id = match inserted {
+        let fee = currency.fees.withdrawal.on(units)?;
+        let new = NewWithdrawal {
+            merchant: r.merchant,
+            currency: currency.code.to_string(),
+            chain: chain_name,
+            address,
+            amount_units: units,
+            fee_units: fee,
+            priority: r.priority.as_str().to_string(),
+            idempotency_key: r.idempotency_key.clone(),
+            request_hash: hash.clone(),
+            origin: r.origin.dialect.clone(),
+            callback_url,
+            description: r.description.clone(),
+        };
+        let id = match self.store.insert_withdrawal(&new).await {
             Ok(id) => id,
             Err(StoreError::Duplicate { .. }) => {
                 let existing = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
@@ -162,6 +203,137 @@ impl Engine {
         self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?)
     }
 
+    /// Several withdrawals of one currency, paid by one transaction. Each payment is
+    /// checked on its own and its result given in input order; those that pass are
+    /// queued together. Fees: the largest payment that goes through pays the full fee,
+    /// every further one the fee with half its fixed part. Payment `i` is stored under
+    /// the idempotency key `{key}:{i}`: a repeated request answers with what the first
+    /// stored, and `Conflict` for payments it did not store.
+    pub async fn request_withdrawals_bulk(
+        &self,
+        merchant: MerchantId,
+        currency: &str,
+        priority: Priority,
+        payments: Vec<BulkPayment>,
+        key: &str,
+        dialect: &str,
+    ) -> Result<Vec<Result<Withdrawal, EngineError>>, EngineError> {
+        let (currency, chain_name, adapter) = self.withdrawal_checks(currency).await?;
+        let most = adapter.max_payments_per_tx();
+        if most < 2 {
+            return Err(EngineError::invalid("currency", format!("{} cannot be sent in bulk", currency.code)));
+        }
+        if payments.is_empty() || payments.len() > most {
+            return Err(EngineError::invalid("transactions", format!("name 1-{most} payments")));
+        }
+        if key.is_empty() || key.len() > 180 {
+            return Err(EngineError::invalid("idempotency_key", "must be 1-180 characters"));
+        }
+        let key_of = |i: usize| format!("{key}:{i}");
+        let mut stored = Vec::new();
+        for i in 0..payments.len() {
+            stored.push(self.store.withdrawal_by_key(merchant, &key_of(i)).await?);
+        }
+        if stored.iter().any(Option::is_some) {
+            return Ok(stored
+                .into_iter()
+                .map(|w| match w {
+                    Some(w) => self.withdrawal_view(w),
+                    None => Err(EngineError::Conflict("this payment of a repeated bulk request was not sent the first time".into())),
+                })
+                .collect());
+        }
+        // Each payment's own checks.
+        let mut results: Vec<Option<Result<Withdrawal, EngineError>>> = (0..payments.len()).map(|_| None).collect();
+        let mut passing = Vec::new();
+        for (i, p) in payments.iter().enumerate() {
+            let checked = async {
+                Self::check_description(&p.description)?;
+                let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &p.address, &p.amount)?;
+                let callback_url = match &p.callback_url {
+                    Some(url) => Some(self.check_callback_url(url).await?),
+                    None => None,
+                };
+                Ok::<_, EngineError>((address, units, callback_url))
+            }
+            .await;
+            match checked {
+                Ok(ok) => passing.push((i, ok)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        // Largest first: it pays the full fee; payments refused for funds pass the role on.
+        passing.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
+        let mut count_left = self.daily_count_left(merchant, &currency).await?;
+        let mut held = Vec::new();
+        for (i, (address, units, callback_url)) in passing {
+            if count_left.is_some_and(|left| left <= 0) {
+                results[i] = Some(Err(EngineError::LimitReached(format!(
+                    "at most {} {} withdrawals per day",
+                    currency.max_withdrawals_per_day.unwrap_or(0),
+                    currency.code
+                ))));
+                continue;
+            }
+            let fee_rule = if held.is_empty() { currency.fees.withdrawal } else { currency.fees.withdrawal.with_half_fixed() };
+            let fee = fee_rule.on(units)?;
+            let r = WithdrawalRequest {
+                merchant,
+                currency: currency.code.to_string(),
+                address: address.clone(),
+                amount: String::new(),
+                priority,
+                idempotency_key: key_of(i),
+                origin: crate::notifications::Origin { dialect: dialect.to_string(), callback_url: None },
+                description: payments[i].description.clone(),
+            };
+            let new = NewWithdrawal {
+                merchant,
+                currency: currency.code.to_string(),
+                chain: chain_name.clone(),
+                address: address.clone(),
+                amount_units: units,
+                fee_units: fee,
+                priority: priority.as_str().to_string(),
+                idempotency_key: key_of(i),
+                request_hash: request_hash(&r, &address, units),
+                origin: dialect.to_string(),
+                callback_url,
+                description: payments[i].description.clone(),
+            };
+            let id = match self.store.insert_withdrawal(&new).await {
+                Ok(id) => id,
+                Err(StoreError::Duplicate { .. }) => {
+                    results[i] = Some(Err(EngineError::Conflict("a concurrent identical bulk request stored this payment".into())));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
+            match self.hold(&row, &currency).await {
+                Ok(tx) => {
+                    held.push((i, id, tx));
+                    if let Some(left) = count_left.as_mut() {
+                        *left -= 1;
+                    }
+                }
+                Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                    self.store.delete_requested_withdrawal(id).await?;
+                    results[i] = Some(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // All held payments enter the queue at once, so one payout carries them.
+        self.store.set_withdrawals_queued(&held.iter().map(|&(_, id, tx)| (id, tx)).collect::<Vec<_>>()).await?;
+        for (i, id, _) in held {
+            results[i] = Some(self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?));
+        }
+        tracing::info!(merchant = merchant.0, currency = %currency.code, payments = results.len(),
+            sent = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count(), "bulk withdrawal requested");
+        Ok(results.into_iter().map(|r| r.unwrap_or(Err(EngineError::LedgerStopped))).collect())
+    }
+
     fn replay(&self, existing: WithdrawalRow, hash: &[u8]) -> Result<Withdrawal, EngineError> {
         if existing.request_hash != hash {
             return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.idempotency_key }));
@@ -172,6 +344,22 @@ impl Engine {
     /// Holds amount + fee for a `requested` withdrawal and queues it; refused for
     /// insufficient funds, the withdrawal is removed (nothing stays stored).
     async fn hold_withdrawal(&self, w: &WithdrawalRow, currency: &Currency) -> Result<(), EngineError> {
+        match self.hold(w, currency).await {
+            Ok(tx) => {
+                self.store.set_withdrawal_queued(w.id, tx).await?;
+                Ok(())
+            }
+            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                self.store.delete_requested_withdrawal(w.id).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Posts the hold of amount + fee (idempotent by the withdrawal's id); returns the
+    /// ledger transaction.
+    async fn hold(&self, w: &WithdrawalRow, currency: &Currency) -> Result<i64, EngineError> {
         let code = currency.code.clone();
         let merchant = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(w.merchant_id), currency: code.clone() }).await?;
         let hot = self.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
@@ -181,17 +369,7 @@ impl Engine {
             legs.push(Leg { from: merchant, to: fees, currency: code, units: w.fee_units });
         }
         let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address}).to_string();
-        match self.ledger.submit(TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo }).await {
-            Ok(outcome) => {
-                self.store.set_withdrawal_queued(w.id, outcome.tx_id.0).await?;
-                Ok(())
-            }
-            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
-                self.store.delete_requested_withdrawal(w.id).await?;
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self.ledger.submit(TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo }).await?.tx_id.0)
     }
 
     pub async fn withdrawal(&self, merchant: MerchantId, id: i64) -> Result<Withdrawal, EngineError> {

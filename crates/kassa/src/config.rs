@@ -63,6 +63,30 @@ pub struct Config {
     /// Where customers reach this server (payment page links); default http://LISTEN.
     #[serde(default)]
     pub public_url: Option<String>,
+    #[serde(default)]
+    pub westwallet: WestwalletConfig,
+}
+
+/// `[westwallet]`: the WestWallet-compatible API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WestwalletConfig {
+    /// Currencies it offers (default: every currency carried by a configured chain).
+    #[serde(default)]
+    pub currencies: Option<Vec<String>>,
+    /// Accepted distance between a request's `X-ACCESS-TIMESTAMP` and the clock.
+    #[serde(default = "default_timestamp_window")]
+    pub timestamp_window_secs: u64,
+}
+
+fn default_timestamp_window() -> u64 {
+    300
+}
+
+impl Default for WestwalletConfig {
+    fn default() -> Self {
+        Self { currencies: None, timestamp_window_secs: default_timestamp_window() }
+    }
 }
 
 /// `[invoices]`: defaults of invoices.
@@ -481,6 +505,16 @@ impl Config {
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
+        if !(5..=3600).contains(&self.westwallet.timestamp_window_secs) {
+            bail!("westwallet.timestamp_window_secs: must be 5-3600");
+        }
+        for code in self.westwallet.currencies.iter().flatten() {
+            match currencies.iter().find(|c| c.code.as_str() == code) {
+                Some(c) if c.chain.as_ref().is_some_and(|chain| self.chains.contains_key(chain)) => {}
+                Some(_) => bail!("westwallet.currencies: {code} is not carried by a configured chain"),
+                None => bail!("westwallet.currencies: {code} is not a configured currency"),
+            }
+        }
         Ok(Settings { listen, currencies: Currencies::new(currencies), path: path.to_path_buf(), config: self })
     }
 }
@@ -499,6 +533,10 @@ impl Settings {
             max_body_bytes: self.config.http.max_body_bytes,
             request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
             hook_token: self.config.hook_token.clone(),
+            westwallet: kassa_api::WestwalletOptions {
+                currencies: self.config.westwallet.currencies.clone(),
+                timestamp_window_secs: self.config.westwallet.timestamp_window_secs as i64,
+            },
         }
     }
 

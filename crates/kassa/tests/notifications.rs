@@ -347,6 +347,7 @@ async fn n3_real_events_in_every_format(backend: Backend) {
             priority: Priority::High,
             idempotency_key: "payout-1".into(),
             origin: cp2,
+            description: None,
         })
         .await
         .unwrap();

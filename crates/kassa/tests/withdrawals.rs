@@ -24,7 +24,7 @@ async fn fund_by_deposit(w: &ChainWorld, m: MerchantId, amount: &str) {
 }
 
 fn request(m: MerchantId, address: &str, amount: &str, key: &str, priority: Priority) -> WithdrawalRequest {
-    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into(), origin: kassa_engine::notifications::Origin::native() }
+    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into(), origin: kassa_engine::notifications::Origin::native(), description: None }
 }
 
 async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
@@ -161,6 +161,7 @@ async fn refusals(backend: Backend) {
         match r {
             Err(EngineError::Invalid { field: f, .. }) => assert_eq!(f, field),
             Err(EngineError::Amount(_)) => {}
+            Err(EngineError::BelowMinimum(_)) => assert_eq!(amount, "0.0001", "below the 0.001 minimum"),
             other => panic!("{amount}: {other:?}"),
         }
     }

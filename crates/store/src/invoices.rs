@@ -36,6 +36,10 @@ pub struct NewInvoice {
     pub tolerance_e6: i64,
     pub expires_at_ms: i64,
     pub options: Vec<NewInvoiceOption>,
+    /// The API dialect it came through, its own callback URL, and its addresses' label.
+    pub origin: String,
+    pub callback_url: Option<String>,
+    pub label: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,14 +259,16 @@ impl Store {
                 .map_err(|e| duplicate_as(e, "an invoice with this order id"))?;
             for o in &inv.options {
                 let address_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, address, label, created_at_ms, origin)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'native') RETURNING id")
+                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, address, label, created_at_ms, origin, callback_url)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id")
                     .bind(inv.merchant.0)
                     .bind(&o.currency)
                     .bind(&o.chain)
                     .bind(&o.address)
-                    .bind(format!("invoice {}", inv.public_id))
+                    .bind(inv.label.clone().unwrap_or_else(|| format!("invoice {}", inv.public_id)))
                     .bind(now)
+                    .bind(&inv.origin)
+                    .bind(&inv.callback_url)
                     .fetch_one(&mut *tx)
                     .await?;
                 sqlx::query(&option)

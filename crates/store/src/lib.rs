@@ -9,6 +9,7 @@ mod exchange;
 mod invoices;
 mod ledger;
 mod merchants;
+mod transfers;
 mod withdrawals;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use events::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQu
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
+pub use transfers::{TransferQuery, TransferRow};
 pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -19,6 +19,8 @@ pub struct NewWithdrawal {
     /// The API dialect the withdrawal was requested through, and its own callback URL.
     pub origin: String,
     pub callback_url: Option<String>,
+    /// The merchant's own note (shown back in transaction lists).
+    pub description: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,7 @@ pub struct WithdrawalRow {
     pub vout: Option<i64>,
     pub confirmations: i64,
     pub failure: Option<String>,
+    pub description: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -65,6 +68,7 @@ struct WithdrawalRecord {
     vout: Option<i64>,
     confirmations: i64,
     failure: Option<String>,
+    description: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -91,6 +95,7 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
             vout: r.vout,
             confirmations: r.confirmations,
             failure: r.failure,
+            description: r.description,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
         })
@@ -99,7 +104,7 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
 
 const WITHDRAWAL_COLUMNS: &str = "SELECT id, merchant_id, currency, chain, address, CAST(amount_units AS TEXT) AS amount_units,
         CAST(fee_units AS TEXT) AS fee_units, priority, idempotency_key, request_hash, status, hold_tx_id, hold_posted,
-        payout_id, txid, vout, confirmations, failure, created_at_ms, updated_at_ms FROM withdrawals";
+        payout_id, txid, vout, confirmations, failure, description, created_at_ms, updated_at_ms FROM withdrawals";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayoutRow {
@@ -132,8 +137,8 @@ impl Store {
     pub async fn insert_withdrawal(&self, w: &NewWithdrawal) -> Result<i64> {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
-                 request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested') RETURNING id",
+                 request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested', $13) RETURNING id",
             n = self.numeric()
         );
         Ok(on_pool!(self, pool => sqlx::query_scalar(&sql)
@@ -149,6 +154,7 @@ impl Store {
             .bind(now_ms())
             .bind(&w.origin)
             .bind(&w.callback_url)
+            .bind(&w.description)
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?))
@@ -217,6 +223,26 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            report_changes!(tx);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Queues several held withdrawals in one transaction, so a broadcaster sees all
+    /// of them or none (a bulk request is paid by one transaction).
+    pub async fn set_withdrawals_queued(&self, held: &[(i64, i64)]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let now = now_ms();
+            for (id, hold_tx_id) in held {
+                sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
+                    .bind(hold_tx_id)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             report_changes!(tx);
             tx.commit().await?;
         });

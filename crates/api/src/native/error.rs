@@ -43,7 +43,7 @@ impl From<EngineError> for ApiError {
         let (status, code) = match &e {
             EngineError::Ledger(LedgerError::InsufficientFunds { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"),
             EngineError::Ledger(LedgerError::IdempotencyConflict { .. }) => (StatusCode::CONFLICT, "idempotency_conflict"),
-            EngineError::Ledger(_) | EngineError::Amount(_) | EngineError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            EngineError::Ledger(_) | EngineError::Amount(_) | EngineError::Invalid { .. } | EngineError::BelowMinimum(_) | EngineError::AboveMaximum(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             EngineError::UnknownCurrency(_) => (StatusCode::BAD_REQUEST, "unknown_currency"),
             EngineError::InactiveCurrency(_) => (StatusCode::BAD_REQUEST, "inactive_currency"),
             EngineError::MerchantNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),

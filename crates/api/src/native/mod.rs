@@ -78,6 +78,7 @@ async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: Js
                 ttl,
                 description: body.string("description")?.unwrap_or_default(),
                 success_url: body.string("success_url")?,
+                ..Default::default()
             },
         )
         .await?;
@@ -338,6 +339,7 @@ async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body:
             priority,
             idempotency_key: body.required("idempotency_key")?,
             origin: kassa_engine::notifications::Origin::native(),
+            description: body.string("description")?,
         })
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(json!(w))))
