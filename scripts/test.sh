@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 TEST_POSTGRES_URL=$(scripts/postgres.sh start)
 export TEST_POSTGRES_URL
 echo "PostgreSQL for tests: $TEST_POSTGRES_URL"
+# The official API client libraries the compatibility tests drive.
+KASSA_CLIENTS_DIR=$(scripts/clients.sh)
+export KASSA_CLIENTS_DIR
+echo "API client libraries for tests: $KASSA_CLIENTS_DIR"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -153,3 +153,465 @@ async fn generate_and_ipn(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(generate, generate_and_ipn);
+
+/// A JavaScript-style signed POST (compact JSON, signed as sent).
+async fn post(app: &TestApp, key: &Key, path: &str, body: &Value) -> (u16, Value) {
+    let text = body.to_string();
+    call(app, key, "POST", path, Some(&text), &text, &now()).await
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort();
+    k
+}
+
+const TX_KEYS: [&str; 12] =
+    ["address", "amount", "blockchain_confirmations", "blockchain_hash", "currency", "dest_tag", "error", "fee", "id", "label", "status", "type"];
+const ITEM_KEYS: [&str; 14] = [
+    "address", "amount", "blockchain_confirmations", "blockchain_hash", "created_at", "currency", "description", "dest_tag", "fee", "id", "label",
+    "status", "type", "updated_at",
+];
+
+fn is_ww_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 19 && b[4] == b'-' && b[7] == b'-' && b[10] == b' ' && b[13] == b':' && b[16] == b':'
+}
+
+async fn world_with_rates(backend: Backend) -> (TestApp, kassa_testkit::litecoin::LitecoinNode) {
+    use kassa_core::rates::Rate;
+    use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
+    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let rates = Rates::new(RatesOptions {
+        sources: vec![Source::Fixed { rates: [("LTC/USD".to_string(), Rate::parse("100").unwrap())].into() }],
+        pairs: vec![PairConfig { base: "LTC".into(), quote: "USD".into(), spread_e6: 0, min_base_units: 0 }],
+        ..RatesOptions::default()
+    })
+    .unwrap();
+    rates.refresh().await;
+    t.engine = t
+        .engine
+        .clone()
+        .with_target_policy(TargetPolicy::development())
+        .with_rates(rates)
+        .with_invoice_settings(kassa_engine::invoices::InvoiceSettings { public_url: "https://pay.example.com".into(), ..Default::default() });
+    (TestApp::serve(t, Default::default()).await, node)
+}
+
+/// What the merchant's books show: (WestWallet balance, transactions count).
+async fn books(app: &TestApp, k: &Key) -> (String, i64) {
+    let (_, b) = call(app, k, "GET", "/wallet/balance?currency=LTC", None, r#"{"currency":"LTC"}"#, &now()).await;
+    let (_, list) = post(app, k, "/wallet/transactions", &json!({})).await;
+    (b["balance"].as_str().unwrap().to_string(), list["count"].as_i64().unwrap())
+}
+
+// Withdrawals (single, replayed, bulk with the fee discount, every refusal storing
+// nothing), the transaction lookups and history, invoices with their page and IPN,
+// and withdrawal IPNs, on a real regtest network.
+async fn withdrawals_history_and_invoices(backend: Backend) {
+    let (app, node) = world_with_rates(backend).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive, Scope::Withdraw]).await;
+    let receiver = Receiver::start().await;
+    let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    watcher.cycle().await.unwrap();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: Default::default(), ..NotifierOptions::default() }).unwrap();
+    let broadcaster = kassa_engine::withdrawals::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+
+    // A real deposit to a labelled address; found again by its label.
+    let (_, a) = post(&app, &k, "/address/generate", &json!({"currency": "LTC", "label": "cust-1"})).await;
+    let dtx = node.pay(a["address"].as_str().unwrap(), "3").await;
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    let (status, r) = post(&app, &k, "/wallet/transaction", &json!({"label": "cust-1"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(keys(&r), TX_KEYS, "{r}");
+    assert_eq!(r["id"].as_i64().unwrap() % 2, 0, "deposits have even ids");
+    assert_eq!((r["type"].as_str(), r["status"].as_str(), r["amount"].as_str()), (Some("receive"), Some("completed"), Some("3.00000000")));
+    assert_eq!((r["blockchain_hash"].as_str(), r["blockchain_confirmations"].as_i64(), r["label"].as_str()), (Some(dtx.as_str()), Some(3), Some("cust-1")));
+    let receive_id = r["id"].as_i64().unwrap();
+    // By id, the PHP way (a string), the same object.
+    let (_, by_id) = post(&app, &k, "/wallet/transaction", &json!({"id": receive_id.to_string()})).await;
+    assert_eq!(by_id, r);
+    assert_eq!(books(&app, &k).await, ("3.00000000".into(), 1));
+
+    // A single withdrawal, with its IPN: pending status, empty hash, fee 0.0001 + 0.5 %.
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let body = json!({"currency": "LTC", "amount": "0.5", "address": dest, "dest_tag": "", "description": "Auszahlung für Jürgen", "priority": "high",
+        "ipn_url": receiver.url("/ipn-out?t=1")})
+    .to_string();
+    let ts = now();
+    let (status, w) = call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&body), &body, &ts).await;
+    assert_eq!(status, 200, "{w}");
+    assert_eq!(keys(&w), TX_KEYS);
+    assert_eq!(w["id"].as_i64().unwrap() % 2, 1, "withdrawals have odd ids");
+    assert_eq!((w["type"].as_str(), w["status"].as_str(), w["blockchain_hash"].as_str()), (Some("send"), Some("pending"), Some("")));
+    assert_eq!((w["amount"].as_str(), w["fee"].as_str(), w["address"].as_str()), (Some("0.50000000"), Some("0.00260000"), Some(dest.as_str())));
+    // The same signed request again (a replay) returns the same withdrawal, paid once.
+    let (_, again) = call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&body), &body, &ts).await;
+    assert_eq!(again, w);
+    assert_eq!(books(&app, &k).await, ("2.49740000".into(), 2));
+
+    // Refusals, each with its code, and nothing stored.
+    let good = |extra: Value| {
+        let mut b = json!({"currency": "LTC", "amount": "0.1", "address": dest});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    for (body, code) in [
+        (good(json!({"currency": "XYZ"})), "currency_not_found"),
+        (good(json!({"currency": "BTC"})), "currency_not_found"),
+        (good(json!({"currency": "EUR"})), "currency_not_found"),
+        (good(json!({"address": "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"})), "bad_address"),
+        (good(json!({"address": "rltc1qnotanaddress"})), "bad_address"),
+        (good(json!({"address": ""})), "bad_address"),
+        (good(json!({"address": ["x"]})), "bad_address"),
+        (good(json!({"dest_tag": "123"})), "bad_dest_tag"),
+        (good(json!({"amount": "0.123456789"})), "bad_amount"),
+        (good(json!({"amount": "abc"})), "bad_amount"),
+        (good(json!({"amount": "-1"})), "bad_amount"),
+        (good(json!({"amount": "0"})), "bad_amount"),
+        (good(json!({"amount": {"v": 1}})), "bad_amount"),
+        (good(json!({"amount": null})), "bad_amount"),
+        (good(json!({"amount": "0.0009"})), "min_withdraw_error"),
+        (good(json!({"amount": "100.00000001"})), "max_withdraw_error"),
+        (good(json!({"amount": "50"})), "insufficient_funds"),
+        (good(json!({"priority": "urgent"})), "bad_priority"),
+        (good(json!({"ipn_url": "http://169.254.169.254/x"})), "bad_ipn_url"),
+        (good(json!({"description": "x".repeat(1001)})), "bad_description"),
+    ] {
+        assert_eq!(post(&app, &k, "/wallet/create_withdrawal", &body).await, (200, json!({"error": code})), "{body}");
+    }
+    let text = "{not json";
+    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(text), text, &now()).await, (200, json!({"error": "bad_request"})));
+    // A huge body: 413 in this dialect's shape.
+    let huge = format!("{{\"currency\":\"LTC\",\"description\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&huge), &huge, &now()).await, (413, json!({"error": "body_too_large"})));
+    assert_eq!(books(&app, &k).await, ("2.49740000".into(), 2), "refusals store nothing");
+    // A key without the withdraw scope: 403; a blocked account: account_blocked.
+    let (_, reader) = key(&app, "reader", &[Scope::Read]).await;
+    assert_eq!(post(&app, &reader, "/wallet/create_withdrawal", &good(json!({}))).await, (403, json!({"error": "not_allowed"})));
+
+    // Broadcast: the hash appears; confirmed: completed. The IPN says pending, then completed.
+    broadcaster.cycle().await.unwrap();
+    let (_, sent) = post(&app, &k, "/wallet/transaction", &json!({"id": w["id"]})).await;
+    let txid = sent["blockchain_hash"].as_str().unwrap().to_string();
+    assert_eq!((sent["status"].as_str(), txid.len()), (Some("pending"), 64));
+    node.mine(3).await;
+    broadcaster.cycle().await.unwrap();
+    let (_, done) = post(&app, &k, "/wallet/transaction", &json!({"id": w["id"]})).await;
+    assert_eq!((done["status"].as_str(), done["blockchain_confirmations"].as_i64()), (Some("completed"), Some(3)));
+    notifier.run_once().await.unwrap();
+    let ipn = receiver.wait_for("/ipn-out", 2, Duration::from_secs(10)).await;
+    for (r, status) in ipn.iter().zip(["pending", "completed"]) {
+        let f: std::collections::BTreeMap<String, String> = r.form().into_iter().collect();
+        assert_eq!((f["id"].as_str(), f["status"].as_str(), f["blockchain_hash"].as_str()), (w["id"].to_string().as_str(), status, txid.as_str()));
+        assert_eq!((f["amount"].as_str(), f["fee"].as_str()), ("0.50000000", "0.00260000"));
+    }
+
+    // Bulk: the largest payment that goes through pays the full fee, the others half the
+    // fixed part; failures answer in place; the rest go in one transaction.
+    let to: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string());
+        }
+        v
+    };
+    let bulk = json!({"currency": "LTC", "priority": "high", "transactions": [
+        {"address": to[0], "amount": "0.2", "description": "40124"},
+        {"address": to[1], "amount": "1000", "description": "too much"},
+        {"address": to[1], "amount": "0.3", "description": "40125"},
+        {"address": "nonsense", "amount": "0.1", "description": "40126"},
+        {"address": to[2], "amount": "0.1"},
+        {"address": to[2], "amount": "0.0001"},
+        "not an object",
+    ]});
+    let (status, many) = post(&app, &k, "/wallet/create_withdrawal/many", &bulk).await;
+    assert_eq!((status, many["error"].as_str()), (200, Some("ok")), "{many}");
+    let results = many["results"].as_array().unwrap();
+    assert_eq!(results.len(), 7);
+    let codes: Vec<&str> = results.iter().map(|r| r["error"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["ok", "max_withdraw_error", "ok", "bad_address", "ok", "min_withdraw_error", "bad_request"]);
+    let fees: Vec<&str> = [0, 2, 4].iter().map(|&i| results[i]["fee"].as_str().unwrap()).collect();
+    // 0.3 pays 0.0001 + 0.0015; 0.2 pays 0.00005 + 0.001; 0.1 pays 0.00005 + 0.0005.
+    assert_eq!(fees, ["0.00105000", "0.00160000", "0.00055000"]);
+    let mut ok_keys = TX_KEYS.to_vec();
+    ok_keys.push("description");
+    ok_keys.sort();
+    assert_eq!(keys(&results[0]), ok_keys);
+    assert_eq!((results[0]["description"].as_str(), results[4]["description"].as_str()), (Some("40124"), Some("")));
+    assert_eq!(results[3], json!({"address": "nonsense", "amount": "0.1", "description": "40126", "error": "bad_address"}));
+    let r = broadcaster.cycle().await.unwrap();
+    assert_eq!((r.payouts_sent, r.withdrawals_sent), (1, 3), "one transaction pays the bulk request");
+    let hashes: std::collections::BTreeSet<String> = {
+        let mut h = std::collections::BTreeSet::new();
+        for i in [0, 2, 4] {
+            let (_, t) = post(&app, &k, "/wallet/transaction", &json!({"id": results[i]["id"]})).await;
+            h.insert(t["blockchain_hash"].as_str().unwrap().to_string());
+        }
+        h
+    };
+    assert_eq!(hashes.len(), 1);
+    // 2.4974 − (0.2 + 0.3 + 0.1) − (0.00105 + 0.0016 + 0.00055)
+    assert_eq!(books(&app, &k).await, ("1.89420000".into(), 5));
+    // Insufficient funds for one payment of a bulk request: that one alone fails.
+    let (_, poor) = post(&app, &k, "/wallet/create_withdrawal/many", &json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "99"}]})).await;
+    assert_eq!(poor["results"][0]["error"], "insufficient_funds");
+    for (body, code) in [
+        (json!({"currency": "LTC", "transactions": []}), "bad_transactions"),
+        (json!({"currency": "LTC", "transactions": "x"}), "bad_transactions"),
+        (json!({"currency": "XYZ", "transactions": [{"address": to[0], "amount": "0.1"}]}), "currency_not_found"),
+    ] {
+        assert_eq!(post(&app, &k, "/wallet/create_withdrawal/many", &body).await, (200, json!({"error": code})));
+    }
+    assert_eq!(books(&app, &k).await, ("1.89420000".into(), 5));
+
+    // History: filters, paging, order, and its own refusals.
+    let (_, all) = post(&app, &k, "/wallet/transactions", &json!({"currency": "LTC", "limit": 10})).await;
+    assert_eq!(all["count"], 5);
+    let items = all["result"].as_array().unwrap();
+    assert_eq!(keys(&items[0]), ITEM_KEYS);
+    assert!(items.iter().all(|i| is_ww_time(i["created_at"].as_str().unwrap()) && is_ww_time(i["updated_at"].as_str().unwrap())));
+    assert_eq!(items.last().unwrap()["id"].as_i64(), Some(receive_id), "newest first");
+    assert_eq!(items[3]["description"], "Auszahlung für Jürgen");
+    let (_, asc) = post(&app, &k, "/wallet/transactions", &json!({"order": "asc", "limit": 2, "offset": 1})).await;
+    assert_eq!(asc["result"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect::<Vec<_>>(), vec![w["id"].clone(), items[2]["id"].clone()]);
+    let (_, received) = post(&app, &k, "/wallet/transactions", &json!({"type": "receive"})).await;
+    assert_eq!((received["count"].as_i64(), received["result"][0]["id"].as_i64()), (Some(1), Some(receive_id)));
+    let (_, completed) = post(&app, &k, "/wallet/transactions", &json!({"status": "completed"})).await;
+    assert_eq!(completed["count"], 2, "the deposit and the confirmed withdrawal");
+    let (_, pending) = post(&app, &k, "/wallet/transactions", &json!({"status": "pending", "type": "send"})).await;
+    assert_eq!(pending["count"], 3, "the bulk payments, broadcast");
+    for (body, code) in [
+        (json!({"limit": 101}), "bad_limit"),
+        (json!({"limit": 0}), "bad_limit"),
+        (json!({"limit": "ten"}), "bad_limit"),
+        (json!({"offset": -1}), "bad_offset"),
+        (json!({"type": "both"}), "bad_type"),
+        (json!({"order": "up"}), "bad_order"),
+        (json!({"status": "done"}), "bad_status"),
+        (json!({"currency": "XYZ"}), "currency_not_found"),
+    ] {
+        assert_eq!(post(&app, &k, "/wallet/transactions", &body).await, (200, json!({"error": code})), "{body}");
+    }
+    for body in [json!({"id": 999_999}), json!({"id": 0}), json!({"id": -5}), json!({"label": "nobody"}), json!({"id": "x"})] {
+        assert_eq!(post(&app, &k, "/wallet/transaction", &body).await, (200, json!({"error": "not_found"})), "{body}");
+    }
+    assert_eq!(post(&app, &k, "/wallet/transaction", &json!({})).await, (200, json!({"error": "bad_request"})));
+    // Another merchant sees none of it.
+    let (_, other) = key(&app, "other", &[Scope::Read]).await;
+    assert_eq!(post(&app, &other, "/wallet/transaction", &json!({"id": receive_id})).await, (200, json!({"error": "not_found"})));
+    assert_eq!(post(&app, &other, "/wallet/transactions", &json!({})).await.1["count"], 0);
+
+    // Invoices: in LTC, and in USD at the rate; the page; payments with IPN.
+    let (status, inv) = post(&app, &k, "/address/create_invoice", &json!({"currencies": ["LTC"], "amount": "0.25", "amount_in_usd": false,
+        "ipn_url": receiver.url("/ipn-inv"), "success_url": "https://shop.example/ok", "description": "Order 77", "label": "order-77", "ttl": 10})).await;
+    assert_eq!(status, 200, "{inv}");
+    assert_eq!(keys(&inv), ["allowed_currencies_data", "error", "expire_at", "token", "url"]);
+    let opt = &inv["allowed_currencies_data"][0];
+    assert_eq!(keys(opt), ["address", "amount", "currency_code", "dest_tag"]);
+    assert_eq!((opt["amount"].as_str(), opt["currency_code"].as_str(), opt["dest_tag"].as_str()), (Some("0.25000000"), Some("LTC"), Some("")));
+    let token = inv["token"].as_str().unwrap();
+    assert_eq!(inv["url"], json!(format!("https://pay.example.com/pay/{token}")));
+    assert!(is_ww_time(inv["expire_at"].as_str().unwrap()));
+    let page = app.client.get(app.url(&format!("/pay/{token}"))).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200, "the hosted page serves the invoice");
+    let (_, usd) = post(&app, &k, "/address/create_invoice", &json!({"currencies": ["LTC"], "amount": "10", "amount_in_usd": true, "ipn_url": receiver.url("/ipn-usd")})).await;
+    assert_eq!(usd["allowed_currencies_data"][0]["amount"], "0.10000000", "10 USD at 100 USD/LTC");
+    for (body, code) in [
+        (json!({"currencies": ["LTC"], "amount": "1", "ipn_url": receiver.url("/x"), "ttl": 16}), "bad_ttl"),
+        (json!({"currencies": [], "amount": "1", "ipn_url": receiver.url("/x")}), "currency_not_found"),
+        (json!({"currencies": ["XYZ"], "amount": "1", "ipn_url": receiver.url("/x")}), "currency_not_found"),
+        (json!({"currencies": ["LTC"], "amount": "1"}), "bad_ipn_url"),
+        (json!({"currencies": ["LTC"], "amount": "x", "ipn_url": receiver.url("/x")}), "bad_amount"),
+        (json!({"currencies": ["LTC"], "amount": "1", "ipn_url": receiver.url("/x"), "amount_in_usd": "maybe"}), "bad_amount_in_usd"),
+    ] {
+        assert_eq!(post(&app, &k, "/address/create_invoice", &body).await, (200, json!({"error": code})), "{body}");
+    }
+    let itx = node.pay(opt["address"].as_str().unwrap(), "0.25").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    notifier.run_once().await.unwrap();
+    let query = format!("token={token}");
+    let (status, list) = call(&app, &k, "GET", &format!("/address/invoice_transactions?{query}"), None, &json!({"token": token}).to_string(), &now()).await;
+    assert_eq!((status, list["count"].as_i64()), (200, Some(1)), "{list}");
+    assert_eq!(keys(&list), ["count", "error", "result"]);
+    let item = &list["result"][0];
+    assert_eq!(keys(item), ITEM_KEYS);
+    assert_eq!((item["blockchain_hash"].as_str(), item["status"].as_str(), item["label"].as_str(), item["description"].as_str()),
+        (Some(itx.as_str()), Some("completed"), Some("order-77"), Some("Order 77")));
+    let ipn = receiver.wait_for("/ipn-inv", 2, Duration::from_secs(10)).await;
+    let statuses: Vec<String> = ipn.iter().map(|r| r.form().into_iter().find(|(k, _)| k == "status").unwrap().1).collect();
+    assert_eq!(statuses, ["pending", "completed"]);
+    let (_, missing) = call(&app, &k, "GET", "/address/invoice_transactions?token=nope", None, r#"{"token":"nope"}"#, &now()).await;
+    assert_eq!(missing, json!({"error": "not_found"}));
+
+    // A blocked account: withdrawals answer account_blocked, other calls 403.
+    app.t.db.execute_raw(&format!("UPDATE merchants SET status = 'blocked' WHERE id = {}", m.0)).await;
+    assert_eq!(post(&app, &k, "/wallet/create_withdrawal", &good(json!({}))).await, (200, json!({"error": "account_blocked"})));
+    assert_eq!(call(&app, &k, "GET", "/wallet/balances", None, "", &now()).await.0, 403);
+    // Unknown paths answer in this dialect's shape.
+    assert_eq!(post(&app, &k, "/wallet/nothing_here", &json!({})).await, (404, json!({"error": "not_found"})));
+    app.t.assert_books_balance().await;
+    let report = app.t.engine.check().await.unwrap();
+    assert!(report.ok(), "{:?}", report.violations);
+}
+both_backends!(withdrawals_history_invoices, withdrawals_history_and_invoices);
+
+/// Runs the official client library of `lang` (`python` or `js`, installed by
+/// `scripts/clients.sh`) over a list of `[key, secret, method, args…]` calls; returns
+/// one result per call: `{"ok": …}` or `{"exception": "ClassName", …}`.
+async fn official_client(lang: &str, base: &str, ops: Value) -> Vec<Value> {
+    let dir = std::env::var("KASSA_CLIENTS_DIR")
+        .expect("KASSA_CLIENTS_DIR is not set: run scripts/clients.sh (scripts/test.sh does) to install the official client libraries");
+    let dir = std::path::Path::new(&dir);
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let mut cmd = match lang {
+        "python" => {
+            let mut c = tokio::process::Command::new(dir.join("py/bin/python"));
+            c.arg(scripts.join("westwallet_client.py"));
+            c
+        }
+        _ => {
+            let mut c = tokio::process::Command::new("node");
+            c.arg(scripts.join("westwallet_client.js")).env("NODE_PATH", dir.join("js/node_modules"));
+            c
+        }
+    };
+    let out = cmd.arg(base).arg(ops.to_string()).output().await.unwrap_or_else(|e| panic!("{lang} client: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{lang} client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{lang} client printed: {stdout}"));
+    v["results"].as_array().unwrap().clone()
+}
+
+fn exception(r: &Value) -> &str {
+    r["exception"].as_str().unwrap_or_else(|| panic!("expected an exception, got {r}"))
+}
+
+// The official Python and JavaScript clients, unchanged but for their base URL, against
+// Kassa on a Litecoin regtest network: every method they have, real deposits and
+// withdrawals, each error code raised as its exception class, non-ASCII text.
+async fn official_clients_work(backend: Backend) {
+    let (app, node) = world_with_rates(backend).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive, Scope::Withdraw]).await;
+    let (_, reader) = key(&app, "reader", &[Scope::Read]).await;
+    let receiver = Receiver::start().await;
+    let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    watcher.cycle().await.unwrap();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: Default::default(), ..NotifierOptions::default() }).unwrap();
+    let broadcaster = kassa_engine::withdrawals::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let base = app.url("");
+    let prefixed = app.url("/westwallet");
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let (pk, sk) = (k.public.as_str(), k.secret.as_str());
+
+    // Python: an address with a non-ASCII label (sent Latin-1, signed UTF-8) and an IPN.
+    let r = official_client("python", &base, json!([
+        [pk, sk, "generate_address", "LTC", receiver.url("/py-ipn"), "Jürgen Müller"],
+        [pk, sk, "wallet_balances"],
+        [pk, sk, "wallet_balance", "LTC"],
+    ]))
+    .await;
+    let address = r[0]["ok"]["address"].as_str().unwrap_or_else(|| panic!("{r:?}")).to_string();
+    assert_eq!(r[0]["ok"], json!({"address": address, "dest_tag": "", "currency": "LTC", "label": "Jürgen Müller"}));
+    assert_eq!(r[1]["ok"], json!({"LTC": "0.00000000", "BTC": "0.00000000"}));
+    assert_eq!(r[2]["ok"], json!({"balance": "0.00000000", "currency": "LTC"}));
+    let dtx = node.pay(&address, "2").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    notifier.run_once().await.unwrap();
+    let ipn = receiver.wait_for("/py-ipn", 2, Duration::from_secs(10)).await;
+    let form: std::collections::BTreeMap<String, String> = ipn[1].form().into_iter().collect();
+    assert_eq!((form["label"].as_str(), form["status"].as_str(), form["blockchain_hash"].as_str()), ("Jürgen Müller", "completed", dtx.as_str()));
+    let deposit_id: i64 = form["id"].parse().unwrap();
+
+    // Python: a withdrawal with a non-ASCII description, and every error as its exception.
+    let wrong = "0".repeat(48);
+    let r = official_client("python", &prefixed, json!([
+        [pk, sk, "wallet_balance", "LTC"],
+        [pk, sk, "create_withdrawal", "LTC", "0.5", dest, "", "Auszahlung für Jürgen", "high"],
+        [pk, sk, "transaction_info", deposit_id],
+        [pk, sk, "wallet_balance", "XYZ"],
+        [pk, sk, "create_withdrawal", "LTC", "0.1", "nonsense"],
+        [pk, sk, "create_withdrawal", "LTC", "0.1", dest, "7"],
+        [pk, sk, "create_withdrawal", "LTC", "0.0001", dest],
+        [pk, sk, "create_withdrawal", "LTC", "150", dest],
+        [pk, sk, "create_withdrawal", "LTC", "50", dest],
+        [pk, sk, "create_withdrawal", "LTC", "abc", dest],
+        [pk, sk, "transaction_info", 999_999],
+        [pk, wrong, "wallet_balances"],
+        [reader.public, reader.secret, "create_withdrawal", "LTC", "0.1", dest],
+    ]))
+    .await;
+    assert_eq!(r[0]["ok"], json!({"balance": "2.00000000", "currency": "LTC"}));
+    let w = &r[1]["ok"];
+    let wid = w["id"].as_i64().unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(w, &json!({"id": wid, "amount": "0.50000000", "address": dest, "dest_tag": "", "currency": "LTC", "status": "pending",
+        "blockchain_hash": "", "fee": "0.00260000", "label": null, "type": "send", "blockchain_confirmations": 0}));
+    assert_eq!(r[2]["ok"], json!({"id": deposit_id, "amount": "2.00000000", "address": address, "dest_tag": "", "currency": "LTC", "status": "completed",
+        "blockchain_hash": dtx, "fee": "0.00000000", "label": "Jürgen Müller", "type": "receive", "blockchain_confirmations": 3}));
+    let raised: Vec<&str> = r[3..].iter().map(exception).collect();
+    assert_eq!(raised, [
+        "CurrencyNotFoundException", "BadAddressException", "BadDestTagException", "MinWithdrawException", "MaxWithdrawException",
+        "InsufficientFundsException", "WestWalletAPIException", "TransactionNotFoundException", "WrongCredentialsException", "NotAllowedException",
+    ]);
+    assert_eq!(r[9]["args"], json!(["bad_amount"]), "other codes reach the generic exception");
+    let history = app.t.engine.transfers(m, kassa_store::TransferQuery { limit: 10, ..Default::default() }).await.unwrap().0;
+    assert_eq!(history.len(), 2, "refused withdrawals store nothing");
+    assert_eq!(history[0].description.as_deref(), Some("Auszahlung für Jürgen"));
+
+    broadcaster.cycle().await.unwrap();
+    node.mine(3).await;
+    broadcaster.cycle().await.unwrap();
+    let r = official_client("python", &base, json!([[pk, sk, "transaction_info", wid]])).await;
+    assert_eq!((r[0]["ok"]["status"].as_str(), r[0]["ok"]["blockchain_hash"].as_str().map(str::len)), (Some("completed"), Some(64)));
+
+    // JavaScript: every method, and its error classes (axios rejects 4xx before the
+    // client looks at the body).
+    let r = official_client("js", &base, json!([
+        [pk, sk, "walletBalance", "LTC"],
+        [pk, sk, "walletBalances"],
+        [pk, sk, "generateAddress", "LTC", "", "js-1"],
+        [pk, sk, "createWithdrawal", "LTC", "0.1", dest],
+        [pk, sk, "transactionInfo", wid],
+        [pk, sk, "createInvoice", ["LTC"], "0.3", false, receiver.url("/js-ipn")],
+        [pk, sk, "createInvoice", ["LTC"], "5", true, receiver.url("/js-ipn"), "https://shop.example/ok", "Bestellung", "inv-js", 5],
+        [pk, sk, "walletBalance", "XYZ"],
+        [pk, sk, "createWithdrawal", "LTC", "0.1", "nonsense"],
+        [pk, sk, "createWithdrawal", "LTC", "0.1", dest, "7"],
+        [pk, sk, "createWithdrawal", "LTC", "0.0001", dest],
+        [pk, sk, "createWithdrawal", "LTC", "150", dest],
+        [pk, sk, "createWithdrawal", "LTC", "50", dest],
+        [pk, sk, "transactionInfo", 999_999],
+        [pk, wrong, "walletBalances"],
+        [reader.public, reader.secret, "createWithdrawal", "LTC", "0.1", dest],
+    ]))
+    .await;
+    // 2 − 0.5 − 0.0026 = 1.4974
+    assert_eq!(r[0]["ok"], json!({"balance": "1.49740000", "currency": "LTC", "error": "ok"}));
+    assert_eq!(r[1]["ok"], json!({"LTC": "1.49740000", "BTC": "0.00000000", "error": "ok"}));
+    assert_eq!((r[2]["ok"]["label"].as_str(), r[2]["ok"]["dest_tag"].as_str()), (Some("js-1"), Some("")));
+    assert_eq!((r[3]["ok"]["amount"].as_str(), r[3]["ok"]["fee"].as_str(), r[3]["ok"]["status"].as_str()), (Some("0.10000000"), Some("0.00060000"), Some("pending")));
+    assert_eq!((r[4]["ok"]["id"].as_i64(), r[4]["ok"]["status"].as_str()), (Some(wid), Some("completed")));
+    let inv = &r[5]["ok"];
+    assert_eq!(inv["allowed_currencies_data"][0]["amount"], "0.30000000", "{inv}");
+    assert!(inv["url"].as_str().unwrap().ends_with(inv["token"].as_str().unwrap()));
+    assert_eq!(r[6]["ok"]["allowed_currencies_data"][0]["amount"], "0.05000000", "5 USD at 100 USD/LTC");
+    let raised: Vec<&str> = r[7..].iter().map(exception).collect();
+    assert_eq!(raised, [
+        "CurrencyNotFoundError", "BadAddressError", "BadDestTagError", "MinWithdrawError", "MaxWithdrawError", "InsufficientFundsError",
+        "TransactionNotFoundError", "AxiosError", "AxiosError",
+    ]);
+    assert_eq!((r[14]["status"].as_i64(), r[15]["status"].as_i64()), (Some(401), Some(403)));
+
+    // A blocked account: both clients raise their account-blocked exception.
+    app.t.db.execute_raw(&format!("UPDATE merchants SET status = 'blocked' WHERE id = {}", m.0)).await;
+    let py = official_client("python", &base, json!([[pk, sk, "create_withdrawal", "LTC", "0.1", dest]])).await;
+    let js = official_client("js", &base, json!([[pk, sk, "createWithdrawal", "LTC", "0.1", dest]])).await;
+    assert_eq!((exception(&py[0]), exception(&js[0])), ("AccountBlockedException", "AccountBlockedError"));
+    app.t.assert_books_balance().await;
+}
+both_backends!(official_clients, official_clients_work);

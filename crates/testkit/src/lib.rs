@@ -117,6 +117,7 @@ chain = "litecoin"
 precision = 8
 confirmations = 3
 min_withdrawal = "0.001"
+max_withdrawal = "100"
 fees.withdrawal = { fixed = "0.0001", percent = "0.5" }
 
 [BTC]
@@ -127,6 +128,11 @@ precision = 8
 
 [EUR]
 name = "Euro"
+kind = "fiat"
+precision = 2
+
+[USD]
+name = "US Dollar"
 kind = "fiat"
 precision = 2
 "#;
