@@ -2,10 +2,10 @@
 # Installs the official WestWallet client libraries the tests drive: Python
 # `westwallet-api` in a virtualenv (it pins an old `requests`) and the JavaScript
 # `westwallet-api` with `axios` beside it (it does not declare it). Idempotent; prints
-# the directory (tests read it from KASSA_CLIENTS_DIR).
+# the directory (tests read it from KASSATEST_CLIENTS_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${KASSA_CLIENTS_DIR:-$PWD/target/clients}
+dir=${KASSATEST_CLIENTS_DIR:-$PWD/target/clients}
 PY_CLIENT=westwallet-api==1.1.9
 JS_CLIENT=westwallet-api@1.0.7
 AXIOS=axios@1.13.2

@@ -8,9 +8,9 @@ TEST_POSTGRES_URL=$(scripts/postgres.sh start)
 export TEST_POSTGRES_URL
 echo "PostgreSQL for tests: $TEST_POSTGRES_URL"
 # The official API client libraries the compatibility tests drive.
-KASSA_CLIENTS_DIR=$(scripts/clients.sh)
-export KASSA_CLIENTS_DIR
-echo "API client libraries for tests: $KASSA_CLIENTS_DIR"
+KASSATEST_CLIENTS_DIR=$(scripts/clients.sh)
+export KASSATEST_CLIENTS_DIR
+echo "API client libraries for tests: $KASSATEST_CLIENTS_DIR"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
