@@ -250,6 +250,7 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
         }
     };
     let key = engine.create_key(MerchantId(merchant.id), Dialect::Native, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
+    let ww = engine.create_key(MerchantId(merchant.id), Dialect::Westwallet, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
     let deposit = engine.create_deposit_address(MerchantId(merchant.id), "LTC", Some("demo".into()), Some("demo-deposit".into())).await?;
     let token = key.token.as_deref().unwrap_or_default();
     let api = format!("http://{}", settings.listen);
@@ -265,6 +266,7 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
     println!("  webhooks:     curl -H 'Authorization: Bearer {token}' -d '{{\"url\": \"http://127.0.0.1:9000/hook\"}}' {api}/kassa/v1/webhook-endpoints");
     println!("  events:       curl -H 'Authorization: Bearer {token}' '{api}/kassa/v1/events?after=0'");
     println!("  API doc:      {api}/kassa/v1/openapi.json");
+    println!("  WestWallet:   base URL {api}/westwallet, key {}, secret {}", ww.public_key, ww.secret.as_deref().unwrap_or_default());
     let result = serve::run_http(&settings, engine).await;
     node.stop().await;
     result

@@ -50,6 +50,7 @@ async fn balances_and_history_of_the_authenticated_merchant(backend: Backend) {
             {"currency": "BTC", "balance": "0.00000000", "available": "0.00000000", "pending_out": "0.00000000", "pending_in": "0.00000000"},
             {"currency": "EUR", "balance": "99.50", "available": "99.50", "pending_out": "0.00", "pending_in": "0.00"},
             {"currency": "LTC", "balance": "0.00000000", "available": "0.00000000", "pending_out": "0.00000000", "pending_in": "0.00000000"},
+            {"currency": "USD", "balance": "0.00", "available": "0.00", "pending_out": "0.00", "pending_in": "0.00"},
         ])
     );
     // A3: bob sees only bob's money and history.

@@ -104,9 +104,9 @@ async fn balances_and_refusals(backend: Backend) {
         ("POST", "/address/create_invoice", Some(r#"{"currencies":["LTC"],"amount":"1","ipn_url":"https://x.example/"}"#), ""),
         ("GET", "/address/invoice_transactions?token=abc", None, r#"{"token":"abc"}"#),
     ];
-    let stale = (time::OffsetDateTime::now_utc().unix_timestamp() - 301).to_string();
-    let future = (time::OffsetDateTime::now_utc().unix_timestamp() + 301).to_string();
     for (method, path, body, query_payload) in endpoints {
+        let stale = (time::OffsetDateTime::now_utc().unix_timestamp() - 310).to_string();
+        let future = (time::OffsetDateTime::now_utc().unix_timestamp() + 310).to_string();
         let payload = body.unwrap_or(query_payload);
         let resp = app.client.request(method.parse().unwrap(), app.url(path)).body(payload.to_string()).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 401, "{path} without headers");
