@@ -30,7 +30,7 @@ use kassa_engine::invoices::InvoiceRequest;
 use kassa_engine::merchants::{AuthError, Dialect, Principal, Scope};
 use kassa_engine::notifications::Origin;
 use kassa_engine::transfers::Transfer;
-use kassa_engine::withdrawals::{BulkPayment, WithdrawalRequest};
+use kassa_engine::withdrawals::{BulkPayment, Withdrawal, WithdrawalRequest};
 use kassa_engine::EngineError;
 use kassa_store::TransferQuery;
 use serde_json::{json, Map, Value};
@@ -105,6 +105,7 @@ fn code_of(e: &EngineError) -> Option<&'static str> {
         EngineError::BelowMinimum(_) => "min_withdraw_error",
         EngineError::AboveMaximum(_) | EngineError::LimitReached(_) => "max_withdraw_error",
         EngineError::Invalid { field: "address", .. } => "bad_address",
+        EngineError::Invalid { field: "duplicate_address", .. } => "duplicate_address",
         EngineError::Invalid { field: "url", .. } => "bad_ipn_url",
         EngineError::Invalid { field: "success_url", .. } => "bad_success_url",
         EngineError::Invalid { field: "label", .. } => "bad_label",
@@ -164,13 +165,15 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
         return Err(AuthError::Unknown.into());
     }
     let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (who, secret) = match state.engine.hmac_key(key, Dialect::Westwallet, ip).await {
-        Ok(found) => found,
+    let (admitted, secret) = state.engine.hmac_key(key, Dialect::Westwallet, ip).await?;
+    let query = parts.uri.query().unwrap_or("");
+    let verified = verify(&secret, ts, sign, parts.method == Method::GET, query, &bytes).map_err(|_| WwError::from(AuthError::Unknown))?;
+    // Only a correctly signed request learns why its key is refused.
+    let who = match admitted {
+        Ok(who) => who,
         Err(AuthError::MerchantBlocked) if blocked_is_business => return Err(WwError::business("account_blocked")),
         Err(e) => return Err(e.into()),
     };
-    let query = parts.uri.query().unwrap_or("");
-    let verified = verify(&secret, ts, sign, parts.method == Method::GET, query, &bytes).map_err(|_| WwError::from(AuthError::Unknown))?;
     let params = match verified {
         Verified::Query(pairs) => pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
         Verified::Body(text) if text.trim().is_empty() || text.trim() == "null" => Map::new(),
@@ -261,6 +264,25 @@ fn transaction_object(t: &Transfer) -> Map<String, Value> {
     o
 }
 
+/// A withdrawal just requested (or replayed), as a transfer.
+fn sent(w: &Withdrawal) -> Result<Transfer, WwError> {
+    Ok(Transfer {
+        id: transfer_id(TransferKind::Send, w.id).ok_or(WwError::business("not_found"))?,
+        kind: TransferKind::Send,
+        currency: w.currency.clone(),
+        address: w.address.clone(),
+        label: None,
+        description: w.description.clone(),
+        amount: w.amount.clone(),
+        fee: w.fee.clone(),
+        status: w.status.clone(),
+        txid: w.txid.clone(),
+        confirmations: w.confirmations,
+        created_at_ms: w.created_at_ms,
+        updated_at_ms: w.updated_at_ms,
+    })
+}
+
 /// A list item: the transaction object with its times and description.
 fn history_item(t: &Transfer) -> Value {
     let mut o = transaction_object(t);
@@ -340,33 +362,41 @@ async fn balances(State(state): State<AppState>, req: Request) -> Result<Json<Va
     Ok(ok(available(&state, &s.who).await?.into_iter().map(|(c, a)| (c, Value::String(a))).collect()))
 }
 
+/// The replay guard of money-moving requests: false for a signed request seen before.
+async fn first_arrival(state: &AppState, s: &Signed) -> Result<bool, WwError> {
+    Ok(state.engine.first_arrival(s.who.merchant, &s.request_key, state.westwallet.timestamp_window_secs).await?)
+}
+
 async fn create_withdrawal(State(state): State<AppState>, req: Request) -> Result<Json<Value>, WwError> {
     let s = authenticate(&state, req, true).await?;
     s.who.require(Scope::Withdraw)?;
     let p = &s.params;
+    // The spec's order: currency, address, tag, amount, limits, funds.
     let currency = required_currency(&state, p)?;
     let address = param(p, "address", "bad_address")?.ok_or(WwError::business("bad_address"))?;
+    state.engine.check_withdrawal_address(currency.code.as_str(), &address)?;
     no_dest_tag(p)?;
     let amount = param(p, "amount", "bad_amount")?.ok_or(WwError::business("bad_amount"))?;
     let priority = priority(p)?;
     let description = param(p, "description", "bad_description")?;
     let callback_url = param(p, "ipn_url", "bad_ipn_url")?;
-    let w = state
-        .engine
-        .request_withdrawal(WithdrawalRequest {
-            merchant: s.who.merchant,
-            currency: currency.code.to_string(),
-            address,
-            amount,
-            priority,
-            idempotency_key: s.request_key.clone(),
-            origin: Origin { dialect: "westwallet".into(), callback_url },
-            description,
-        })
-        .await?;
-    let id = transfer_id(TransferKind::Send, w.id).ok_or(WwError::business("not_found"))?;
-    let t = state.engine.transfer(s.who.merchant, id).await?;
-    Ok(ok(transaction_object(&t)))
+    let request = WithdrawalRequest {
+        merchant: s.who.merchant,
+        currency: currency.code.to_string(),
+        address,
+        amount,
+        priority,
+        idempotency_key: s.request_key.clone(),
+        origin: Origin { dialect: "westwallet".into(), callback_url },
+        description,
+    };
+    let w = if first_arrival(&state, &s).await? {
+        state.engine.request_withdrawal(request).await?
+    } else {
+        // A replay: what the first arrival did, never a second payment.
+        state.engine.withdrawal_by_key(s.who.merchant, &s.request_key).await?.ok_or(WwError::business("duplicate_request"))?
+    };
+    Ok(ok(transaction_object(&sent(&w)?)))
 }
 
 async fn create_withdrawal_many(State(state): State<AppState>, req: Request) -> Result<Json<Value>, WwError> {
@@ -384,9 +414,10 @@ async fn create_withdrawal_many(State(state): State<AppState>, req: Request) -> 
     for item in items {
         shaped.push(match item {
             Value::Object(o) => (|| {
+                let address = param(o, "address", "bad_address").map_err(|e| e.code)?.ok_or("bad_address")?;
                 no_dest_tag(o).map_err(|e| e.code)?;
                 Ok(BulkPayment {
-                    address: param(o, "address", "bad_address").map_err(|e| e.code)?.ok_or("bad_address")?,
+                    address,
                     amount: param(o, "amount", "bad_amount").map_err(|e| e.code)?.ok_or("bad_amount")?,
                     description: param(o, "description", "bad_description").map_err(|e| e.code)?,
                     callback_url: param(o, "ipn_url", "bad_ipn_url").map_err(|e| e.code)?,
@@ -396,37 +427,36 @@ async fn create_withdrawal_many(State(state): State<AppState>, req: Request) -> 
         });
     }
     let good: Vec<BulkPayment> = shaped.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let mut sent = if good.is_empty() {
+    let outcomes = if good.is_empty() {
         Vec::new()
+    } else if first_arrival(&state, &s).await? {
+        state.engine.request_withdrawals_bulk(s.who.merchant, currency.code.as_str(), priority, good, &s.request_key, "westwallet").await?
     } else {
-        state
-            .engine
-            .request_withdrawals_bulk(s.who.merchant, currency.code.as_str(), priority, good, &s.request_key, "westwallet")
-            .await?
-    }
-    .into_iter();
+        state.engine.bulk_replay(s.who.merchant, &s.request_key, good.len()).await?
+    };
+    let mut outcomes = outcomes.into_iter();
     let mut results = Vec::new();
     for (item, shape) in items.iter().zip(shaped) {
-        let echo = |key: &str| item.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_default();
+        let echo = |key: &str| item.as_object().and_then(|o| param(o, key, "bad_request").ok().flatten()).unwrap_or_default();
         let failed = |code: &str| json!({"address": echo("address"), "amount": echo("amount"), "description": echo("description"), "error": code});
         let outcome = match shape {
-            Err(code) => failed(code),
-            Ok(_) => match sent.next() {
-                Some(Ok(w)) => {
-                    let t = match transfer_id(TransferKind::Send, w.id) {
-                        Some(id) => state.engine.transfer(s.who.merchant, id).await?,
-                        None => return Err(WwError::business("not_found")),
-                    };
-                    let mut o = transaction_object(&t);
-                    o.insert("description".into(), json!(w.description.clone().unwrap_or_default()));
-                    o.insert("error".into(), json!("ok"));
-                    Value::Object(o)
-                }
-                Some(Err(e)) => failed(WwError::from(e).code),
-                None => failed("internal_error"),
+            Err(code) => Err(code),
+            // Payments that passed their shape checks, in order, one outcome each.
+            Ok(_) => match outcomes.next() {
+                Some(Ok(w)) => Ok(w),
+                Some(Err(e)) => Err(WwError::from(e).code),
+                None => Err("internal_error"),
             },
         };
-        results.push(outcome);
+        results.push(match outcome {
+            Ok(w) => {
+                let mut o = transaction_object(&sent(&w)?);
+                o.insert("description".into(), json!(w.description.clone().unwrap_or_default()));
+                o.insert("error".into(), json!("ok"));
+                Value::Object(o)
+            }
+            Err(code) => failed(code),
+        });
     }
     Ok(Json(json!({"error": "ok", "results": results})))
 }
@@ -442,7 +472,7 @@ async fn transaction(State(state): State<AppState>, req: Request) -> Result<Json
     Ok(ok(transaction_object(&t)))
 }
 
-const PENDING_RECEIVES: &[&str] = &["seen", "confirmed"];
+const PENDING_RECEIVES: &[&str] = &["seen", "confirming"];
 const PENDING_SENDS: &[&str] = &["queued", "signed", "broadcast"];
 const COMPLETED_RECEIVES: &[&str] = &["credited"];
 const COMPLETED_SENDS: &[&str] = &["confirmed"];

@@ -139,8 +139,11 @@ impl Engine {
         origin: Origin,
     ) -> Result<DepositAddress, EngineError> {
         for (field, v) in [("label", &label), ("foreign_id", &foreign_id)] {
-            if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_TAG_LEN) {
-                return Err(EngineError::invalid(field, format!("must be 1-{MAX_TAG_LEN} characters")));
+            if let Some(v) = v {
+                if v.len() > MAX_TAG_LEN {
+                    return Err(EngineError::invalid(field, format!("must be 1-{MAX_TAG_LEN} bytes")));
+                }
+                crate::error::check_text(field, v, MAX_TAG_LEN)?;
             }
         }
         let (c, chain) = self.chain_of(currency)?;

@@ -55,3 +55,17 @@ impl EngineError {
         EngineError::Invalid { field, message: message.to_string() }
     }
 }
+
+/// Free text a merchant gives (labels, descriptions): 1 to `max_chars` characters, no
+/// control characters but tab and line breaks (a NUL cannot even be stored in
+/// PostgreSQL).
+pub fn check_text(field: &'static str, value: &str, max_chars: usize) -> Result<(), EngineError> {
+    let count = value.chars().count();
+    if count == 0 || count > max_chars {
+        return Err(EngineError::invalid(field, format!("must be 1-{max_chars} characters")));
+    }
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(EngineError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}

@@ -131,6 +131,10 @@ impl Engine {
         if r.description.len() > 1000 {
             return Err(EngineError::invalid("description", "at most 1000 characters"));
         }
+        if !r.description.is_empty() {
+            crate::error::check_text("description", &r.description, 1000)?;
+        }
+        crate::error::check_text("order_id", &r.order_id, 200)?;
         let currency = self.currencies.active(&r.currency)?.clone();
         let amount = currency.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
         let ttl = r.ttl.unwrap_or(self.invoices.default_ttl);
@@ -166,8 +170,8 @@ impl Engine {
         if let Some(existing) = self.store.invoice_by_order(merchant, &r.order_id).await? {
             return self.replay_invoice(existing, &request_hash).await;
         }
-        if r.label.as_ref().is_some_and(|l| l.is_empty() || l.chars().count() > 200) {
-            return Err(EngineError::invalid("label", "must be 1-200 characters"));
+        if let Some(label) = &r.label {
+            crate::error::check_text("label", label, 200)?;
         }
         let callback_url = match &r.origin.callback_url {
             Some(url) => Some(self.check_callback_url(url).await?),

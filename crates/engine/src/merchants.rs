@@ -319,9 +319,16 @@ impl Engine {
         self.admit(row.ok_or(AuthError::Unknown)?, dialect, client_ip)
     }
 
-    /// Looks up an HMAC key for `dialect` and returns it with its decrypted secret, for
-    /// the dialect to verify the request's signature.
-    pub async fn hmac_key(&self, public_key: &str, dialect: Dialect, client_ip: Option<IpAddr>) -> Result<(Principal, Vec<u8>), AuthError> {
+    /// Looks up an HMAC key for `dialect` and returns its decrypted secret, for the
+    /// dialect to verify the request's signature, with whether the key may be used
+    /// (revoked, other dialect, blocked merchant, IP allowlist). Dialects check the
+    /// signature first and only then tell the caller why a valid request is refused.
+    pub async fn hmac_key(
+        &self,
+        public_key: &str,
+        dialect: Dialect,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(Result<Principal, AuthError>, Vec<u8>), AuthError> {
         if public_key.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -333,7 +340,15 @@ impl Engine {
             (Some(n), Some(c)) => self.master_key.decrypt(n, c)?,
             _ => return Err(AuthError::Unknown),
         };
-        Ok((self.admit(row, dialect, client_ip)?, secret))
+        Ok((self.admit(row, dialect, client_ip), secret))
+    }
+
+    /// True the first time a signed request (`key`: its timestamp and signature) is
+    /// seen for this merchant; false for a replay. `window_secs` is how far timestamps
+    /// may stray, so entries are kept for three windows.
+    pub async fn first_arrival(&self, merchant: MerchantId, key: &str, window_secs: i64) -> Result<bool, EngineError> {
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        Ok(self.store.claim_signed_request(merchant, key, now - 3 * window_secs * 1000).await?)
     }
 
     fn admit(&self, row: ApiKeyRow, dialect: Dialect, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {

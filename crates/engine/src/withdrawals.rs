@@ -71,6 +71,10 @@ pub struct Withdrawal {
     pub description: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    #[serde(skip)]
+    pub created_at_ms: i64,
+    #[serde(skip)]
+    pub updated_at_ms: i64,
 }
 
 /// Test-only fault injection: with `KASSATEST_CRASH_AT=<point>` in the environment the
@@ -107,6 +111,8 @@ impl Engine {
             description: w.description,
             created_at: format_ms(w.created_at_ms),
             updated_at: format_ms(w.updated_at_ms),
+            created_at_ms: w.created_at_ms,
+            updated_at_ms: w.updated_at_ms,
         })
     }
 
@@ -139,18 +145,30 @@ impl Engine {
         Ok((address, amount.units()))
     }
 
-    async fn daily_count_left(&self, merchant: MerchantId, currency: &Currency) -> Result<Option<i64>, EngineError> {
-        let Some(max) = currency.max_withdrawals_per_day else { return Ok(None) };
-        let midnight = (time::OffsetDateTime::now_utc().unix_timestamp() / 86_400) * 86_400 * 1000;
-        let used = self.store.count_withdrawals_since(merchant, currency.code.as_str(), midnight).await?;
-        Ok(Some(i64::from(max) - used))
+    /// A refused insert: the daily count reached, or another request's key.
+    fn insert_error(&self, e: StoreError, currency: &Currency) -> EngineError {
+        match e {
+            StoreError::LimitReached { .. } => EngineError::LimitReached(format!(
+                "at most {} {} withdrawals per day",
+                currency.max_withdrawals_per_day.unwrap_or(0),
+                currency.code
+            )),
+            StoreError::Duplicate { .. } => EngineError::Conflict("a concurrent identical request stored this withdrawal".into()),
+            e => e.into(),
+        }
     }
 
     fn check_description(description: &Option<String>) -> Result<(), EngineError> {
-        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
-            return Err(EngineError::invalid("description", format!("at most {MAX_DESCRIPTION_LEN} characters")));
+        match description {
+            Some(d) => crate::error::check_text("description", d, MAX_DESCRIPTION_LEN),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Checks an address for a currency's chain; returns its canonical form.
+    pub fn check_withdrawal_address(&self, currency: &str, address: &str) -> Result<String, EngineError> {
+        let (_, chain) = self.chain_of(currency)?;
+        chain.adapter.validate_address(address.trim()).map_err(|e| EngineError::invalid("address", e))
     }
 
     /// Requests a withdrawal; its amount plus fee is held at once.
@@ -164,11 +182,6 @@ impl Engine {
         let hash = request_hash(&r, &address, units);
         if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
             return self.replay(existing, &hash);
-        }
-        if let Some(left) = self.daily_count_left(r.merchant, &currency).await? {
-            if left <= 0 {
-                return Err(EngineError::LimitReached(format!("at most {} {} withdrawals per day", currency.max_withdrawals_per_day.unwrap_or(0), currency.code)));
-            }
         }
         let callback_url = match &r.origin.callback_url {
             Some(url) => Some(self.check_callback_url(url).await?),
@@ -188,6 +201,7 @@ impl Engine {
             origin: r.origin.dialect.clone(),
             callback_url,
             description: r.description.clone(),
+            daily_limit: currency.max_withdrawals_per_day.map(i64::from),
         };
         let id = match self.store.insert_withdrawal(&new).await {
             Ok(id) => id,
@@ -195,12 +209,25 @@ impl Engine {
                 let existing = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
                 return self.replay(existing, &hash);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.insert_error(e, &currency)),
         };
         let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
         self.hold_withdrawal(&row, &currency).await?;
         crash_point("after_hold");
         self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?)
+    }
+
+    /// What a bulk request stored under `key`, payment by payment (`Conflict` for a
+    /// payment it did not store): the answer to a repeated request.
+    pub async fn bulk_replay(&self, merchant: MerchantId, key: &str, payments: usize) -> Result<Vec<Result<Withdrawal, EngineError>>, EngineError> {
+        let mut out = Vec::new();
+        for i in 0..payments {
+            out.push(match self.store.withdrawal_by_key(merchant, &format!("{key}:{i}")).await? {
+                Some(w) => self.withdrawal_view(w),
+                None => Err(EngineError::Conflict("this payment of a repeated request was not sent the first time".into())),
+            });
+        }
+        Ok(out)
     }
 
     /// Several withdrawals of one currency, paid by one transaction. Each payment is
@@ -230,26 +257,22 @@ impl Engine {
             return Err(EngineError::invalid("idempotency_key", "must be 1-180 characters"));
         }
         let key_of = |i: usize| format!("{key}:{i}");
-        let mut stored = Vec::new();
-        for i in 0..payments.len() {
-            stored.push(self.store.withdrawal_by_key(merchant, &key_of(i)).await?);
-        }
-        if stored.iter().any(Option::is_some) {
-            return Ok(stored
-                .into_iter()
-                .map(|w| match w {
-                    Some(w) => self.withdrawal_view(w),
-                    None => Err(EngineError::Conflict("this payment of a repeated bulk request was not sent the first time".into())),
-                })
-                .collect());
+        let earlier = self.bulk_replay(merchant, key, payments.len()).await?;
+        if earlier.iter().any(Result::is_ok) {
+            return Ok(earlier);
         }
         // Each payment's own checks.
         let mut results: Vec<Option<Result<Withdrawal, EngineError>>> = (0..payments.len()).map(|_| None).collect();
         let mut passing = Vec::new();
+        let mut addresses = HashSet::new();
         for (i, p) in payments.iter().enumerate() {
             let checked = async {
                 Self::check_description(&p.description)?;
                 let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &p.address, &p.amount)?;
+                // One transaction pays each address once.
+                if !addresses.insert(address.clone()) {
+                    return Err(EngineError::invalid("duplicate_address", "this address is already paid by this request"));
+                }
                 let callback_url = match &p.callback_url {
                     Some(url) => Some(self.check_callback_url(url).await?),
                     None => None,
@@ -263,71 +286,65 @@ impl Engine {
             }
         }
         // Largest first: it pays the full fee; payments refused for funds pass the role on.
+        // Once a payment is held it will be sent (a crash before it is queued is
+        // recovered by the broadcaster), so from here on every failure is that payment's
+        // own result, never the whole request's.
         passing.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(&b.0)));
-        let mut count_left = self.daily_count_left(merchant, &currency).await?;
-        let mut held = Vec::new();
+        let mut held: Vec<(usize, WithdrawalRow)> = Vec::new();
         for (i, (address, units, callback_url)) in passing {
-            if count_left.is_some_and(|left| left <= 0) {
-                results[i] = Some(Err(EngineError::LimitReached(format!(
-                    "at most {} {} withdrawals per day",
-                    currency.max_withdrawals_per_day.unwrap_or(0),
-                    currency.code
-                ))));
-                continue;
-            }
             let fee_rule = if held.is_empty() { currency.fees.withdrawal } else { currency.fees.withdrawal.with_half_fixed() };
-            let fee = fee_rule.on(units)?;
-            let r = WithdrawalRequest {
-                merchant,
-                currency: currency.code.to_string(),
-                address: address.clone(),
-                amount: String::new(),
-                priority,
-                idempotency_key: key_of(i),
-                origin: crate::notifications::Origin { dialect: dialect.to_string(), callback_url: None },
-                description: payments[i].description.clone(),
-            };
-            let new = NewWithdrawal {
-                merchant,
-                currency: currency.code.to_string(),
-                chain: chain_name.clone(),
-                address: address.clone(),
-                amount_units: units,
-                fee_units: fee,
-                priority: priority.as_str().to_string(),
-                idempotency_key: key_of(i),
-                request_hash: request_hash(&r, &address, units),
-                origin: dialect.to_string(),
-                callback_url,
-                description: payments[i].description.clone(),
-            };
-            let id = match self.store.insert_withdrawal(&new).await {
-                Ok(id) => id,
-                Err(StoreError::Duplicate { .. }) => {
-                    results[i] = Some(Err(EngineError::Conflict("a concurrent identical bulk request stored this payment".into())));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
-            match self.hold(&row, &currency).await {
-                Ok(tx) => {
-                    held.push((i, id, tx));
-                    if let Some(left) = count_left.as_mut() {
-                        *left -= 1;
+            let outcome = async {
+                let fee = fee_rule.on(units)?;
+                let r = WithdrawalRequest {
+                    merchant,
+                    currency: currency.code.to_string(),
+                    address: address.clone(),
+                    amount: String::new(),
+                    priority,
+                    idempotency_key: key_of(i),
+                    origin: crate::notifications::Origin { dialect: dialect.to_string(), callback_url: None },
+                    description: payments[i].description.clone(),
+                };
+                let new = NewWithdrawal {
+                    merchant,
+                    currency: currency.code.to_string(),
+                    chain: chain_name.clone(),
+                    address: address.clone(),
+                    amount_units: units,
+                    fee_units: fee,
+                    priority: priority.as_str().to_string(),
+                    idempotency_key: key_of(i),
+                    request_hash: request_hash(&r, &address, units),
+                    origin: dialect.to_string(),
+                    callback_url,
+                    description: payments[i].description.clone(),
+                    daily_limit: currency.max_withdrawals_per_day.map(i64::from),
+                };
+                let id = self.store.insert_withdrawal(&new).await.map_err(|e| self.insert_error(e, &currency))?;
+                let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
+                match self.hold(&row, &currency).await {
+                    Ok(tx) => Ok(WithdrawalRow { hold_tx_id: Some(tx), ..row }),
+                    Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                        self.store.delete_requested_withdrawal(id).await?;
+                        Err(e)
                     }
+                    Err(e) => Err(e),
                 }
-                Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
-                    self.store.delete_requested_withdrawal(id).await?;
-                    results[i] = Some(Err(e));
-                }
-                Err(e) => return Err(e),
+            }
+            .await;
+            match outcome {
+                Ok(row) => held.push((i, row)),
+                Err(e) => results[i] = Some(Err(e)),
             }
         }
         // All held payments enter the queue at once, so one payout carries them.
-        self.store.set_withdrawals_queued(&held.iter().map(|&(_, id, tx)| (id, tx)).collect::<Vec<_>>()).await?;
-        for (i, id, _) in held {
-            results[i] = Some(self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?));
+        let queued: Vec<(i64, i64)> = held.iter().filter_map(|(_, w)| w.hold_tx_id.map(|tx| (w.id, tx))).collect();
+        if let Err(e) = self.store.set_withdrawals_queued(&queued).await {
+            tracing::warn!(error = %e, "held bulk withdrawals not queued yet; the broadcaster's recovery queues them");
+        }
+        for (i, row) in held {
+            let status = if row.status == "requested" { "queued".to_string() } else { row.status.clone() };
+            results[i] = Some(self.withdrawal_view(WithdrawalRow { status, ..row }));
         }
         tracing::info!(merchant = merchant.0, currency = %currency.code, payments = results.len(),
             sent = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count(), "bulk withdrawal requested");
@@ -370,6 +387,11 @@ impl Engine {
         }
         let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address}).to_string();
         Ok(self.ledger.submit(TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo }).await?.tx_id.0)
+    }
+
+    /// A merchant's withdrawal by its idempotency key.
+    pub async fn withdrawal_by_key(&self, merchant: MerchantId, key: &str) -> Result<Option<Withdrawal>, EngineError> {
+        self.store.withdrawal_by_key(merchant, key).await?.map(|w| self.withdrawal_view(w)).transpose()
     }
 
     pub async fn withdrawal(&self, merchant: MerchantId, id: i64) -> Result<Withdrawal, EngineError> {

@@ -320,6 +320,17 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     // A huge body: 413 in this dialect's shape.
     let huge = format!("{{\"currency\":\"LTC\",\"description\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&huge), &huge, &now()).await, (413, json!({"error": "body_too_large"})));
+    // Control characters (a NUL cannot be stored) are refused before anything is taken.
+    assert_eq!(post(&app, &k, "/wallet/create_withdrawal", &good(json!({"description": "a\u{0}b"}))).await, (200, json!({"error": "bad_description"})));
+    assert_eq!(post(&app, &k, "/address/generate", &json!({"currency": "LTC", "label": "a\u{0}b"})).await, (200, json!({"error": "bad_label"})));
+    // A signed request refused for funds, replayed after a top-up: still refused
+    // (`duplicate_request`), never paid.
+    let big = json!({"currency": "LTC", "amount": "5", "address": dest}).to_string();
+    let ts = now();
+    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&big), &big, &ts).await, (200, json!({"error": "insufficient_funds"})));
+    app.t.fund(m, "LTC", "10").await;
+    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&big), &big, &ts).await, (200, json!({"error": "duplicate_request"})));
+    app.t.fund(m, "LTC", "-10").await;
     assert_eq!(books(&app, &k).await, ("2.49740000".into(), 2), "refusals store nothing");
     // A key without the withdraw scope: 403; a blocked account: account_blocked.
     let (_, reader) = key(&app, "reader", &[Scope::Read]).await;
@@ -393,6 +404,18 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     // Insufficient funds for one payment of a bulk request: that one alone fails.
     let (_, poor) = post(&app, &k, "/wallet/create_withdrawal/many", &json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "99"}]})).await;
     assert_eq!(poor["results"][0]["error"], "insufficient_funds");
+    // One transaction pays an address once; a replayed bulk request answers as the first did.
+    let twice = json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "0.01"}, {"address": to[0], "amount": 0.02}]}).to_string();
+    let ts = now();
+    let (_, first) = call(&app, &k, "POST", "/wallet/create_withdrawal/many", Some(&twice), &twice, &ts).await;
+    assert_eq!(first["results"][1], json!({"address": to[0], "amount": "0.02", "description": "", "error": "duplicate_address"}));
+    assert_eq!(first["results"][0]["error"], "ok");
+    let (_, replayed) = call(&app, &k, "POST", "/wallet/create_withdrawal/many", Some(&twice), &twice, &ts).await;
+    assert_eq!(replayed["results"][0], first["results"][0], "the same withdrawal, not a second");
+    assert_eq!(replayed["results"][1]["error"], "duplicate_request");
+    broadcaster.cycle().await.unwrap();
+    // 1.8942 − 0.01 − (0.0001 + 0.00005)
+    assert_eq!(books(&app, &k).await, ("1.88405000".into(), 6));
     for (body, code) in [
         (json!({"currency": "LTC", "transactions": []}), "bad_transactions"),
         (json!({"currency": "LTC", "transactions": "x"}), "bad_transactions"),
@@ -400,24 +423,31 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     ] {
         assert_eq!(post(&app, &k, "/wallet/create_withdrawal/many", &body).await, (200, json!({"error": code})));
     }
-    assert_eq!(books(&app, &k).await, ("1.89420000".into(), 5));
+    assert_eq!(books(&app, &k).await, ("1.88405000".into(), 6));
 
     // History: filters, paging, order, and its own refusals.
     let (_, all) = post(&app, &k, "/wallet/transactions", &json!({"currency": "LTC", "limit": 10})).await;
-    assert_eq!(all["count"], 5);
+    assert_eq!(all["count"], 6);
     let items = all["result"].as_array().unwrap();
     assert_eq!(keys(&items[0]), ITEM_KEYS);
     assert!(items.iter().all(|i| is_ww_time(i["created_at"].as_str().unwrap()) && is_ww_time(i["updated_at"].as_str().unwrap())));
     assert_eq!(items.last().unwrap()["id"].as_i64(), Some(receive_id), "newest first");
-    assert_eq!(items[3]["description"], "Auszahlung für Jürgen");
+    assert_eq!(items[4]["description"], "Auszahlung für Jürgen");
     let (_, asc) = post(&app, &k, "/wallet/transactions", &json!({"order": "asc", "limit": 2, "offset": 1})).await;
-    assert_eq!(asc["result"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect::<Vec<_>>(), vec![w["id"].clone(), items[2]["id"].clone()]);
+    assert_eq!(asc["result"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect::<Vec<_>>(), vec![w["id"].clone(), items[3]["id"].clone()]);
     let (_, received) = post(&app, &k, "/wallet/transactions", &json!({"type": "receive"})).await;
     assert_eq!((received["count"].as_i64(), received["result"][0]["id"].as_i64()), (Some(1), Some(receive_id)));
     let (_, completed) = post(&app, &k, "/wallet/transactions", &json!({"status": "completed"})).await;
     assert_eq!(completed["count"], 2, "the deposit and the confirmed withdrawal");
     let (_, pending) = post(&app, &k, "/wallet/transactions", &json!({"status": "pending", "type": "send"})).await;
-    assert_eq!(pending["count"], 3, "the bulk payments, broadcast");
+    assert_eq!(pending["count"], 4, "the bulk payments, broadcast");
+    // A deposit in a block but not yet final is pending too.
+    let (_, a2) = post(&app, &k, "/address/generate", &json!({"currency": "LTC", "label": "cust-2"})).await;
+    node.pay(a2["address"].as_str().unwrap(), "0.05").await;
+    node.mine(1).await;
+    watcher.cycle().await.unwrap();
+    let (_, confirming) = post(&app, &k, "/wallet/transactions", &json!({"status": "pending", "type": "receive"})).await;
+    assert_eq!((confirming["count"].as_i64(), confirming["result"][0]["blockchain_confirmations"].as_i64()), (Some(1), Some(1)), "{confirming}");
     for (body, code) in [
         (json!({"limit": 101}), "bad_limit"),
         (json!({"limit": 0}), "bad_limit"),
@@ -654,3 +684,48 @@ async fn official_clients_work(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(official_clients, official_clients_work);
+
+// The daily count of withdrawals holds under concurrent single and bulk requests.
+async fn daily_limit_under_concurrency(backend: Backend) {
+    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let list: Vec<kassa_core::Currency> = t
+        .engine
+        .currencies
+        .all()
+        .cloned()
+        .map(|mut c| {
+            if c.code.as_str() == "LTC" {
+                c.max_withdrawals_per_day = Some(3);
+            }
+            c
+        })
+        .collect();
+    t.engine.currencies = std::sync::Arc::new(kassa_engine::currencies::Currencies::new(list));
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Withdraw]).await;
+    app.t.fund(m, "LTC", "5").await;
+    let mut to = Vec::new();
+    for _ in 0..10 {
+        to.push(node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string());
+    }
+    let singles = (0..6).map(|i| {
+        let body = json!({"currency": "LTC", "amount": "0.01", "address": to[i]});
+        let (app, k) = (&app, &k);
+        async move { post(app, k, "/wallet/create_withdrawal", &body).await.1["error"].as_str().unwrap().to_string() }
+    });
+    let bulk = {
+        let body = json!({"currency": "LTC", "transactions": (6..10).map(|i| json!({"address": to[i], "amount": "0.01"})).collect::<Vec<_>>()});
+        let (app, k) = (&app, &k);
+        async move {
+            let (_, r) = post(app, k, "/wallet/create_withdrawal/many", &body).await;
+            r["results"].as_array().unwrap().iter().map(|x| x["error"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+    let (mut codes, bulk_codes) = tokio::join!(futures_util::future::join_all(singles), bulk);
+    codes.extend(bulk_codes);
+    assert_eq!(codes.iter().filter(|c| *c == "ok").count(), 3, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "ok" || c == "max_withdraw_error"), "{codes:?}");
+    assert_eq!(app.t.engine.transfers(m, kassa_store::TransferQuery { limit: 20, ..Default::default() }).await.unwrap().1, 3);
+    app.t.assert_books_balance().await;
+}
+both_backends!(daily_limit, daily_limit_under_concurrency);

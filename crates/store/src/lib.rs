@@ -43,6 +43,8 @@ pub enum StoreError {
     Duplicate { what: &'static str },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    #[error("limit reached: {what}")]
+    LimitReached { what: &'static str },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("database URL {url:?} is not understood: use a file path, sqlite://PATH or postgres://…")]

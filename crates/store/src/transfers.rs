@@ -85,75 +85,116 @@ impl TryFrom<TransferRecord> for TransferRow {
     }
 }
 
-/// Both kinds with the same columns; $1 merchant, $2 currency, $3 label, $4 invoice, $5 row id.
-const TRANSFERS: &str = "(SELECT 'receive' AS kind, d.id AS id, d.merchant_id AS merchant_id, d.currency AS currency, a.address AS address,
-        a.label AS label, CAST(NULL AS TEXT) AS description, CAST(d.amount_units AS TEXT) AS amount_units, '0' AS fee_units,
-        d.status AS status, d.txid AS txid, d.confirmations AS confirmations, d.first_seen_at_ms AS created_at_ms,
-        d.updated_at_ms AS updated_at_ms, d.address_id AS address_id
-     FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id WHERE ($1 IS NULL OR d.merchant_id = $1)
-     UNION ALL
-     SELECT 'send', w.id, w.merchant_id, w.currency, w.address, NULL, w.description, CAST(w.amount_units AS TEXT), CAST(w.fee_units AS TEXT),
-        w.status, w.txid, w.confirmations, w.created_at_ms, w.updated_at_ms, NULL
-     FROM withdrawals w WHERE ($1 IS NULL OR w.merchant_id = $1) AND w.status <> 'requested') t
-     WHERE ($2 IS NULL OR t.currency = $2) AND ($3 IS NULL OR t.label = $3)
-       AND ($4 IS NULL OR t.address_id IN (SELECT address_id FROM invoice_options WHERE invoice_id = $4))
-       AND ($5 IS NULL OR t.id = $5)";
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// The query's rows as one table `t`: a branch per kind, each filtered on its own
+/// table's columns (so its indexes serve), with numbered parameters in `binds`.
+/// `None` when no row can match.
+fn transfers_from(q: &TransferQuery, binds: &mut Vec<Bind>) -> Option<String> {
+    let param = |b: Bind, binds: &mut Vec<Bind>| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
+    let mut branches = Vec::new();
+    let receive_only = q.label.is_some() || q.invoice_id.is_some();
+    if q.kind != Some(TransferKind::Send) && q.receive_statuses != Some(&[]) {
+        let mut cond = vec!["1 = 1".to_string()];
+        if let Some(m) = q.merchant {
+            cond.push(format!("d.merchant_id = {}", param(Bind::Int(m.0), binds)));
+        }
+        if let Some(c) = &q.currency {
+            cond.push(format!("d.currency = {}", param(Bind::Text(c.clone()), binds)));
+        }
+        if let Some(l) = &q.label {
+            cond.push(format!("a.label = {}", param(Bind::Text(l.clone()), binds)));
+        }
+        if let Some(i) = q.invoice_id {
+            cond.push(format!("d.address_id IN (SELECT address_id FROM invoice_options WHERE invoice_id = {})", param(Bind::Int(i), binds)));
+        }
+        if let Some(id) = q.row_id {
+            cond.push(format!("d.id = {}", param(Bind::Int(id), binds)));
+        }
+        if let Some(list) = q.receive_statuses {
+            cond.push(format!("d.status IN ({})", quoted(list)));
+        }
+        branches.push(format!(
+            "SELECT 'receive' AS kind, d.id AS id, d.merchant_id AS merchant_id, d.currency AS currency, a.address AS address,
+                a.label AS label, CAST(NULL AS TEXT) AS description, CAST(d.amount_units AS TEXT) AS amount_units, '0' AS fee_units,
+                d.status AS status, d.txid AS txid, d.confirmations AS confirmations, d.first_seen_at_ms AS created_at_ms,
+                d.updated_at_ms AS updated_at_ms
+             FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id WHERE {}",
+            cond.join(" AND ")
+        ));
+    }
+    if q.kind != Some(TransferKind::Receive) && !receive_only && q.send_statuses != Some(&[]) {
+        // A withdrawal still `requested` is not yet holding funds: not a transaction yet.
+        let mut cond = vec!["w.status <> 'requested'".to_string()];
+        if let Some(m) = q.merchant {
+            cond.push(format!("w.merchant_id = {}", param(Bind::Int(m.0), binds)));
+        }
+        if let Some(c) = &q.currency {
+            cond.push(format!("w.currency = {}", param(Bind::Text(c.clone()), binds)));
+        }
+        if let Some(id) = q.row_id {
+            cond.push(format!("w.id = {}", param(Bind::Int(id), binds)));
+        }
+        if let Some(list) = q.send_statuses {
+            cond.push(format!("w.status IN ({})", quoted(list)));
+        }
+        branches.push(format!(
+            "SELECT 'send' AS kind, w.id AS id, w.merchant_id AS merchant_id, w.currency AS currency, w.address AS address,
+                CAST(NULL AS TEXT) AS label, w.description AS description, CAST(w.amount_units AS TEXT) AS amount_units,
+                CAST(w.fee_units AS TEXT) AS fee_units, w.status AS status, w.txid AS txid, w.confirmations AS confirmations,
+                w.created_at_ms AS created_at_ms, w.updated_at_ms AS updated_at_ms
+             FROM withdrawals w WHERE {}",
+            cond.join(" AND ")
+        ));
+    }
+    (!branches.is_empty()).then(|| format!("({}) t", branches.join(" UNION ALL ")))
+}
 
 fn quoted(list: &[&str]) -> String {
     list.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect::<Vec<_>>().join(", ")
 }
 
-/// The kind and status conditions (from the code's own constants, never from input).
-fn kind_clause(q: &TransferQuery) -> String {
-    let mut clause = String::new();
-    if let Some(kind) = q.kind {
-        clause.push_str(&format!(" AND t.kind = '{}'", kind.as_str()));
-    }
-    if q.receive_statuses.is_some() || q.send_statuses.is_some() {
-        let side = |kind: &str, list: Option<&[&str]>| match list {
-            Some([]) => "1 = 0".to_string(),
-            Some(l) => format!("(t.kind = '{kind}' AND t.status IN ({}))", quoted(l)),
-            None => format!("t.kind = '{kind}'"),
-        };
-        clause.push_str(&format!(" AND ({} OR {})", side("receive", q.receive_statuses), side("send", q.send_statuses)));
-    }
-    clause
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for b in $binds {
+            query = match b {
+                Bind::Int(v) => query.bind(*v),
+                Bind::Text(v) => query.bind(v.clone()),
+            };
+        }
+        query
+    }};
 }
 
 impl Store {
     /// Deposits and withdrawals matching `q`, by creation time (newest first unless
     /// `ascending`), with `offset` and `limit`.
     pub async fn transfers(&self, q: &TransferQuery) -> Result<Vec<TransferRow>> {
+        let mut binds = Vec::new();
+        let Some(from) = transfers_from(q, &mut binds) else { return Ok(Vec::new()) };
         let order = if q.ascending { "ASC" } else { "DESC" };
         let sql = format!(
             "SELECT t.kind, t.id, t.merchant_id, t.currency, t.address, t.label, t.description, t.amount_units, t.fee_units, t.status,
                     t.txid, t.confirmations, t.created_at_ms, t.updated_at_ms
-             FROM {TRANSFERS}{} ORDER BY t.created_at_ms {order}, t.kind {order}, t.id {order} LIMIT $6 OFFSET $7",
-            kind_clause(q)
+             FROM {from} ORDER BY t.created_at_ms {order}, t.kind {order}, t.id {order} LIMIT {} OFFSET {}",
+            q.limit, q.offset
         );
-        let rows: Vec<TransferRecord> = on_pool!(self, pool => sqlx::query_as(&sql)
-            .bind(q.merchant.map(|m| m.0))
-            .bind(&q.currency)
-            .bind(&q.label)
-            .bind(q.invoice_id)
-            .bind(q.row_id)
-            .bind(i64::from(q.limit))
-            .bind(i64::from(q.offset))
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<TransferRecord> = on_pool!(self, pool => bind_all!(sqlx::query_as(&sql), &binds).fetch_all(pool).await?);
         rows.into_iter().map(TransferRow::try_from).collect()
     }
 
     /// How many transfers match `q` (its order, limit and offset aside).
     pub async fn count_transfers(&self, q: &TransferQuery) -> Result<i64> {
-        let sql = format!("SELECT COUNT(*) FROM {TRANSFERS}{}", kind_clause(q));
-        Ok(on_pool!(self, pool => sqlx::query_scalar(&sql)
-            .bind(q.merchant.map(|m| m.0))
-            .bind(&q.currency)
-            .bind(&q.label)
-            .bind(q.invoice_id)
-            .bind(q.row_id)
-            .fetch_one(pool)
-            .await?))
+        let mut binds = Vec::new();
+        let Some(from) = transfers_from(q, &mut binds) else { return Ok(0) };
+        let sql = format!("SELECT COUNT(*) FROM {from}");
+        Ok(on_pool!(self, pool => bind_all!(sqlx::query_scalar(&sql), &binds).fetch_one(pool).await?))
     }
 }

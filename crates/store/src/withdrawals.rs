@@ -3,7 +3,7 @@
 use kassa_core::ledger::MerchantId;
 
 use crate::events::report_changes;
-use crate::{duplicate_as, now_ms, on_pool, parse_units, Result, Store, StoreError};
+use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct NewWithdrawal {
@@ -21,6 +21,9 @@ pub struct NewWithdrawal {
     pub callback_url: Option<String>,
     /// The merchant's own note (shown back in transaction lists).
     pub description: Option<String>,
+    /// Most withdrawals of this merchant and currency per UTC day (failed and cancelled
+    /// ones aside), enforced inside the insert's transaction.
+    pub daily_limit: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,7 +136,10 @@ fn rows(records: Vec<WithdrawalRecord>) -> Result<Vec<WithdrawalRow>> {
 }
 
 impl Store {
-    /// Inserts a withdrawal as `requested`; a repeated key is `Duplicate`.
+    /// Inserts a withdrawal as `requested`; a repeated key is `Duplicate`, a full day
+    /// `LimitReached`. The daily count is taken after the insert and under the
+    /// merchant's row lock (PostgreSQL) or SQLite's write lock, so concurrent requests
+    /// cannot pass the limit together.
     pub async fn insert_withdrawal(&self, w: &NewWithdrawal) -> Result<i64> {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
@@ -141,23 +147,50 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested', $13) RETURNING id",
             n = self.numeric()
         );
-        Ok(on_pool!(self, pool => sqlx::query_scalar(&sql)
-            .bind(w.merchant.0)
-            .bind(&w.currency)
-            .bind(&w.chain)
-            .bind(&w.address)
-            .bind(w.amount_units.to_string())
-            .bind(w.fee_units.to_string())
-            .bind(&w.priority)
-            .bind(&w.idempotency_key)
-            .bind(&w.request_hash)
-            .bind(now_ms())
-            .bind(&w.origin)
-            .bind(&w.callback_url)
-            .bind(&w.description)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?))
+        let now = now_ms();
+        let day_start = now - now.rem_euclid(86_400_000);
+        let lock = match self.db {
+            Db::Postgres(_) if w.daily_limit.is_some() => Some("SELECT id FROM merchants WHERE id = $1 FOR UPDATE"),
+            _ => None,
+        };
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(w.merchant.0).execute(&mut *tx).await?;
+            }
+            let id: i64 = sqlx::query_scalar(&sql)
+                .bind(w.merchant.0)
+                .bind(&w.currency)
+                .bind(&w.chain)
+                .bind(&w.address)
+                .bind(w.amount_units.to_string())
+                .bind(w.fee_units.to_string())
+                .bind(&w.priority)
+                .bind(&w.idempotency_key)
+                .bind(&w.request_hash)
+                .bind(now)
+                .bind(&w.origin)
+                .bind(&w.callback_url)
+                .bind(&w.description)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?;
+            if let Some(limit) = w.daily_limit {
+                let today: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM withdrawals WHERE merchant_id = $1 AND currency = $2 AND created_at_ms >= $3
+                         AND status NOT IN ('failed', 'cancelled')")
+                    .bind(w.merchant.0)
+                    .bind(&w.currency)
+                    .bind(day_start)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if today > limit {
+                    return Err(StoreError::LimitReached { what: "withdrawals per day" });
+                }
+            }
+            tx.commit().await?;
+            id
+        }))
     }
 
     pub async fn withdrawal(&self, id: i64) -> Result<Option<WithdrawalRow>> {
