@@ -50,13 +50,23 @@ impl Default for WestwalletOptions {
     }
 }
 
-/// State shared by every handler.
+/// State shared by every handler: one allocation, so the per-request clone axum
+/// makes is a single reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+pub struct Shared {
     pub engine: Engine,
     pub metrics: PrometheusHandle,
     pub hook_token: Option<std::sync::Arc<str>>,
-    pub westwallet: std::sync::Arc<WestwalletOptions>,
+    pub westwallet: WestwalletOptions,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -80,7 +90,12 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The complete application router.
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
-    let state = AppState { engine, metrics: metrics_handle(), hook_token: options.hook_token.as_deref().map(Into::into), westwallet: options.westwallet.clone().into() };
+    let state = AppState(std::sync::Arc::new(Shared {
+        engine,
+        metrics: metrics_handle(),
+        hook_token: options.hook_token.as_deref().map(Into::into),
+        westwallet: options.westwallet.clone(),
+    }));
     let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(westwallet::router()).nest("/westwallet", westwallet::router()).nest("/kassa/v1", native::router());
     middleware::wrap(routes.with_state(state), options)
 }

@@ -85,15 +85,31 @@ async fn json_limit_errors(req: Request, next: Next) -> Response {
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {
+    use metrics::SharedString;
     let started = Instant::now();
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let path = match req.extensions().get::<MatchedPath>() {
+        Some(p) => SharedString::from(p.as_str().to_string()),
+        None => SharedString::const_str("unmatched"),
+    };
+    // Labels without an allocation for the usual methods and statuses (every request
+    // passes here).
+    let method = match *req.method() {
+        axum::http::Method::GET => SharedString::const_str("GET"),
+        axum::http::Method::POST => SharedString::const_str("POST"),
+        axum::http::Method::PUT => SharedString::const_str("PUT"),
+        axum::http::Method::DELETE => SharedString::const_str("DELETE"),
+        ref other => SharedString::from(other.to_string()),
+    };
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
+    let status = match response.status().as_u16() {
+        200 => SharedString::const_str("200"),
+        201 => SharedString::const_str("201"),
+        400 => SharedString::const_str("400"),
+        401 => SharedString::const_str("401"),
+        403 => SharedString::const_str("403"),
+        404 => SharedString::const_str("404"),
+        code => SharedString::from(code.to_string()),
+    };
     let labels = [("method", method), ("path", path), ("status", status)];
     metrics::counter!("kassa_http_requests_total", &labels).increment(1);
     metrics::histogram!("kassa_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());

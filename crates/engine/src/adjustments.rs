@@ -119,7 +119,16 @@ impl Engine {
 
     /// Balances of a merchant (or one of its users), one per configured currency.
     pub async fn balances(&self, merchant: MerchantId, user: Option<UserId>) -> Result<Vec<Balance>, EngineError> {
-        let stored = self.store.balances(merchant, user).await?;
+        let key = (merchant.0, user.map(|u| u.0));
+        let generation = self.ledger.generation();
+        let stored = match self.balance_cache.get(&key, generation) {
+            Some(cached) => cached,
+            None => {
+                let read = self.store.balances(merchant, user).await?;
+                self.balance_cache.put(key, read.clone(), generation);
+                read
+            }
+        };
         let mut out = Vec::new();
         for currency in self.currencies.all() {
             let row = stored.iter().find(|b| b.currency == currency.code.as_str());

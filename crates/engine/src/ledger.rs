@@ -48,6 +48,8 @@ pub struct Ledger {
     queue: mpsc::Sender<(TxRequest, Reply)>,
     store: Store,
     accounts: Arc<Mutex<HashMap<AccountKey, AccountId>>>,
+    /// Counts the batches this process's writers have finished (read caches compare it).
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Largest number of account ids remembered; past it the cache starts over.
@@ -57,10 +59,17 @@ impl Ledger {
     pub fn start(store: Store, options: LedgerOptions) -> Self {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for _ in 0..options.writers.max(1) {
-            tokio::spawn(writer(store.clone(), rx.clone(), options.max_batch.max(1)));
+            tokio::spawn(writer(store.clone(), rx.clone(), options.max_batch.max(1), generation.clone()));
         }
-        Self { queue: tx, store, accounts: Arc::new(Mutex::new(HashMap::new())) }
+        Self { queue: tx, store, accounts: Arc::new(Mutex::new(HashMap::new())), generation }
+    }
+
+    /// Changes whenever a batch of this process's ledger writes has been committed (or
+    /// failed); read before a balance is read, it tells whether that read is still current.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Writes one transaction (or replays it, if its key was used with the same content).
@@ -89,7 +98,12 @@ impl Ledger {
     }
 }
 
-async fn writer(store: Store, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<(TxRequest, Reply)>>>, max_batch: usize) {
+async fn writer(
+    store: Store,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<(TxRequest, Reply)>>>,
+    max_batch: usize,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut batch: Vec<(TxRequest, Reply)> = Vec::with_capacity(max_batch);
     loop {
         {
@@ -105,6 +119,8 @@ async fn writer(store: Store, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<(TxRe
         let written = AssertUnwindSafe(store.write_batch(&requests)).catch_unwind().await.unwrap_or_else(|_| {
             Err(StoreError::Corrupt("the ledger writer panicked; the batch was rolled back".into()))
         });
+        // Before anyone hears of the outcome: a balance read from now on is read again.
+        generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match written {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {

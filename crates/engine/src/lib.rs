@@ -3,6 +3,7 @@
 //! modules in `kassa-api` call these services and hold no business rules themselves.
 
 pub mod adjustments;
+pub mod cache;
 pub mod chains;
 pub mod check;
 pub mod currencies;
@@ -47,6 +48,10 @@ pub struct Engine {
     pub rates: Option<Arc<rates::Rates>>,
     /// Invoice defaults and where payment pages are reached.
     pub invoices: Arc<invoices::InvoiceSettings>,
+    /// API keys with their decrypted secrets, by public key (off unless configured).
+    pub key_cache: Arc<cache::ReadCache<String, (kassa_store::ApiKeyRow, Vec<u8>)>>,
+    /// Balances by (merchant, user), tied to this process's ledger commits.
+    pub balance_cache: Arc<cache::ReadCache<(i64, Option<i64>), Vec<kassa_store::AccountBalance>>>,
 }
 
 impl Engine {
@@ -59,7 +64,19 @@ impl Engine {
             target_policy: webhooks::TargetPolicy::default(),
             rates: None,
             invoices: Arc::new(invoices::InvoiceSettings::default()),
+            key_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
+            balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
         }
+    }
+
+    /// The same engine with read caches of these lifetimes (zero: off). API keys: a key
+    /// revoked or a merchant blocked by another process stops working within
+    /// `keys`; balances: writes by another process are seen within `balances` (this
+    /// process's own ledger commits are seen at once).
+    pub fn with_read_caches(mut self, keys: std::time::Duration, balances: std::time::Duration) -> Self {
+        self.key_cache = Arc::new(cache::ReadCache::new(keys));
+        self.balance_cache = Arc::new(cache::ReadCache::new(balances));
+        self
     }
 
     /// Takes or renews the lease on `worker` (e.g. a chain's watcher) for this instance.

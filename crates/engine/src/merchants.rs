@@ -293,8 +293,10 @@ impl Engine {
         Ok(CreatedKey { merchant_id: merchant.0, dialect, style, public_key, secret, token, scopes, ip_allowlist: nets, label: label.to_string() })
     }
 
-    /// Revokes a key by its public identifier. Takes effect on the next request.
+    /// Revokes a key by its public identifier. Takes effect on the next request to
+    /// this process; other processes stop accepting it within their key cache's lifetime.
     pub async fn revoke_key(&self, public_key: &str) -> Result<(), EngineError> {
+        self.key_cache.forget(&public_key.to_string());
         if self.store.revoke_api_key(public_key).await? {
             tracing::info!(public_key, "API key revoked");
             Ok(())
@@ -332,13 +334,20 @@ impl Engine {
         if public_key.is_empty() {
             return Err(AuthError::Missing);
         }
-        let row = self.store.api_key_by_public(public_key).await.map_err(EngineError::from)?.ok_or(AuthError::Unknown)?;
-        if row.style != KeyStyle::Hmac.as_str() {
-            return Err(AuthError::Unknown);
-        }
-        let secret = match (&row.secret_nonce, &row.secret_ciphertext) {
-            (Some(n), Some(c)) => self.master_key.decrypt(n, c)?,
-            _ => return Err(AuthError::Unknown),
+        let (row, secret) = match self.key_cache.get(&public_key.to_string(), 0) {
+            Some(found) => found,
+            None => {
+                let row = self.store.api_key_by_public(public_key).await.map_err(EngineError::from)?.ok_or(AuthError::Unknown)?;
+                if row.style != KeyStyle::Hmac.as_str() {
+                    return Err(AuthError::Unknown);
+                }
+                let secret = match (&row.secret_nonce, &row.secret_ciphertext) {
+                    (Some(n), Some(c)) => self.master_key.decrypt(n, c)?,
+                    _ => return Err(AuthError::Unknown),
+                };
+                self.key_cache.put(public_key.to_string(), (row.clone(), secret.clone()), 0);
+                (row, secret)
+            }
         };
         Ok((self.admit(row, dialect, client_ip), secret))
     }

@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// Notifications: outbox writes and deliveries to a local receiver (events/s,
     /// deliveries/s, commit-to-receipt latency), with one or more notifier instances.
     Notify(crate::bench_notify::NotifyBench),
+    /// HTTP API: signed WestWallet `GET /wallet/balance` and `POST /wallet/transaction`
+    /// requests/s and latency through the real app, against a bare axum handler.
+    Api(crate::bench_api::ApiBench),
 }
 
 #[derive(Args)]
@@ -95,6 +98,7 @@ pub async fn run(cmd: BenchCommand, _config: &Path) -> anyhow::Result<ExitCode> 
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Scan(args) => scan(args).await,
         BenchCommand::Notify(args) => crate::bench_notify::run(args).await,
+        BenchCommand::Api(args) => crate::bench_api::run(args).await,
     }
 }
 

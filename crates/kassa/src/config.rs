@@ -313,11 +313,29 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Lifetime of cached API keys: a key revoked (or a merchant blocked) by another
+    /// process stops working within it. 0 turns the cache off.
+    #[serde(default = "default_read_cache_ms")]
+    pub key_cache_ms: u64,
+    /// Lifetime of cached balances: ledger writes of another process (an instance, a
+    /// CLI command) are seen within it; this process's own are seen at once. 0: off.
+    #[serde(default = "default_read_cache_ms")]
+    pub balance_cache_ms: u64,
+}
+
+fn default_read_cache_ms() -> u64 {
+    1000
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: default_max_body(), request_timeout_secs: default_request_timeout(), shutdown_grace_secs: default_shutdown_grace() }
+        Self {
+            max_body_bytes: default_max_body(),
+            request_timeout_secs: default_request_timeout(),
+            shutdown_grace_secs: default_shutdown_grace(),
+            key_cache_ms: default_read_cache_ms(),
+            balance_cache_ms: default_read_cache_ms(),
+        }
     }
 }
 
@@ -505,6 +523,12 @@ impl Config {
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
+        if self.http.key_cache_ms > 60_000 {
+            bail!("http.key_cache_ms: must be 0-60000");
+        }
+        if self.http.balance_cache_ms > 60_000 {
+            bail!("http.balance_cache_ms: must be 0-60000");
+        }
         if !(5..=3600).contains(&self.westwallet.timestamp_window_secs) {
             bail!("westwallet.timestamp_window_secs: must be 5-3600");
         }
@@ -526,6 +550,11 @@ impl Settings {
             queue_capacity: self.config.ledger.queue_capacity,
             writers: self.config.ledger.writers,
         }
+    }
+
+    /// Lifetimes of the API key and balance read caches.
+    pub fn read_caches(&self) -> (Duration, Duration) {
+        (Duration::from_millis(self.config.http.key_cache_ms), Duration::from_millis(self.config.http.balance_cache_ms))
     }
 
     pub fn http_options(&self) -> kassa_api::HttpOptions {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_api;
 mod bench_notify;
 mod config;
 mod dev;

@@ -43,6 +43,8 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         .with_chains(settings.chains())
         .with_target_policy(settings.target_policy())
         .with_invoice_settings(settings.invoice_settings());
+    let (key_cache, balance_cache) = settings.read_caches();
+    let engine = engine.with_read_caches(key_cache, balance_cache);
     let engine = match settings.rates_options() {
         Some(opts) => engine.with_rates(kassa_engine::rates::Rates::new(opts)?),
         None => engine,

@@ -729,3 +729,50 @@ async fn daily_limit_under_concurrency(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(daily_limit, daily_limit_under_concurrency);
+
+// The read caches `kassa serve` turns on (`http.key_cache_ms`, `http.balance_cache_ms`):
+// this process's own writes and revocations are seen at once; another process's
+// within one lifetime, never later.
+async fn read_caches_stay_within_their_lifetime(backend: Backend) {
+    let mut t = kassa_testkit::TestEngine::new(backend).await;
+    let lifetime = Duration::from_millis(800);
+    t.engine = t.engine.clone().with_read_caches(lifetime, lifetime);
+    let other = t.another_instance(Default::default()).await;
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read]).await;
+    let balance = || async { call(&app, &k, "GET", "/wallet/balance?currency=LTC", None, r#"{"currency":"LTC"}"#, &now()).await.1["balance"].clone() };
+    assert_eq!(balance().await, "0.00000000");
+    // A ledger write of this process: seen by the very next read.
+    app.t.fund(m, "LTC", "1").await;
+    assert_eq!(balance().await, "1.00000000");
+    // Another instance's write: seen within the lifetime.
+    let started = std::time::Instant::now();
+    other
+        .adjust(kassa_engine::adjustments::AdjustmentRequest {
+            merchant: m,
+            currency: "LTC".into(),
+            amount: "2".into(),
+            reason: "elsewhere".into(),
+            operator: "test".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    while balance().await != "3.00000000" {
+        assert!(started.elapsed() < lifetime + Duration::from_millis(300), "another instance's write not seen within the cache lifetime");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A merchant blocked elsewhere: refused within the lifetime.
+    app.t.db.execute_raw(&format!("UPDATE merchants SET status = 'blocked' WHERE id = {}", m.0)).await;
+    let started = std::time::Instant::now();
+    while call(&app, &k, "GET", "/wallet/balances", None, "", &now()).await.0 != 403 {
+        assert!(started.elapsed() < lifetime + Duration::from_millis(300), "a blocked merchant still served after the cache lifetime");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A key revoked through this process: refused at once.
+    let (_, k2) = key(&app, "second", &[Scope::Read]).await;
+    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &now()).await.0, 200);
+    app.t.engine.revoke_key(&k2.public).await.unwrap();
+    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &now()).await.0, 401);
+}
+both_backends!(read_caches, read_caches_stay_within_their_lifetime);
