@@ -31,6 +31,11 @@ use currencies::Currencies;
 use ledger::{Ledger, LedgerOptions};
 use secrets::MasterKey;
 
+/// API keys with their decrypted secrets, by public key.
+pub type KeyCache = cache::ReadCache<String, (kassa_store::ApiKeyRow, Vec<u8>)>;
+/// Stored balances by (merchant, user).
+pub type BalanceCache = cache::ReadCache<(i64, Option<i64>), Vec<kassa_store::AccountBalance>>;
+
 /// Everything a request handler or a command needs, cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -49,9 +54,9 @@ pub struct Engine {
     /// Invoice defaults and where payment pages are reached.
     pub invoices: Arc<invoices::InvoiceSettings>,
     /// API keys with their decrypted secrets, by public key (off unless configured).
-    pub key_cache: Arc<cache::ReadCache<String, (kassa_store::ApiKeyRow, Vec<u8>)>>,
+    pub key_cache: Arc<KeyCache>,
     /// Balances by (merchant, user), tied to this process's ledger commits.
-    pub balance_cache: Arc<cache::ReadCache<(i64, Option<i64>), Vec<kassa_store::AccountBalance>>>,
+    pub balance_cache: Arc<BalanceCache>,
 }
 
 impl Engine {
