@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kassa_chain::Priority;
 use kassa_core::ledger::LedgerError;
-use kassa_core::transfers::{transfer_id, TransferKind};
+use kassa_core::transfers::TransferKind;
 use kassa_core::Currency;
 use kassa_engine::invoices::InvoiceRequest;
 use kassa_engine::merchants::{AuthError, Dialect, Principal, Scope};
@@ -266,21 +266,7 @@ fn transaction_object(t: &Transfer) -> Map<String, Value> {
 
 /// A withdrawal just requested (or replayed), as a transfer.
 fn sent(w: &Withdrawal) -> Result<Transfer, WwError> {
-    Ok(Transfer {
-        id: transfer_id(TransferKind::Send, w.id).ok_or(WwError::business("not_found"))?,
-        kind: TransferKind::Send,
-        currency: w.currency.clone(),
-        address: w.address.clone(),
-        label: None,
-        description: w.description.clone(),
-        amount: w.amount.clone(),
-        fee: w.fee.clone(),
-        status: w.status.clone(),
-        txid: w.txid.clone(),
-        confirmations: w.confirmations,
-        created_at_ms: w.created_at_ms,
-        updated_at_ms: w.updated_at_ms,
-    })
+    Transfer::from_withdrawal(w).ok_or(WwError::business("not_found"))
 }
 
 /// A list item: the transaction object with its times and description.
@@ -594,7 +580,6 @@ async fn create_invoice(State(state): State<AppState>, req: Request) -> Result<J
             },
         )
         .await?;
-    let token = invoice.url.rsplit('/').next().unwrap_or_default().to_string();
     let options: Vec<Value> = invoice
         .options
         .iter()
@@ -603,7 +588,7 @@ async fn create_invoice(State(state): State<AppState>, req: Request) -> Result<J
     Ok(Json(json!({
         "allowed_currencies_data": options,
         "expire_at": ww_time(invoice.expires_at_ms),
-        "token": token,
+        "token": invoice.token,
         "url": invoice.url,
         "error": "ok",
     })))

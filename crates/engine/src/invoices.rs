@@ -96,6 +96,9 @@ pub struct Invoice {
     pub success_url: Option<String>,
     /// The hosted payment page.
     pub url: String,
+    /// The page's token (the last part of `url`).
+    #[serde(skip)]
+    pub token: String,
     pub expires_at: String,
     pub expires_at_ms: i64,
     pub paid_at: Option<String>,
@@ -259,7 +262,6 @@ impl Engine {
         self.invoice_view(&row).await
     }
 
-    /// The invoice behind a payment page token.
     /// A merchant's invoice by its page token, with its row id.
     pub async fn merchant_invoice_by_token(&self, merchant: MerchantId, token: &str) -> Result<(i64, Invoice), EngineError> {
         match self.store.invoice_by_token(token).await? {
@@ -268,6 +270,7 @@ impl Engine {
         }
     }
 
+    /// The invoice behind a payment page token.
     pub async fn invoice_by_token(&self, token: &str) -> Result<Invoice, EngineError> {
         let row = self.store.invoice_by_token(token).await?.ok_or(EngineError::NotFound("invoice"))?;
         self.invoice_view(&row).await
@@ -345,6 +348,7 @@ impl Engine {
             description: inv.description.clone(),
             success_url: inv.success_url.clone(),
             url: format!("{}/pay/{}", self.invoices.public_url.trim_end_matches('/'), inv.token),
+            token: inv.token.clone(),
             expires_at: format_ms(inv.expires_at_ms),
             expires_at_ms: inv.expires_at_ms,
             paid_at: inv.paid_at_ms.map(format_ms),

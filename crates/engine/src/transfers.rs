@@ -6,6 +6,7 @@ use kassa_core::transfers::{parse_transfer_id, transfer_id, TransferKind};
 use kassa_store::{TransferQuery, TransferRow};
 
 use crate::notifications::deposit_fee_units;
+use crate::withdrawals::Withdrawal;
 use crate::{Engine, EngineError};
 
 /// A deposit or withdrawal as the history shows it.
@@ -26,6 +27,28 @@ pub struct Transfer {
     pub confirmations: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl Transfer {
+    /// A withdrawal as the history shows it (`None` if its id does not fit the shared
+    /// id space).
+    pub fn from_withdrawal(w: &Withdrawal) -> Option<Transfer> {
+        Some(Transfer {
+            id: transfer_id(TransferKind::Send, w.id)?,
+            kind: TransferKind::Send,
+            currency: w.currency.clone(),
+            address: w.address.clone(),
+            label: None,
+            description: w.description.clone(),
+            amount: w.amount.clone(),
+            fee: w.fee.clone(),
+            status: w.status.clone(),
+            txid: w.txid.clone(),
+            confirmations: w.confirmations,
+            created_at_ms: w.created_at_ms,
+            updated_at_ms: w.updated_at_ms,
+        })
+    }
 }
 
 impl Engine {

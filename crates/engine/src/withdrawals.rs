@@ -88,8 +88,9 @@ pub(crate) fn crash_point(point: &str) {
     }
 }
 
-fn request_hash(r: &WithdrawalRequest, address: &str, units: i128) -> Vec<u8> {
-    let text = format!("{}|{}|{}|{}", r.currency, address, units, r.priority.as_str());
+/// What a withdrawal's idempotency key stands for: a repeat must ask for the same.
+fn request_hash(currency: &str, address: &str, units: i128, priority: Priority) -> Vec<u8> {
+    let text = format!("{currency}|{address}|{units}|{}", priority.as_str());
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
@@ -179,7 +180,7 @@ impl Engine {
         Self::check_description(&r.description)?;
         let (currency, chain_name, adapter) = self.withdrawal_checks(&r.currency).await?;
         let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &r.address, &r.amount)?;
-        let hash = request_hash(&r, &address, units);
+        let hash = request_hash(&r.currency, &address, units, r.priority);
         if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
             return self.replay(existing, &hash);
         }
@@ -295,16 +296,6 @@ impl Engine {
             let fee_rule = if held.is_empty() { currency.fees.withdrawal } else { currency.fees.withdrawal.with_half_fixed() };
             let outcome = async {
                 let fee = fee_rule.on(units)?;
-                let r = WithdrawalRequest {
-                    merchant,
-                    currency: currency.code.to_string(),
-                    address: address.clone(),
-                    amount: String::new(),
-                    priority,
-                    idempotency_key: key_of(i),
-                    origin: crate::notifications::Origin { dialect: dialect.to_string(), callback_url: None },
-                    description: payments[i].description.clone(),
-                };
                 let new = NewWithdrawal {
                     merchant,
                     currency: currency.code.to_string(),
@@ -314,7 +305,7 @@ impl Engine {
                     fee_units: fee,
                     priority: priority.as_str().to_string(),
                     idempotency_key: key_of(i),
-                    request_hash: request_hash(&r, &address, units),
+                    request_hash: request_hash(currency.code.as_str(), &address, units, priority),
                     origin: dialect.to_string(),
                     callback_url,
                     description: payments[i].description.clone(),
