@@ -20,8 +20,8 @@ async fn health() -> impl IntoResponse {
 
 /// The process can do useful work: its database answers.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if state.engine.store.ping().await {
-        (StatusCode::OK, Json(json!({"status": "ready", "database": state.engine.store.backend().as_str()})))
+    if state.engine.database_ready().await {
+        (StatusCode::OK, Json(json!({"status": "ready", "database": state.engine.database_backend()})))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database unreachable"})))
     }

@@ -26,12 +26,14 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Token node hooks must present; hooks are refused without one.
     pub hook_token: Option<String>,
+    /// Bearer token of the operator API (`/kassa/v1/operator/...`); off without one.
+    pub operator_token: Option<String>,
     pub westwallet: WestwalletOptions,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, westwallet: WestwalletOptions::default() }
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, operator_token: None, westwallet: WestwalletOptions::default() }
     }
 }
 
@@ -59,6 +61,7 @@ pub struct Shared {
     pub engine: Engine,
     pub metrics: PrometheusHandle,
     pub hook_token: Option<std::sync::Arc<str>>,
+    pub operator_token: Option<std::sync::Arc<str>>,
     pub westwallet: WestwalletOptions,
 }
 
@@ -94,6 +97,7 @@ pub fn app(engine: Engine, options: &HttpOptions) -> Router {
         engine,
         metrics: metrics_handle(),
         hook_token: options.hook_token.as_deref().map(Into::into),
+        operator_token: options.operator_token.as_deref().map(Into::into),
         westwallet: options.westwallet.clone(),
     }));
     let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(westwallet::router()).nest("/westwallet", westwallet::router()).nest("/kassa/v1", native::router());

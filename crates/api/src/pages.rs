@@ -82,7 +82,7 @@ async fn status(State(state): State<AppState>, Path(token): Path<String>) -> Res
         Ok(None) => return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response(),
         Err(r) => return r,
     };
-    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let now_ms = state.engine.now_ms();
     let body = json!({
         "status": inv.status,
         "settled": settled(&inv.status),
@@ -128,7 +128,7 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         .as_deref()
         .and_then(|c| inv.options.iter().find(|o| o.currency == c))
         .or_else(|| inv.options.first());
-    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let now_ms = state.engine.now_ms();
     let on_its_way = inv.status == "new" && inv.options.iter().any(|o| !is_zero(&o.pending));
     let expired = !settled(&inv.status) && (inv.status == "expired" || (now_ms > inv.expires_at_ms && !on_its_way));
     let open = !settled(&inv.status) && !expired;

@@ -32,7 +32,7 @@ use kassa_engine::notifications::Origin;
 use kassa_engine::transfers::Transfer;
 use kassa_engine::withdrawals::{BulkPayment, Withdrawal, WithdrawalRequest};
 use kassa_engine::EngineError;
-use kassa_store::TransferQuery;
+use kassa_engine::queries::TransferQuery;
 use serde_json::{json, Map, Value};
 
 use crate::westwallet_auth::{verify, Verified};
@@ -158,7 +158,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
     if key.is_empty() || ts.is_empty() || sign.is_empty() {
         return Err(AuthError::Missing.into());
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = state.engine.clock().now_secs();
     let ts_value: i64 = ts.parse().map_err(|_| WwError::from(AuthError::Unknown))?;
     if now.abs_diff(ts_value) > state.westwallet.timestamp_window_secs.unsigned_abs() {
         tracing::info!(timestamp = ts_value, now, "westwallet: timestamp outside the accepted window");

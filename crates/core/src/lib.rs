@@ -3,12 +3,15 @@
 //! function is deterministic and unit/property tested beside its code.
 
 pub mod amount;
+pub mod clock;
 pub mod currency;
 pub mod events;
 pub mod invoices;
 pub mod ledger;
+pub mod merchant;
 pub mod rates;
 pub mod transfers;
 
 pub use amount::{Amount, AmountError, SignPolicy};
+pub use clock::Clock;
 pub use currency::{Currency, CurrencyCode, CurrencyKind, Fee, FeeSchedule, Operation};

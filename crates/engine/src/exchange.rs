@@ -14,7 +14,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::adjustments::format_ms;
-use crate::notifications::now_ms;
 use crate::rates::Rates;
 use crate::secrets::random_alphanumeric;
 use crate::{Engine, EngineError};
@@ -166,7 +165,7 @@ impl Engine {
                 receiver_units: c.receiver_units,
                 rate: rate.to_string(),
                 source: source.to_string(),
-                expires_at_ms: now_ms() + ttl.as_millis() as i64,
+                expires_at_ms: self.now_ms() + ttl.as_millis() as i64,
             })
             .await?;
         self.quote_view(&row)
@@ -234,7 +233,7 @@ impl Engine {
                 view.sender_amount, view.from_currency, view.receiver_amount, view.to_currency, view.rate
             )));
         }
-        if now_ms() > q.expires_at_ms {
+        if self.now_ms() > q.expires_at_ms {
             return Err(EngineError::QuoteExpired(format!("quote {quote_id} expired at {}", view.expires_at)));
         }
         if self.store.exchange_by_quote(q.id).await?.is_some() {
@@ -364,7 +363,7 @@ impl Engine {
     /// still commit, the next pass marks them done).
     pub async fn recover_exchanges(&self) -> Result<usize, EngineError> {
         let mut finished = 0;
-        for x in self.store.unfinished_exchanges(now_ms() - 60_000, now_ms() - 600_000).await? {
+        for x in self.store.unfinished_exchanges(self.now_ms() - 60_000, self.now_ms() - 600_000).await? {
             match self.store.ledger_tx_by_key(&format!("exchange:{}", x.id)).await? {
                 Some(tx) => {
                     self.store.complete_exchange(x.id, tx).await?;

@@ -15,7 +15,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::adjustments::format_ms;
-use crate::notifications::now_ms;
 use crate::secrets::random_alphanumeric;
 use crate::{Engine, EngineError};
 
@@ -231,7 +230,7 @@ impl Engine {
                 description: r.description.clone(),
                 success_url,
                 tolerance_e6: self.invoices.tolerance_e6,
-                expires_at_ms: now_ms() + ttl.as_millis() as i64,
+                expires_at_ms: self.now_ms() + ttl.as_millis() as i64,
                 options,
                 origin: r.origin.dialect.clone(),
                 callback_url,

@@ -26,6 +26,11 @@ use std::sync::Arc;
 pub use error::EngineError;
 pub use kassa_store::{Store, StoreOptions};
 
+/// The filters of the engine's list queries, as the API dialects fill them in.
+pub mod queries {
+    pub use kassa_store::{DeliveryQuery, DepositQuery, HistoryQuery, TransferQuery, WithdrawalQuery};
+}
+
 use chains::Chains;
 use currencies::Currencies;
 use ledger::{Ledger, LedgerOptions};
@@ -82,6 +87,26 @@ impl Engine {
         self.key_cache = Arc::new(cache::ReadCache::new(keys));
         self.balance_cache = Arc::new(cache::ReadCache::new(balances));
         self
+    }
+
+    /// The clock every time rule reads (the store stamps rows with the same one).
+    pub fn clock(&self) -> &kassa_core::Clock {
+        self.store.clock()
+    }
+
+    /// Now, in Unix milliseconds, by the engine's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.store.clock().now_ms()
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn database_ready(&self) -> bool {
+        self.store.ping().await
+    }
+
+    /// The database backend's name: `sqlite` or `postgres`.
+    pub fn database_backend(&self) -> &'static str {
+        self.store.backend().as_str()
     }
 
     /// Takes or renews the lease on `worker` (e.g. a chain's watcher) for this instance.

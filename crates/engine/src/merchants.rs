@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 use kassa_core::ledger::MerchantId;
-use kassa_store::{ApiKeyRow, MerchantRow, NewApiKey, StoreError};
+use kassa_core::merchant::MerchantStatus;
+pub use kassa_store::{ApiKeyRow, MerchantRow};
+use kassa_store::{NewApiKey, StoreError};
 use serde::Serialize;
 
 use crate::secrets::{random_alphanumeric, random_hex, token_hash};
@@ -229,6 +231,35 @@ impl Engine {
         })
     }
 
+    /// Blocks a merchant: from the next request on (at once in this process, within
+    /// the key cache's lifetime in others) every API call with its keys is refused, so
+    /// it starts no withdrawal or exchange. Deposits to its addresses are still seen
+    /// and credited, and what was already queued completes (nothing is left half-done).
+    pub async fn block_merchant(&self, reference: &str, reason: &str, operator: &str) -> Result<MerchantRow, EngineError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+            return Err(EngineError::invalid("reason", "a block needs a reason: 1-500 characters, no control characters"));
+        }
+        self.set_merchant_status(reference, MerchantStatus::Blocked, Some(reason), operator).await
+    }
+
+    /// Unblocks a blocked merchant.
+    pub async fn unblock_merchant(&self, reference: &str, operator: &str) -> Result<MerchantRow, EngineError> {
+        self.set_merchant_status(reference, MerchantStatus::Active, None, operator).await
+    }
+
+    async fn set_merchant_status(&self, reference: &str, status: MerchantStatus, reason: Option<&str>, operator: &str)
+        -> Result<MerchantRow, EngineError> {
+        let m = self.find_merchant(reference).await?;
+        if !self.store.set_merchant_status(MerchantId(m.id), status.as_str(), reason).await? {
+            return Err(EngineError::Conflict(format!("merchant {} is already {status}", m.name)));
+        }
+        // Cached keys carry their merchant's status: drop them so this process acts at once.
+        self.key_cache.clear();
+        tracing::warn!(merchant = m.id, name = %m.name, %status, reason = reason.unwrap_or(""), operator, "merchant status changed");
+        self.find_merchant(&m.id.to_string()).await
+    }
+
     pub async fn list_merchants(&self) -> Result<Vec<MerchantRow>, EngineError> {
         Ok(self.store.list_merchants().await?)
     }
@@ -356,7 +387,7 @@ impl Engine {
     /// seen for this merchant; false for a replay. `window_secs` is how far timestamps
     /// may stray, so entries are kept for three windows.
     pub async fn first_arrival(&self, merchant: MerchantId, key: &str, window_secs: i64) -> Result<bool, EngineError> {
-        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = self.now_ms();
         Ok(self.store.claim_signed_request(merchant, key, now - 3 * window_secs * 1000).await?)
     }
 
@@ -367,7 +398,7 @@ impl Engine {
         if row.dialect != dialect.as_str() {
             return Err(AuthError::WrongDialect);
         }
-        if row.merchant_status != "active" {
+        if MerchantStatus::parse(&row.merchant_status) != Some(MerchantStatus::Active) {
             return Err(AuthError::MerchantBlocked);
         }
         let allow = parse_ip_allowlist(&row.ip_allowlist)?;

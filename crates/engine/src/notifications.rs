@@ -115,7 +115,7 @@ const MAX_URL_LEN: usize = 2000;
 /// Most endpoints per merchant.
 const MAX_ENDPOINTS: usize = 20;
 
-fn endpoint_view(r: &EndpointRow) -> Endpoint {
+fn endpoint_view(r: &EndpointRow, now_ms: i64) -> Endpoint {
     Endpoint {
         id: r.id,
         url: r.url.clone(),
@@ -123,7 +123,7 @@ fn endpoint_view(r: &EndpointRow) -> Endpoint {
         events: r.event_types.split(',').map(str::to_string).collect(),
         status: r.status.clone(),
         disabled_reason: r.disabled_reason.clone(),
-        previous_secret_valid_until: r.previous_secret_until_ms.filter(|t| *t > now_ms()).map(format_ms),
+        previous_secret_valid_until: r.previous_secret_until_ms.filter(|t| *t > now_ms).map(format_ms),
         created_at: format_ms(r.created_at_ms),
     }
 }
@@ -144,10 +144,6 @@ fn delivery_view(d: DeliveryRow) -> Delivery {
         delivered_at: d.delivered_at_ms.map(format_ms),
         created_at: format_ms(d.created_at_ms),
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn new_secret() -> (String, Vec<u8>) {
@@ -190,11 +186,11 @@ impl Engine {
             .insert_webhook_endpoint(&NewEndpoint { merchant, url, format: format.as_str().into(), event_types, secret: stored })
             .await?;
         tracing::info!(merchant = merchant.0, endpoint = row.id, format = format.as_str(), url = %row.url, "webhook endpoint registered");
-        Ok(EndpointWithSecret { endpoint: endpoint_view(&row), secret })
+        Ok(EndpointWithSecret { endpoint: endpoint_view(&row, self.now_ms()), secret })
     }
 
     pub async fn endpoints(&self, merchant: MerchantId) -> Result<Vec<Endpoint>, EngineError> {
-        Ok(self.store.webhook_endpoints(merchant).await?.iter().map(endpoint_view).collect())
+        Ok(self.store.webhook_endpoints(merchant).await?.iter().map(|r| endpoint_view(r, self.now_ms())).collect())
     }
 
     async fn own_endpoint(&self, merchant: MerchantId, id: i64) -> Result<EndpointRow, EngineError> {
@@ -215,10 +211,10 @@ impl Engine {
             return Err(EngineError::invalid("overlap_secs", "at most 604800 (7 days)"));
         }
         let (text, key) = new_secret();
-        self.store.rotate_endpoint_secret(id, self.master_key.encrypt(&key), now_ms() + overlap.as_millis() as i64).await?;
+        self.store.rotate_endpoint_secret(id, self.master_key.encrypt(&key), self.now_ms() + overlap.as_millis() as i64).await?;
         tracing::info!(merchant = merchant.0, endpoint = id, overlap_secs = overlap.as_secs(), "webhook secret rotated");
         let row = self.own_endpoint(merchant, id).await?;
-        Ok(EndpointWithSecret { endpoint: endpoint_view(&row), secret: Some(text) })
+        Ok(EndpointWithSecret { endpoint: endpoint_view(&row, self.now_ms()), secret: Some(text) })
     }
 
     /// Enables (e.g. after a `410 Gone`) or disables an endpoint; disabling fails its
@@ -230,7 +226,7 @@ impl Engine {
             self.check_callback_url(&e.url).await?;
         }
         self.store.set_endpoint_status(id, enabled, (!enabled).then_some("disabled by the merchant")).await?;
-        Ok(endpoint_view(&self.own_endpoint(merchant, id).await?))
+        Ok(endpoint_view(&self.own_endpoint(merchant, id).await?, self.now_ms()))
     }
 
     /// Sends a `webhook.test` event to one endpoint; returns the event's id.
@@ -509,7 +505,7 @@ pub(crate) fn signing_keys(engine: &Engine, e: &EndpointRow) -> Result<Vec<Vec<u
         keys.push(engine.master_key.decrypt(n, c)?);
     }
     if let (Some(n), Some(c), Some(until)) = (&e.previous_secret_nonce, &e.previous_secret_ciphertext, e.previous_secret_until_ms) {
-        if until > now_ms() {
+        if until > engine.now_ms() {
             keys.push(engine.master_key.decrypt(n, c)?);
         }
     }

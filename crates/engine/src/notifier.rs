@@ -22,7 +22,7 @@ use rand::Rng;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::notifications::{now_ms, signing_keys};
+use crate::notifications::{signing_keys};
 use crate::webhooks::{self, TargetPolicy};
 use crate::withdrawals::crash_point;
 use crate::{Engine, EngineError};
@@ -234,7 +234,7 @@ impl Notifier {
         // instance's claims lapse after this and are sent again.
         let lease = self.opts.connect_timeout + self.opts.response_timeout + Duration::from_secs(10);
         let claim = format!("{}#{}", self.engine.instance, self.claims.fetch_add(1, Ordering::Relaxed));
-        Ok(self.engine.store.claim_deliveries(&claim, now_ms() + lease.as_millis() as i64, free as u32).await?)
+        Ok(self.engine.store.claim_deliveries(&claim, self.engine.now_ms() + lease.as_millis() as i64, free as u32).await?)
     }
 
     /// Permits for an attempt: global, per endpoint, and not already running here.
@@ -263,7 +263,7 @@ impl Notifier {
             }
         };
         if slot.is_none() {
-            let later = now_ms() + self.opts.poll_interval.max(Duration::from_secs(1)).as_millis() as i64;
+            let later = self.engine.now_ms() + self.opts.poll_interval.max(Duration::from_secs(1)).as_millis() as i64;
             self.engine.store.release_delivery(d.id, &d.claim, later).await?;
         }
         Ok(slot)
@@ -271,7 +271,7 @@ impl Notifier {
 
     /// One attempt of one delivery; true when delivered.
     async fn deliver(&self, d: ClaimedDelivery, _slot: Slot) -> bool {
-        let attempted_at_ms = now_ms();
+        let attempted_at_ms = self.engine.now_ms();
         let started = Instant::now();
         let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
         let format = Format::parse(&d.format).unwrap_or(Format::Standard);
@@ -280,7 +280,7 @@ impl Notifier {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(delivery = d.id, error = %e, "cannot load the delivery's endpoint; retrying later");
-                    let _ = self.engine.store.release_delivery(d.id, &d.claim, now_ms() + 1000).await;
+                    let _ = self.engine.store.release_delivery(d.id, &d.claim, self.engine.now_ms() + 1000).await;
                     return false;
                 }
             },
@@ -318,7 +318,7 @@ impl Notifier {
         let result = match outcome {
             AttemptOutcome::Delivered => AttemptResult::Delivered,
             AttemptOutcome::Gone => AttemptResult::Gone,
-            AttemptOutcome::RetryAfter(after) => AttemptResult::Retry { next_attempt_at_ms: now_ms() + after.as_millis() as i64 },
+            AttemptOutcome::RetryAfter(after) => AttemptResult::Retry { next_attempt_at_ms: self.engine.now_ms() + after.as_millis() as i64 },
             AttemptOutcome::GiveUp => AttemptResult::Failed,
         };
         let label = match &result {
@@ -330,7 +330,7 @@ impl Notifier {
         metrics::histogram!("kassa_webhook_attempt_seconds", "format" => format.as_str(), "outcome" => label).record(latency_ms as f64 / 1000.0);
         metrics::counter!("kassa_webhook_attempts_total", "format" => format.as_str(), "outcome" => label).increment(1);
         if result == AttemptResult::Delivered {
-            let age = (now_ms() - d.event.created_at_ms).max(0) as f64 / 1000.0;
+            let age = (self.engine.now_ms() - d.event.created_at_ms).max(0) as f64 / 1000.0;
             metrics::histogram!("kassa_webhook_delivery_latency_seconds", "format" => format.as_str()).record(age);
         }
         let attempt = Attempt {
@@ -378,7 +378,7 @@ impl Notifier {
                 if keys.is_empty() {
                     return Err("the endpoint has no signing secret".into());
                 }
-                let ts = now_ms() / 1000;
+                let ts = self.engine.now_ms() / 1000;
                 req = req
                     .header("webhook-id", &d.event.public_id)
                     .header("webhook-timestamp", ts.to_string())
@@ -400,7 +400,7 @@ impl Notifier {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now_ms() / 1000));
+            .and_then(|v| parse_retry_after(v, self.engine.now_ms() / 1000));
         let mut excerpt = String::new();
         if !(200..300).contains(&status) {
             if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(2), resp.bytes()).await {
@@ -428,7 +428,7 @@ impl Notifier {
     async fn update_backlog_metrics(&self) {
         if let Ok((pending, oldest)) = self.engine.store.delivery_backlog().await {
             metrics::gauge!("kassa_webhook_backlog").set(pending as f64);
-            let age = oldest.map(|t| (now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+            let age = oldest.map(|t| (self.engine.now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
             metrics::gauge!("kassa_webhook_oldest_undelivered_seconds").set(age);
         }
     }

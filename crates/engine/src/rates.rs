@@ -12,7 +12,7 @@ use kassa_core::rates::{Rate, RateError};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::notifications::now_ms;
+use kassa_core::Clock;
 use crate::EngineError;
 
 /// Where a rate comes from.
@@ -89,6 +89,8 @@ pub struct Rates {
     pub options: RatesOptions,
     client: reqwest::Client,
     latest: RwLock<HashMap<(String, String), Latest>>,
+    /// Ages rates (the engine's clock).
+    clock: Clock,
 }
 
 /// Kraken's names for some currencies.
@@ -119,13 +121,13 @@ fn mid(ask: Rate, bid: Rate) -> Result<Rate, String> {
 }
 
 impl Rates {
-    pub fn new(options: RatesOptions) -> Result<Arc<Self>, EngineError> {
+    pub fn new(options: RatesOptions, clock: Clock) -> Result<Arc<Self>, EngineError> {
         let client = reqwest::Client::builder()
             .timeout(options.request_timeout)
             .user_agent(concat!("Kassa/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| EngineError::invalid("rates", format!("HTTP client: {e}")))?;
-        Ok(Arc::new(Self { options, client, latest: RwLock::new(HashMap::new()) }))
+        Ok(Arc::new(Self { options, client, latest: RwLock::new(HashMap::new()), clock }))
     }
 
     pub fn pair(&self, from: &str, to: &str) -> Option<&PairConfig> {
@@ -185,7 +187,7 @@ impl Rates {
             for s in &self.options.sources {
                 match self.fetch(s, &p.base, &p.quote).await {
                     Ok(rate) => {
-                        got = Some(Latest { rate, source: s.name(), fetched_at_ms: now_ms() });
+                        got = Some(Latest { rate, source: s.name(), fetched_at_ms: self.clock.now_ms() });
                         break;
                     }
                     Err(e) => errors.push(format!("{}: {e}", s.name())),
@@ -217,7 +219,7 @@ impl Rates {
         let Some(l) = latest else {
             return Err(EngineError::RatesUnavailable(format!("no rate for {pair} yet")));
         };
-        let age_ms = now_ms() - l.fetched_at_ms;
+        let age_ms = self.clock.now_ms() - l.fetched_at_ms;
         if age_ms > self.options.max_age.as_millis() as i64 {
             return Err(EngineError::RatesUnavailable(format!(
                 "the rate for {pair} is stale ({} s old, the limit is {} s)",
@@ -237,7 +239,7 @@ impl Rates {
         loop {
             let failed = self.refresh().await;
             for (pair, l) in self.latest.read().expect("rates").iter() {
-                let age = (now_ms() - l.fetched_at_ms).max(0) as f64 / 1000.0;
+                let age = (self.clock.now_ms() - l.fetched_at_ms).max(0) as f64 / 1000.0;
                 metrics::gauge!("kassa_rate_age_seconds", "pair" => format!("{}/{}", pair.0, pair.1)).set(age);
             }
             if !failed.is_empty() {

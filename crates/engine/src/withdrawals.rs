@@ -496,7 +496,7 @@ impl Broadcaster {
         self.adapter.prepare().await?;
         // Withdrawals whose hold a crash interrupted (old enough that no request is
         // still working on them).
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = self.engine.now_ms();
         for w in store.stale_requested_withdrawals(&self.chain, now_ms - 60_000).await? {
             let _ = self.engine.hold_withdrawal(&w, &self.currency).await;
             report.recovered += 1;
@@ -532,7 +532,7 @@ impl Broadcaster {
         if queued.is_empty() {
             return Ok(());
         }
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = self.engine.now_ms();
         let urgent = queued.iter().any(|w| w.priority != "low");
         let oldest_low_due = queued.iter().any(|w| w.priority == "low" && now_ms - w.created_at_ms >= self.batch_window.as_millis() as i64);
         if !urgent && !oldest_low_due && queued.len() < MAX_BATCH {

@@ -27,6 +27,28 @@ pub enum MerchantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Block a merchant: every API call with its keys is refused until unblocked.
+    Block {
+        /// Merchant id or name.
+        merchant: String,
+        /// Why (kept with the merchant and logged).
+        #[arg(long)]
+        reason: String,
+        /// Who blocks it, for the log.
+        #[arg(long, default_value = "cli")]
+        operator: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unblock a blocked merchant.
+    Unblock {
+        /// Merchant id or name.
+        merchant: String,
+        #[arg(long, default_value = "cli")]
+        operator: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,8 +163,28 @@ pub async fn merchant(settings: &Settings, cmd: MerchantCommand) -> anyhow::Resu
                 }
             }
         }
+        MerchantCommand::Block { merchant, reason, operator, json } => {
+            let m = engine.block_merchant(&merchant, &reason, &operator).await?;
+            print_merchant_status(&m, json);
+        }
+        MerchantCommand::Unblock { merchant, operator, json } => {
+            let m = engine.unblock_merchant(&merchant, &operator).await?;
+            print_merchant_status(&m, json);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_merchant_status(m: &kassa_store::MerchantRow, json: bool) {
+    if json {
+        print_json(&json!({"id": m.id, "name": m.name, "status": m.status, "blocked_reason": m.blocked_reason,
+            "status_changed_at": m.status_changed_at_ms.map(format_ms)}));
+    } else {
+        match &m.blocked_reason {
+            Some(reason) => println!("merchant {} ({}) is now {}: {reason}", m.name, m.id, m.status),
+            None => println!("merchant {} ({}) is now {}", m.name, m.id, m.status),
+        }
+    }
 }
 
 pub async fn key(settings: &Settings, cmd: KeyCommand) -> anyhow::Result<ExitCode> {
@@ -419,7 +461,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
                     let from = parse_rfc3339("since", since.as_deref().unwrap_or_default())?;
                     let to = match until {
                         Some(u) => parse_rfc3339("until", &u)?,
-                        None => (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64 + 1,
+                        None => engine.now_ms() + 1,
                     };
                     engine.redeliver_failed(merchant_id(merchant).await?, from, to).await?
                 }

@@ -52,6 +52,10 @@ pub struct Config {
     /// `POST /hooks/chain/NAME?token=…`; hooks are refused while it is unset.
     #[serde(default)]
     pub hook_token: Option<String>,
+    /// Bearer token of the operator API (`/kassa/v1/operator/...`: block and unblock
+    /// merchants); the operator API is off while it is unset.
+    #[serde(default)]
+    pub operator_token: Option<String>,
     #[serde(default)]
     pub withdrawals: WithdrawalsConfig,
     #[serde(default)]
@@ -523,6 +527,9 @@ impl Config {
         if self.hook_token.as_ref().is_some_and(|t| t.len() < 16) {
             bail!("hook_token: must be at least 16 characters");
         }
+        if self.operator_token.as_ref().is_some_and(|t| t.len() < 32 || !t.chars().all(|c| c.is_ascii_graphic())) {
+            bail!("operator_token: must be at least 32 printable ASCII characters (e.g. head -c 32 /dev/urandom | xxd -p -c 64)");
+        }
         if self.http.key_cache_ms > 60_000 {
             bail!("http.key_cache_ms: must be 0-60000");
         }
@@ -562,6 +569,7 @@ impl Settings {
             max_body_bytes: self.config.http.max_body_bytes,
             request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
             hook_token: self.config.hook_token.clone(),
+            operator_token: self.config.operator_token.clone(),
             westwallet: kassa_api::WestwalletOptions {
                 currencies: self.config.westwallet.currencies.clone(),
                 timestamp_window_secs: self.config.westwallet.timestamp_window_secs as i64,

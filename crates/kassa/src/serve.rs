@@ -45,8 +45,9 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         .with_invoice_settings(settings.invoice_settings());
     let (key_cache, balance_cache) = settings.read_caches();
     let engine = engine.with_read_caches(key_cache, balance_cache);
+    let clock = engine.clock().clone();
     let engine = match settings.rates_options() {
-        Some(opts) => engine.with_rates(kassa_engine::rates::Rates::new(opts)?),
+        Some(opts) => engine.with_rates(kassa_engine::rates::Rates::new(opts, clock)?),
         None => engine,
     };
     for name in engine.chains.names() {

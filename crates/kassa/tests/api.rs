@@ -201,7 +201,8 @@ async fn openapi_document_matches_the_routes() {
     }
     for served in ["/currencies", "/balances", "/history", "/openapi.json", "/addresses", "/deposits", "/withdrawals", "/withdrawals/{id}",
         "/webhook-endpoints", "/webhook-endpoints/{id}/rotate-secret", "/webhook-endpoints/{id}/enable", "/webhook-endpoints/{id}/disable",
-        "/webhook-endpoints/{id}/test", "/events", "/events/{id}/redeliver", "/deliveries", "/deliveries/{id}", "/deliveries/redeliver", "/pairs", "/rates", "/quotes", "/exchanges", "/invoices", "/invoices/{id}"] {
+        "/webhook-endpoints/{id}/test", "/events", "/events/{id}/redeliver", "/deliveries", "/deliveries/{id}", "/deliveries/redeliver", "/pairs", "/rates", "/quotes", "/exchanges", "/invoices", "/invoices/{id}",
+        "/operator/merchants", "/operator/merchants/{id}/block", "/operator/merchants/{id}/unblock"] {
         assert!(documented.iter().any(|p| p == served), "{served} is served but not documented");
     }
     // Every error code the API can send is in the schema.
@@ -250,3 +251,50 @@ async fn bodies_are_validated(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(bodies, bodies_are_validated);
+
+// The operator API blocks and unblocks merchants: only with the configured operator
+// token (never a merchant's key), refusals change nothing, and a blocked merchant's
+// keys are refused at once until it is unblocked.
+async fn operators_block_and_unblock_merchants(backend: Backend) {
+    const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
+    let off = TestApp::spawn(backend).await;
+    let (status, e) = off.get("/kassa/v1/operator/merchants", Some(OPERATOR)).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (401, Some("unauthorized")), "off without an operator_token");
+    assert!(e["error"]["message"].as_str().unwrap().contains("set operator_token"), "{e}");
+
+    let app = TestApp::spawn_with(backend, kassa_api::HttpOptions { operator_token: Some(OPERATOR.into()), ..Default::default() }).await;
+    let (m, token) = app.merchant_with_token("shop", &[Scope::Read]).await;
+    let (_, other) = app.merchant_with_token("other", &[Scope::Read, Scope::Manage]).await;
+    let block = |id: i64, auth: &str, body: serde_json::Value| {
+        let (app, auth) = (&app, auth.to_string());
+        async move { app.post(&format!("/kassa/v1/operator/merchants/{id}/block"), &auth, body).await }
+    };
+    for auth in ["", "wrong-token-of-some-length-0123456789", &token, &other] {
+        let (status, e) = block(m.0, auth, json!({"reason": "x"})).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (401, Some("unauthorized")), "{auth:?}: a merchant's key is no operator token");
+    }
+    for (body, needle) in [(json!({}), "reason is required"), (json!({"reason": "  "}), "a block needs a reason"), (json!({"reason": "x", "until": 1}), "unknown field")] {
+        let (status, e) = block(m.0, OPERATOR, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{body}: {e}");
+    }
+    assert_eq!(block(999_999, OPERATOR, json!({"reason": "x"})).await.0, 404);
+    assert_eq!(app.get("/kassa/v1/balances", Some(&token)).await.0, 200, "refused blocks changed nothing");
+
+    let (status, b) = block(m.0, OPERATOR, json!({"reason": "chargeback review", "operator": "ops@example"})).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!((b["status"].as_str(), b["blocked_reason"].as_str(), b["name"].as_str()), (Some("blocked"), Some("chargeback review"), Some("shop")));
+    let (status, e) = app.get("/kassa/v1/balances", Some(&token)).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (403, Some("forbidden")), "blocked at once: {e}");
+    assert_eq!(app.get("/kassa/v1/balances", Some(&other)).await.0, 200, "the other merchant is untouched");
+    assert_eq!(block(m.0, OPERATOR, json!({"reason": "again"})).await.0, 409);
+    let (_, list) = app.get("/kassa/v1/operator/merchants", Some(OPERATOR)).await;
+    let shop = list["merchants"].as_array().unwrap().iter().find(|x| x["id"] == json!(m.0)).unwrap().clone();
+    assert_eq!((shop["status"].as_str(), shop["blocked_reason"].as_str()), (Some("blocked"), Some("chargeback review")));
+
+    let (status, u) = app.post(&format!("/kassa/v1/operator/merchants/{}/unblock", m.0), OPERATOR, json!({})).await;
+    assert_eq!((status, u["status"].as_str(), &u["blocked_reason"]), (200, Some("active"), &serde_json::Value::Null));
+    assert_eq!(app.get("/kassa/v1/balances", Some(&token)).await.0, 200, "served again");
+    assert_eq!(app.post(&format!("/kassa/v1/operator/merchants/{}/unblock", m.0), OPERATOR, json!({})).await.0, 409);
+}
+both_backends!(operator, operators_block_and_unblock_merchants);

@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("7 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("8 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -88,6 +88,20 @@ async fn admin_commands(backend: Backend) {
     assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
     let list = cli.json(&["merchant", "list", "--json"]);
     assert_eq!(list["merchants"][0]["active_keys"], 2);
+
+    // Blocking keeps its reason; blocking twice, unblocking an active merchant, or a
+    // block without a reason are refused and change nothing.
+    let b = cli.json(&["merchant", "block", "acme", "--reason", "chargeback review", "--operator", "ops@example", "--json"]);
+    assert_eq!((b["status"].as_str(), b["blocked_reason"].as_str()), (Some("blocked"), Some("chargeback review")));
+    assert!(b["status_changed_at"].is_string());
+    assert!(cli.fails(&["merchant", "block", "acme", "--reason", "again"]).contains("merchant acme is already blocked"));
+    assert!(cli.fails(&["merchant", "block", "acme", "--reason", " "]).contains("a block needs a reason"));
+    assert!(cli.fails(&["merchant", "block", "nobody", "--reason", "x"]).contains("merchant \"nobody\" not found"));
+    let list = cli.json(&["merchant", "list", "--json"]);
+    assert_eq!(list["merchants"][0]["status"], "blocked");
+    let u = cli.json(&["merchant", "unblock", "acme", "--json"]);
+    assert_eq!((u["status"].as_str(), &u["blocked_reason"]), (Some("active"), &Value::Null));
+    assert!(cli.fails(&["merchant", "unblock", "acme"]).contains("merchant acme is already active"));
 
     // Adjustments: credit, debit, idempotent retry, and refusals that store nothing.
     let credit = cli.json(&["adjust", "--merchant", "acme", "--currency", "EUR", "--amount", "100", "--reason", "opening balance", "--operator", "ops@example", "--json"]);

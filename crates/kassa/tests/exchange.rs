@@ -104,7 +104,7 @@ fn fixed(rates: &[(&str, &str)]) -> Source {
 #[tokio::test]
 async fn adapters_read_each_documented_format() {
     let (url, fake) = start_fake().await;
-    let rates = Rates::new(RatesOptions::default()).unwrap();
+    let rates = Rates::new(RatesOptions::default(), kassa_core::Clock::system()).unwrap();
     let kraken = Source::Kraken { base_url: url.clone() };
     let coinbase = Source::Coinbase { base_url: url.clone() };
     let binance = Source::Binance { base_url: url.clone() };
@@ -138,7 +138,7 @@ async fn app_with_pairs(backend: Backend, sources: Vec<Source>, pairs: Vec<PairC
         max_age,
         quote_ttl,
         ..RatesOptions::default()
-    })
+    }, t.engine.clock().clone())
     .unwrap();
     t.engine = t.engine.clone().with_rates(rates.clone());
     (TestApp::serve(t, Default::default()).await, rates)
@@ -147,7 +147,7 @@ async fn app_with_pairs(backend: Backend, sources: Vec<Source>, pairs: Vec<PairC
 async fn fallback_and_staleness(backend: Backend) {
     let (url, fake) = start_fake().await;
     let sources = vec![Source::Kraken { base_url: url.clone() }, Source::Coinbase { base_url: url.clone() }];
-    let (app, rates) = app_with_rates(backend, sources, Duration::from_secs(1), Duration::from_secs(60)).await;
+    let (app, rates) = app_with_rates(backend, sources, Duration::from_secs(120), Duration::from_secs(60)).await;
     let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Exchange]).await;
     let body = json!({"from_currency": "LTC", "to_currency": "EUR", "sender_amount": "1"});
 
@@ -175,7 +175,7 @@ async fn fallback_and_staleness(backend: Backend) {
     // Everything down: quotes stop once the last rate is older than the limit.
     fake.set("coinbase", "down");
     assert_eq!(rates.refresh().await, vec!["LTC/EUR".to_string()]);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.t.advance(Duration::from_secs(121));
     let (status, e) = app.post("/kassa/v1/quotes", &token, body.clone()).await;
     assert_eq!((status, e["error"]["code"].as_str()), (503, Some("rates_unavailable")));
     assert!(e["error"]["message"].as_str().unwrap().contains("stale"), "{e}");
@@ -193,7 +193,7 @@ async fn ltc_eur(app: &TestApp, m: MerchantId) -> (String, String) {
 }
 
 async fn quotes_and_exchanges(backend: Backend) {
-    let (app, rates) = app_with_rates(backend, vec![fixed(&[("LTC/EUR", "80")])], Duration::from_secs(60), Duration::from_secs(2)).await;
+    let (app, rates) = app_with_rates(backend, vec![fixed(&[("LTC/EUR", "80")])], Duration::from_secs(600), Duration::from_secs(60)).await;
     rates.refresh().await;
     let (m, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Exchange]).await;
     app.t.fund(m, "LTC", "10").await;
@@ -237,7 +237,7 @@ async fn quotes_and_exchanges(backend: Backend) {
     assert_eq!(q2["sender_amount"], "0.12562815", "the least LTC that buys exactly 10.00 EUR at 79.6");
     let (status, e) = app.post("/kassa/v1/exchanges", &token, json!({"client_id": winner_client, "quote_id": q2["id"]})).await;
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("idempotency_conflict")));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.t.advance(Duration::from_secs(61));
     let (status, e) = app.post("/kassa/v1/exchanges", &token, json!({"client_id": "late", "quote_id": q2["id"]})).await;
     assert_eq!((status, e["error"]["code"].as_str()), (409, Some("quote_expired")), "{e}");
     assert_eq!(ltc_eur(&app, m).await, ("9.00000000".into(), "79.60".into()));
@@ -418,7 +418,8 @@ async fn failed_and_interrupted_exchanges(backend: Backend) {
         action: kassa_core::ledger::Action::Transfer(legs),
         memo: "{}".into(),
     }).await.unwrap();
-    app.t.db.execute_raw("UPDATE exchanges SET created_at_ms = 0 WHERE client_id IN ('lost', 'booked')").await;
+    assert_eq!(app.t.engine.recover_exchanges().await.unwrap(), 0, "young exchanges may still be working");
+    app.t.advance(Duration::from_secs(601));
     assert_eq!(app.t.engine.recover_exchanges().await.unwrap(), 2);
     assert_eq!(store.exchange(lost.id).await.unwrap().unwrap().status, "failed");
     assert_eq!(store.exchange(booked.id).await.unwrap().unwrap().status, "done");

@@ -20,8 +20,10 @@ async fn invoice_lifecycles(backend: Backend) {
     let rates = Rates::new(RatesOptions {
         sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), Rate::parse("80").unwrap())].into() }],
         pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 }],
+        // Fetched once: fresh for the whole (clock-advancing) test.
+        max_age: Duration::from_secs(86_400),
         ..RatesOptions::default()
-    })
+    }, t.engine.clock().clone())
     .unwrap();
     rates.refresh().await;
     t.engine = t
@@ -88,9 +90,10 @@ async fn invoice_lifecycles(backend: Backend) {
     assert_eq!(get(over["id"].as_str().unwrap().into()).await["status"], "overpaid");
 
     // Expired unpaid, and paid late.
-    let (_, late) = create(json!({"order_id": "o-late", "amount": "0.2", "currency": "LTC", "ttl_secs": 1})).await;
-    let (_, unpaid) = create(json!({"order_id": "o-unpaid", "amount": "0.2", "currency": "LTC", "ttl_secs": 1})).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, late) = create(json!({"order_id": "o-late", "amount": "0.2", "currency": "LTC", "ttl_secs": 600})).await;
+    let (_, unpaid) = create(json!({"order_id": "o-unpaid", "amount": "0.2", "currency": "LTC", "ttl_secs": 600})).await;
+    assert_eq!(app.t.engine.store.expire_invoices().await.unwrap(), 0, "not due yet");
+    app.t.advance(Duration::from_secs(601));
     assert_eq!(app.t.engine.store.expire_invoices().await.unwrap(), 2);
     assert_eq!(get(unpaid["id"].as_str().unwrap().into()).await["status"], "expired");
     node.pay(late["options"][0]["address"].as_str().unwrap(), "0.2").await;
@@ -102,11 +105,11 @@ async fn invoice_lifecycles(backend: Backend) {
     assert_eq!(get(unpaid["id"].as_str().unwrap().into()).await["status"], "expired");
 
     // Paid in time but confirmed after expiry: never expired meanwhile, and paid on time.
-    let (_, slow) = create(json!({"order_id": "o-slow", "amount": "0.15", "currency": "LTC", "ttl_secs": 2})).await;
+    let (_, slow) = create(json!({"order_id": "o-slow", "amount": "0.15", "currency": "LTC", "ttl_secs": 600})).await;
     let sid = slow["id"].as_str().unwrap().to_string();
     node.pay(slow["options"][0]["address"].as_str().unwrap(), "0.15").await;
     watcher.cycle().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.t.advance(Duration::from_secs(601));
     app.t.engine.store.expire_invoices().await.unwrap();
     assert_eq!(get(sid.clone()).await["status"], "new", "a payment on its way keeps it open");
     node.mine(3).await;

@@ -348,7 +348,9 @@ async fn worker_leases_coordinate_instances(backend: Backend) {
     assert!(!other.lease("litecoin", ttl).await.unwrap(), "held by the first instance");
     assert!(other.lease("litecoin#broadcaster", ttl).await.unwrap(), "leases are per worker");
     assert!(t.engine.lease("litecoin", ttl).await.unwrap(), "the holder renews");
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    t.advance(std::time::Duration::from_millis(200));
+    assert!(!other.lease("litecoin", ttl).await.unwrap(), "renewed: still held");
+    t.advance(std::time::Duration::from_millis(400));
     assert!(other.lease("litecoin", ttl).await.unwrap(), "a lapsed lease is taken over");
     assert!(!t.engine.lease("litecoin", ttl).await.unwrap());
 }

@@ -72,24 +72,21 @@ async fn n1_retries_until_delivered(backend: Backend) {
     let event_id = sent["event_id"].as_str().unwrap().to_string();
 
     let notifier = Notifier::new(app.t.engine.clone(), fast_options(vec![1, 1, 1, 1])).unwrap();
-    let first = Instant::now();
     assert_eq!(notifier.run_once().await.unwrap().failed, 1, "connection refused");
     let receiver = Receiver::start_on(port).await;
     receiver.script(vec![Reply::status(500), Reply::slow(200, Duration::from_millis(1500)), Reply::status(200)]);
-    // Nothing is sent before the retry is due.
-    assert_eq!(notifier.run_once().await.unwrap().attempted, 0);
+    // Each retry is due one second (of the engine's clock) after the previous
+    // attempt, and not before.
     let mut outcomes = Vec::new();
-    while outcomes.len() < 3 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "nothing is sent before the retry is due");
+        app.t.advance(Duration::from_millis(1100));
         let r = notifier.run_once().await.unwrap();
-        if r.attempted > 0 {
-            outcomes.push(r.delivered);
-        }
-        assert!(first.elapsed() < Duration::from_secs(20), "retries did not happen");
+        assert_eq!(r.attempted, 1, "the retry is sent once it is due");
+        outcomes.push(r.delivered);
     }
     assert_eq!(outcomes, vec![0, 0, 1], "500, timeout, then delivered");
-    assert!(first.elapsed() >= Duration::from_secs(3), "three retries one second apart");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.t.advance(Duration::from_secs(60));
     assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "delivered: never sent again");
 
     let got = receiver.requests_to("/hook");
@@ -137,7 +134,8 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     let notifier = Notifier::new(app.t.engine.clone(), fast_options(vec![1, 1, 1])).unwrap();
 
     // 503 with an HTTP date, then 429 with seconds.
-    let in_two = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+    let clock_now = || time::OffsetDateTime::from_unix_timestamp_nanos(app.t.engine.now_ms() as i128 * 1_000_000).unwrap();
+    let in_two = (clock_now() + time::Duration::seconds(2))
         .format(&time::macros::format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"))
         .unwrap();
     receiver.script(vec![Reply::status(503).with_header("retry-after", &in_two)]);
@@ -145,13 +143,14 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     assert_eq!(notifier.run_once().await.unwrap().failed, 1);
     let (_, list) = app.get(&format!("/kassa/v1/deliveries?event={}", first["event_id"].as_str().unwrap()), Some(&token)).await;
     let next = time::OffsetDateTime::parse(list["deliveries"][0]["next_attempt_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
-    let wait = next - time::OffsetDateTime::now_utc();
+    let wait = next - clock_now();
     assert!(wait >= time::Duration::milliseconds(500) && wait <= time::Duration::seconds(3), "Retry-After date honoured: {wait}");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "not before the date");
+    app.t.advance(Duration::from_millis(2100));
     assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
     receiver.script(vec![Reply::status(429).with_header("retry-after", "3")]);
     let (_, sent) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
-    let before = time::OffsetDateTime::now_utc();
+    let before = clock_now();
     assert_eq!(notifier.run_once().await.unwrap().failed, 1);
     let (_, list) = app.get(&format!("/kassa/v1/deliveries?event={}", sent["event_id"].as_str().unwrap()), Some(&token)).await;
     let next = time::OffsetDateTime::parse(list["deliveries"][0]["next_attempt_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
@@ -165,7 +164,9 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(new_secret, old_secret);
     assert!(rotated["previous_secret_valid_until"].is_string());
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    app.t.advance(Duration::from_millis(2000));
+    assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "Retry-After 3 s, not the 1 s schedule");
+    app.t.advance(Duration::from_millis(1100));
     assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
     let got = receiver.requests_to("/hook");
     assert_eq!(got.len(), 4);
@@ -549,8 +550,15 @@ async fn c4_crash_before_delivery(backend: Backend) {
     // Deliveries run concurrently and may arrive out of order; the sequence orders them.
     let by_seq: BTreeMap<i64, Value> = got.iter().map(|r| (r.json()["sequence"].as_i64().unwrap(), r.json()["type"].clone())).collect();
     assert_eq!(by_seq.into_values().collect::<Vec<_>>(), vec![json!("deposit.seen"), json!("deposit.confirmed"), json!("deposit.credited")]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let metrics = client.get(format!("{}/metrics", server.base_url)).send().await.unwrap().text().await.unwrap();
+    // The notifier publishes its backlog gauges once a second or so: wait for an empty one.
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = client.get(format!("{}/metrics", server.base_url)).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "kassa_webhook_backlog 0") || started.elapsed() > Duration::from_secs(15) {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(metrics.lines().any(|l| l == "kassa_webhook_backlog 0"), "{metrics}");
     assert!(metrics.contains("kassa_webhook_oldest_undelivered_seconds 0"), "{metrics}");
     assert!(metrics.contains("kassa_webhook_delivery_latency_seconds"), "{metrics}");

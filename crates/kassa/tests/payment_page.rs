@@ -147,8 +147,10 @@ async fn payment_page_in_a_browser(backend: Backend) {
             PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 },
             PairConfig { base: "TLTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 },
         ],
+        // Fetched once: fresh for the whole (clock-advancing) test.
+        max_age: Duration::from_secs(86_400),
         ..RatesOptions::default()
-    })
+    }, db.clock.clone())
     .unwrap();
     rates.refresh().await;
     let engine = Engine::new(db.store().await, currencies, MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), LedgerOptions::default())
@@ -221,10 +223,12 @@ async fn payment_page_in_a_browser(backend: Backend) {
     assert!(html.contains("Paid. Thank you!") && html.contains("id=\"continue\""), "{html}");
 
     // An invoice that expires: the page says so and offers no address any more.
-    let (_, short) = app.post("/kassa/v1/invoices", &token, json!({"order_id": "web-2", "amount": "0.1", "currency": "LTC", "ttl_secs": 3})).await;
+    let (_, short) = app.post("/kassa/v1/invoices", &token, json!({"order_id": "web-2", "amount": "0.1", "currency": "LTC", "ttl_secs": 600})).await;
     client.goto(&page_url(&short)).await.unwrap();
     assert_eq!(text(&client, "#amount").await, "0.10000000");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let countdown = text(&client, "#countdown").await;
+    assert!(countdown.starts_with("Time left: 9:") || countdown == "Time left: 10:00", "{countdown}");
+    app.t.advance(Duration::from_secs(601));
     engine.store.expire_invoices().await.unwrap();
     wait_text(&client, "#status", "This invoice has expired", &mut []).await;
     assert!(client.find(Locator::Css("#pay")).await.is_err(), "no address on an expired invoice");

@@ -3,7 +3,7 @@
 use kassa_core::ledger::MerchantId;
 
 use crate::events::report_changes;
-use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store};
+use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct DepositAddressRow {
@@ -148,7 +148,7 @@ impl Store {
             .bind(&a.address)
             .bind(&a.label)
             .bind(&a.foreign_id)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(&a.origin)
             .bind(&a.callback_url)
             .fetch_one(pool)
@@ -201,7 +201,7 @@ impl Store {
     /// transaction, so a crash leaves either all of it or none. Re-recording a block
     /// only refreshes its deposits' block data.
     pub async fn record_block(&self, chain: &str, height: u64, hash: &str, found: &[FoundDeposit], keep_blocks: u64) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let upsert = format!(
             "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
                  block_height, block_hash, confirmations, first_seen_at_ms, updated_at_ms)
@@ -242,7 +242,7 @@ impl Store {
                 .bind(height as i64 - keep_blocks as i64)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -271,7 +271,7 @@ impl Store {
                  WHERE chain = $1 AND block_height > $2")
                 .bind(chain)
                 .bind(fork_height as i64)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -280,7 +280,7 @@ impl Store {
                 .bind(fork_height as i64)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
             n
         });
@@ -289,7 +289,7 @@ impl Store {
 
     /// Outputs seen in the mempool (known ones are left as they are).
     pub async fn record_mempool_deposits(&self, chain: &str, found: &[FoundDeposit]) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let sql = format!(
             "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
                  confirmations, first_seen_at_ms, updated_at_ms)
@@ -315,7 +315,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -336,7 +336,7 @@ impl Store {
         on_pool!(self, pool => {
             sqlx::query("UPDATE deposits SET confirmations = $1, updated_at_ms = $2 WHERE id = $3 AND confirmations <> $1")
             .bind(confirmations)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(pool)
             .await?;
@@ -353,11 +353,11 @@ impl Store {
                  WHERE id = $4 AND credits = $1 - 1")
             .bind(k)
             .bind(confirmations)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -372,11 +372,11 @@ impl Store {
                      updated_at_ms = $2
                  WHERE id = $3 AND reversals = $1 - 1")
             .bind(k)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -386,11 +386,11 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE deposits SET status = 'dropped', updated_at_ms = $1 WHERE id = $2 AND status = 'seen'")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -422,7 +422,7 @@ impl Store {
                  ON CONFLICT (chain) DO UPDATE SET halted_reason = excluded.halted_reason, halted_at_ms = excluded.halted_at_ms")
             .bind(chain)
             .bind(reason)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(pool)
             .await?;
         });
@@ -448,7 +448,7 @@ impl Store {
 
     /// Takes or renews the lease that makes one instance the scanner of `chain`.
     pub async fn acquire_chain_lease(&self, chain: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = on_pool!(self, pool => {
             sqlx::query("INSERT INTO chain_state (chain) VALUES ($1) ON CONFLICT (chain) DO NOTHING")
                 .bind(chain)
@@ -474,7 +474,7 @@ impl Store {
     /// database transaction; returns how many were inserted.
     pub async fn insert_deposit_addresses_bulk(&self, merchant: MerchantId, currency: &str, chain: &str, addresses: &[String]) -> Result<u64> {
         const ROWS: usize = 4000;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut inserted = 0;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;

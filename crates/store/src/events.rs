@@ -12,7 +12,7 @@ use kassa_core::events::{self, Format};
 use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
-use crate::{now_ms, on_pool, parse_units, Db, Result, Store};
+use crate::{on_pool, parse_units, Db, Result, Store};
 
 /// An event to write.
 #[derive(Clone, Debug)]
@@ -354,10 +354,10 @@ pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint]) -> Vec<(Option<
 /// Writes events, their sequence numbers and deliveries inside the open transaction
 /// `$tx`. Merchants' counters are locked in id order (no deadlocks between writers).
 macro_rules! write_events {
-    ($tx:expr, $events:expr) => {{
+    ($tx:expr, $now:expr, $events:expr) => {{
         let mut list: Vec<$crate::events::NewEvent> = $events;
         list.sort_by_key(|e| e.merchant_id);
-        let now = $crate::now_ms();
+        let now = $now;
         // Disabled endpoints get their deliveries too, as failed: enabling the endpoint
         // and redelivering the time range then sends everything it missed.
         let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashMap<i64, String>)> =
@@ -425,7 +425,8 @@ pub(crate) use write_events;
 /// Writes the events of every deposit and withdrawal whose status changed since it
 /// was last reported, inside the open transaction `$tx`; returns how many.
 macro_rules! report_changes {
-    ($tx:expr) => {{
+    ($tx:expr, $now:expr) => {{
+        let now_ms: i64 = $now;
         let mut written = 0usize;
         loop {
             let deposits: Vec<$crate::events::DepositChange> = sqlx::query_as($crate::events::DEPOSIT_CHANGES).fetch_all(&mut *$tx).await?;
@@ -449,7 +450,7 @@ macro_rules! report_changes {
             }
             invoices.sort_unstable();
             invoices.dedup();
-            list.extend($crate::invoices::restate_invoices!($tx, invoices));
+            list.extend($crate::invoices::restate_invoices!($tx, now_ms, invoices));
             for w in &withdrawals {
                 let n = sqlx::query("UPDATE withdrawals SET reported_status = $1 WHERE id = $2 AND reported_status = $3")
                     .bind(&w.status)
@@ -462,7 +463,7 @@ macro_rules! report_changes {
                     list.extend(w.event()?);
                 }
             }
-            written += $crate::events::write_events!($tx, list).len();
+            written += $crate::events::write_events!($tx, now_ms, list).len();
             if !more {
                 break;
             }
@@ -479,7 +480,7 @@ impl Store {
     pub async fn insert_events(&self, list: Vec<NewEvent>) -> Result<Vec<String>> {
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let ids = write_events!(tx, list);
+            let ids = write_events!(tx, self.now_ms(), list);
             tx.commit().await?;
             ids
         }))
@@ -491,13 +492,13 @@ impl Store {
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let n = report_changes!(tx);
+                let n = report_changes!(tx, self.now_ms());
                 tx.commit().await?;
                 n
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let n = report_changes!(tx);
+                let n = report_changes!(tx, self.now_ms());
                 tx.commit().await?;
                 n
             }
@@ -518,7 +519,7 @@ impl Store {
     }
 
     pub async fn insert_webhook_endpoint(&self, e: &NewEndpoint) -> Result<EndpointRow> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (nonce, ct) = e.secret.clone().unzip();
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(
                 "INSERT INTO webhook_endpoints (merchant_id, url, format, event_types, secret_nonce, secret_ciphertext, status,
@@ -555,7 +556,7 @@ impl Store {
             .bind(previous_until_ms)
             .bind(secret.0)
             .bind(secret.1)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(pool)
             .await?
@@ -565,7 +566,7 @@ impl Store {
 
     /// Enables or disables an endpoint; disabling fails its pending deliveries.
     pub async fn set_endpoint_status(&self, id: i64, active: bool, reason: Option<&str>) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query("UPDATE webhook_endpoints SET status = $1, disabled_reason = $2, updated_at_ms = $3 WHERE id = $4")
@@ -597,7 +598,7 @@ impl Store {
     /// until `lease_until_ms`. Concurrent notifiers (several instances on PostgreSQL)
     /// never claim the same one; only the holder of the claim can record its attempt.
     pub async fn claim_deliveries(&self, claim: &str, lease_until_ms: i64, limit: u32) -> Result<Vec<ClaimedDelivery>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let lock = match self.db {
             Db::Sqlite(_) => "",
             Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
@@ -693,7 +694,7 @@ impl Store {
             AttemptResult::Retry { next_attempt_at_ms } => ("pending", *next_attempt_at_ms, None),
             AttemptResult::Failed | AttemptResult::Gone => ("failed", a.attempted_at_ms, None),
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let code = a.status_code.map(i32::from);
         let gone_endpoint = if a.result == AttemptResult::Gone { a.endpoint_id } else { None };
         Ok(on_pool!(self, pool => {
@@ -793,7 +794,7 @@ impl Store {
 
     /// Sends an event's deliveries again (same id, same body), now; returns how many.
     pub async fn redeliver_event(&self, event_id: i64) -> Result<u64> {
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(on_pool!(self, pool => sqlx::query(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1, locked_by = NULL,
                      locked_until_ms = NULL, updated_at_ms = $1
@@ -808,7 +809,7 @@ impl Store {
     /// Sends every failed delivery created in [from_ms, to_ms) again (of one merchant,
     /// or all); returns how many.
     pub async fn redeliver_failed(&self, merchant: Option<MerchantId>, from_ms: i64, to_ms: i64) -> Result<u64> {
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(on_pool!(self, pool => sqlx::query(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1, locked_by = NULL,
                      locked_until_ms = NULL, updated_at_ms = $1

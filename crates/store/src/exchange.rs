@@ -8,7 +8,7 @@ use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
 use crate::events::{write_events, NewEvent};
-use crate::{duplicate_as, now_ms, on_pool, parse_units, Result, Store, StoreError};
+use crate::{duplicate_as, on_pool, parse_units, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct NewQuote {
@@ -186,7 +186,7 @@ impl Store {
             .bind(q.receiver_units.to_string())
             .bind(&q.rate)
             .bind(&q.source)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(q.expires_at_ms)
             .fetch_one(pool)
             .await?);
@@ -207,7 +207,7 @@ impl Store {
 
     /// Records an exchange as `pending`. A repeated client id or quote is `Duplicate`.
     pub async fn insert_exchange(&self, x: &NewExchange) -> Result<ExchangeRow> {
-        let now = now_ms();
+        let now = self.now_ms();
         let sql = format!(
             "INSERT INTO exchanges (public_id, merchant_id, client_id, request_hash, kind, quote_id, from_currency, to_currency,
                  sender_units, fee_units, receiver_units, rate, status, created_at_ms, updated_at_ms)
@@ -276,7 +276,7 @@ impl Store {
     pub async fn fail_exchange(&self, id: i64, failure: &str) -> Result<bool> {
         let n = on_pool!(self, pool => sqlx::query("UPDATE exchanges SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'pending'")
             .bind(failure)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(pool)
             .await?
@@ -295,7 +295,7 @@ impl Store {
     /// `exchange.done` event, in one database transaction.
     pub async fn complete_exchange(&self, id: i64, ledger_tx_id: i64) -> Result<()> {
         let x = self.exchange(id).await?.ok_or(StoreError::NotFound { what: "exchange" })?;
-        let now = now_ms();
+        let now = self.now_ms();
         let event = NewEvent {
             merchant_id: x.merchant_id,
             event_type: "exchange.done".into(),
@@ -322,7 +322,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                write_events!(tx, vec![event]);
+                write_events!(tx, self.now_ms(), vec![event]);
             }
             tx.commit().await?;
         });

@@ -8,7 +8,7 @@ use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
 use crate::events::{write_events, NewEvent};
-use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store, StoreError};
+use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store, StoreError};
 
 /// One accepted currency of a new invoice, with its address.
 #[derive(Clone, Debug)]
@@ -189,9 +189,9 @@ pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64
 /// Recomputes the invoices `$ids` inside the open transaction `$tx`, updating their
 /// status and returning the events to write.
 macro_rules! restate_invoices {
-    ($tx:expr, $ids:expr) => {{
+    ($tx:expr, $now:expr, $ids:expr) => {{
         let mut events: Vec<$crate::events::NewEvent> = Vec::new();
-        let now = $crate::now_ms();
+        let now = $now;
         for id in $ids {
             // Take the invoice's row lock first (a no-op write; PostgreSQL row lock,
             // SQLite already writes): two transactions restating one invoice run one
@@ -229,7 +229,7 @@ impl Store {
     /// Stores an invoice with its addresses and options in one transaction; a
     /// repeated order id is `Duplicate`.
     pub async fn insert_invoice(&self, inv: &NewInvoice) -> Result<InvoiceRow> {
-        let now = now_ms();
+        let now = self.now_ms();
         let n = self.numeric();
         let insert = format!(
             "INSERT INTO invoices (public_id, token, merchant_id, order_id, request_hash, currency, amount_units, description, success_url,
@@ -341,22 +341,22 @@ impl Store {
 
     /// Expires unpaid invoices whose time is up, with their events; returns how many.
     pub async fn expire_invoices(&self) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let due = "SELECT id FROM invoices WHERE status = 'new' AND expires_at_ms < $1 ORDER BY id LIMIT 500";
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let ids: Vec<i64> = sqlx::query_scalar(due).bind(now).fetch_all(&mut *tx).await?;
-                let events = restate_invoices!(tx, ids);
-                let n = write_events!(tx, events).len();
+                let events = restate_invoices!(tx, now, ids);
+                let n = write_events!(tx, now, events).len();
                 tx.commit().await?;
                 n
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let ids: Vec<i64> = sqlx::query_scalar(&format!("{due} FOR UPDATE SKIP LOCKED")).bind(now).fetch_all(&mut *tx).await?;
-                let events = restate_invoices!(tx, ids);
-                let n = write_events!(tx, events).len();
+                let events = restate_invoices!(tx, now, ids);
+                let n = write_events!(tx, now, events).len();
                 tx.commit().await?;
                 n
             }

@@ -19,7 +19,7 @@ use kassa_core::ledger::{
 use kassa_core::CurrencyCode;
 use sqlx::{PgPool, Row, SqlitePool};
 
-use crate::{now_ms, on_pool, parse_units, Db, Result, Store, StoreError};
+use crate::{on_pool, parse_units, Db, Result, Store, StoreError};
 
 /// The result of one request of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,7 +291,7 @@ impl Store {
                 .bind(key.merchant().map(|m| m.0))
                 .bind(key.user().map(|u| u.0))
                 .bind(key.allows_negative())
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .execute(pool)
                 .await?;
             sqlx::query_scalar("SELECT id FROM accounts WHERE code = $1").bind(&code).fetch_one(pool).await?
@@ -409,8 +409,8 @@ impl Store {
         loop {
             attempt += 1;
             let result = match &self.db {
-                Db::Sqlite(pool) => write_batch_sqlite(pool, reqs, &hashes).await,
-                Db::Postgres(pool) => write_batch_pg(pool, reqs, &hashes).await,
+                Db::Sqlite(pool) => write_batch_sqlite(pool, reqs, &hashes, self.now_ms()).await,
+                Db::Postgres(pool) => write_batch_pg(pool, reqs, &hashes, self.now_ms()).await,
             };
             match result {
                 Ok(Attempt::Done(outcome)) => return Ok(outcome),
@@ -580,7 +580,7 @@ fn distinct_keys(reqs: &[TxRequest]) -> Vec<&str> {
     keys.into_iter().collect()
 }
 
-async fn write_batch_sqlite(pool: &SqlitePool, reqs: &[TxRequest], hashes: &[[u8; 32]]) -> Result<Attempt> {
+async fn write_batch_sqlite(pool: &SqlitePool, reqs: &[TxRequest], hashes: &[[u8; 32]], now: i64) -> Result<Attempt> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // 1. Keys already used.
     let mut existing: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
@@ -636,7 +636,6 @@ async fn write_batch_sqlite(pool: &SqlitePool, reqs: &[TxRequest], hashes: &[[u8
         return Ok(Attempt::Done(plan.results.into_iter().map(|r| r.expect("all resolved")).collect()));
     }
     // 5. Write transactions, entries, balances, hold statuses.
-    let now = now_ms();
     let mut ids: HashMap<String, i64> = HashMap::new();
     for chunk in plan.new_txs.chunks(ROWS_PER_STATEMENT / 4) {
         let sql = format!(
@@ -738,7 +737,7 @@ async fn load_accounts_pg(
     Ok(out)
 }
 
-async fn write_batch_pg(pool: &PgPool, reqs: &[TxRequest], hashes: &[[u8; 32]]) -> Result<Attempt> {
+async fn write_batch_pg(pool: &PgPool, reqs: &[TxRequest], hashes: &[[u8; 32]], now: i64) -> Result<Attempt> {
     let mut tx = pool.begin().await?;
     let hold_ids = hold_ids_of(reqs);
     let mut holds: HashMap<i64, LoadedHold> = HashMap::new();
@@ -790,7 +789,7 @@ async fn write_batch_pg(pool: &PgPool, reqs: &[TxRequest], hashes: &[[u8; 32]]) 
     // Insert in key order so concurrent instances take key locks in the same order.
     let mut order: Vec<usize> = (0..plan.new_txs.len()).collect();
     order.sort_by(|a, b| reqs[plan.new_txs[*a].request].idempotency_key.cmp(&reqs[plan.new_txs[*b].request].idempotency_key));
-    let now = now_ms();
+
     let (mut k, mut h, mut kind, mut hold_id, mut hold_status, mut memo) = (vec![], vec![], vec![], vec![], vec![], vec![]);
     for &i in &order {
         let t = &plan.new_txs[i];

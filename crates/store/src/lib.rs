@@ -19,6 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::ConnectOptions;
 
+use kassa_core::Clock;
+
 pub use ledger::{
     AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
 };
@@ -87,6 +89,8 @@ pub struct StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: Db,
+    /// Where every stored time comes from (creation, expiry, leases, retries).
+    pub(crate) clock: Clock,
 }
 
 /// Runs the same code against whichever pool the store has. The body is compiled
@@ -101,10 +105,6 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-pub(crate) fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 pub(crate) fn parse_units(text: &str, what: &str) -> Result<i128> {
     i128::from_str(text).map_err(|_| StoreError::Corrupt(format!("{what} is not an integer: {text:?}")))
@@ -131,7 +131,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await?;
-            return Ok(Self { db: Db::Postgres(pool) });
+            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system() });
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() || path.contains("://") {
@@ -152,7 +152,23 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(Self { db: Db::Sqlite(pool) })
+        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system() })
+    }
+
+    /// The same store reading time from `clock` (tests pass one they can move).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this store stamps rows with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now, in Unix milliseconds, by this store's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn backend(&self) -> Backend {

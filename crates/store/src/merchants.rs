@@ -2,7 +2,7 @@
 
 use kassa_core::ledger::MerchantId;
 
-use crate::{duplicate_as, now_ms, on_pool, Result, Store, StoreError};
+use crate::{duplicate_as, on_pool, Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct MerchantRow {
@@ -12,6 +12,10 @@ pub struct MerchantRow {
     pub created_at_ms: i64,
     /// Keys not revoked.
     pub active_keys: i64,
+    /// Why an operator blocked it (while blocked).
+    pub blocked_reason: Option<String>,
+    /// When it was last blocked or unblocked.
+    pub status_changed_at_ms: Option<i64>,
 }
 
 /// A key to store. Secrets arrive already hashed or encrypted: nothing in clear.
@@ -46,7 +50,7 @@ pub struct ApiKeyRow {
     pub revoked_at_ms: Option<i64>,
 }
 
-const MERCHANT_COLUMNS: &str = "SELECT m.id, m.name, m.status, m.created_at_ms,
+const MERCHANT_COLUMNS: &str = "SELECT m.id, m.name, m.status, m.created_at_ms, m.blocked_reason, m.status_changed_at_ms,
         (SELECT COUNT(*) FROM api_keys k WHERE k.merchant_id = m.id AND k.revoked_at_ms IS NULL) AS active_keys
      FROM merchants m";
 
@@ -60,7 +64,7 @@ impl Store {
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(
                 "INSERT INTO merchants (name, created_at_ms) VALUES ($1, $2) RETURNING id")
             .bind(name)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "a merchant with this name"))?);
@@ -97,7 +101,7 @@ impl Store {
             .bind(&key.scopes)
             .bind(&key.ip_allowlist)
             .bind(&key.label)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "an API key with this public key"))?);
@@ -122,11 +126,26 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.0).fetch_all(pool).await?))
     }
 
+    /// Sets a merchant's status (`blocked` with its reason, or `active`); returns
+    /// false when it already had that status (nothing changed) or does not exist.
+    pub async fn set_merchant_status(&self, merchant: MerchantId, status: &str, reason: Option<&str>) -> Result<bool> {
+        let done = on_pool!(self, pool => sqlx::query(
+                "UPDATE merchants SET status = $1, blocked_reason = $2, status_changed_at_ms = $3 WHERE id = $4 AND status <> $1")
+            .bind(status)
+            .bind(reason)
+            .bind(self.now_ms())
+            .bind(merchant.0)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
     /// Revokes a key; returns false if it did not exist or was already revoked.
     pub async fn revoke_api_key(&self, public_key: &str) -> Result<bool> {
         let done = on_pool!(self, pool => sqlx::query(
                 "UPDATE api_keys SET revoked_at_ms = $1 WHERE public_key = $2 AND revoked_at_ms IS NULL")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(public_key)
             .execute(pool)
             .await?
@@ -143,7 +162,7 @@ impl Store {
             sqlx::query("INSERT INTO signed_requests (merchant_id, request_key, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                 .bind(merchant.0)
                 .bind(key)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .execute(pool)
                 .await?
                 .rows_affected()

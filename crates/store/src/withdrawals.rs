@@ -3,7 +3,7 @@
 use kassa_core::ledger::MerchantId;
 
 use crate::events::report_changes;
-use crate::{duplicate_as, now_ms, on_pool, parse_units, Db, Result, Store, StoreError};
+use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct NewWithdrawal {
@@ -147,7 +147,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested', $13) RETURNING id",
             n = self.numeric()
         );
-        let now = now_ms();
+        let now = self.now_ms();
         let day_start = now - now.rem_euclid(86_400_000);
         let lock = match self.db {
             Db::Postgres(_) if w.daily_limit.is_some() => Some("SELECT id FROM merchants WHERE id = $1 FOR UPDATE"),
@@ -252,11 +252,11 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
                 .bind(hold_tx_id)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -267,7 +267,7 @@ impl Store {
     pub async fn set_withdrawals_queued(&self, held: &[(i64, i64)]) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let now = now_ms();
+            let now = self.now_ms();
             for (id, hold_tx_id) in held {
                 sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
                     .bind(hold_tx_id)
@@ -276,7 +276,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -301,12 +301,12 @@ impl Store {
                 "UPDATE withdrawals SET status = 'failed', failure = $1, updated_at_ms = $2
                  WHERE id = $3 AND status = 'queued' AND payout_id IS NULL")
                 .bind(failure)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
             n
         });
@@ -333,7 +333,7 @@ impl Store {
 
     /// Creates a payout (`preparing`) for queued withdrawals, claiming them.
     pub async fn create_payout(&self, chain: &str, currency: &str, withdrawals: &[i64]) -> Result<i64> {
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let id: i64 = sqlx::query_scalar(
@@ -362,7 +362,7 @@ impl Store {
 
     /// Records a signed payout transaction before it is broadcast.
     pub async fn payout_signed(&self, payout: i64, txid: &str, raw_hex: &str, network_fee_units: i128, vouts: &[(i64, u32)]) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let sql = format!(
             "UPDATE payouts SET status = 'signed', txid = $1, raw_hex = $2, network_fee_units = $3{n}, updated_at_ms = $4
              WHERE id = $5 AND status = 'preparing'",
@@ -381,7 +381,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -389,7 +389,7 @@ impl Store {
 
     /// Marks a payout and its withdrawals broadcast (under `txid`, which may be a replacement's).
     pub async fn payout_broadcast(&self, payout: i64, txid: &str) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE payouts SET status = 'broadcast', txid = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ('signed', 'broadcast')")
@@ -404,7 +404,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())
@@ -412,7 +412,7 @@ impl Store {
 
     /// A payout that never left Kassa: its withdrawals go back to the queue.
     pub async fn abandon_payout(&self, payout: i64, failure: &str) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE payouts SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'preparing'")
@@ -434,7 +434,7 @@ impl Store {
     pub async fn set_hold_posted(&self, withdrawal: i64) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query("UPDATE withdrawals SET hold_posted = TRUE, updated_at_ms = $1 WHERE id = $2")
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(withdrawal)
                 .execute(pool)
                 .await?;
@@ -445,7 +445,7 @@ impl Store {
     pub async fn set_payout_fee_booked(&self, payout: i64) -> Result<()> {
         on_pool!(self, pool => {
             sqlx::query("UPDATE payouts SET fee_booked = TRUE, updated_at_ms = $1 WHERE id = $2")
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(payout)
                 .execute(pool)
                 .await?;
@@ -454,7 +454,7 @@ impl Store {
     }
 
     pub async fn payout_confirmations(&self, payout: i64, confirmations: i64, confirmed: bool) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if confirmed {
@@ -473,7 +473,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx);
+            report_changes!(tx, self.now_ms());
             tx.commit().await?;
         });
         Ok(())

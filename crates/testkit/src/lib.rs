@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use kassa_core::currency::CurrencyConfig;
 use kassa_core::ledger::{AccountId, AccountKey, MerchantId, SystemAccount};
-use kassa_core::CurrencyCode;
+use kassa_core::{Clock, CurrencyCode};
 use kassa_engine::adjustments::AdjustmentRequest;
 use kassa_engine::currencies::Currencies;
 use kassa_engine::ledger::LedgerOptions;
@@ -47,6 +47,9 @@ macro_rules! both_backends {
 pub struct TestDb {
     pub url: String,
     pub backend: Backend,
+    /// The clock every store (and engine) on this database reads; tests move it
+    /// forward instead of sleeping.
+    pub clock: Clock,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
@@ -57,7 +60,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::TempDir::new().expect("temporary directory");
                 let url = dir.path().join("kassa.db").display().to_string();
-                TestDb { url, backend, _dir: Some(dir), pg: None }
+                TestDb { url, backend, clock: Clock::adjustable(), _dir: Some(dir), pg: None }
             }
             Backend::Postgres => {
                 let server = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
@@ -67,13 +70,14 @@ impl TestDb {
                 let url = kassa_store::create_postgres_database(&server, &name)
                     .await
                     .unwrap_or_else(|e| panic!("cannot create a test database on {server}: {e}"));
-                TestDb { url, backend, _dir: None, pg: Some((server, name)) }
+                TestDb { url, backend, clock: Clock::adjustable(), _dir: None, pg: Some((server, name)) }
             }
         }
     }
 
     pub async fn store(&self) -> Store {
         let store = Store::connect(&StoreOptions { url: self.url.clone(), max_connections: 16 }).await.expect("connect");
+        let store = store.with_clock(self.clock.clone());
         store.migrate().await.expect("migrate");
         store
     }
@@ -164,6 +168,11 @@ impl TestEngine {
     /// A second, independent engine on the same database (another "instance").
     pub async fn another_instance(&self, options: LedgerOptions) -> Engine {
         engine_on(&self.db, options).await
+    }
+
+    /// Moves business time forward (quote lifetimes, expiry, retry schedules, leases).
+    pub fn advance(&self, by: std::time::Duration) {
+        self.db.clock.advance(by);
     }
 
     pub async fn merchant(&self, name: &str) -> MerchantId {

@@ -2,6 +2,7 @@
 //! `/kassa/v1/openapi.json`. Bearer keys of the `native` dialect authenticate it.
 
 mod error;
+mod operator;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kassa_engine::merchants::{Dialect, Principal, Scope};
-use kassa_store::HistoryQuery;
+use kassa_engine::queries::HistoryQuery;
 use serde_json::json;
 
 pub use error::ApiError;
@@ -25,6 +26,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(operator::router())
         .route("/openapi.json", get(openapi))
         .route("/currencies", get(currencies))
         .route("/balances", get(balances))
@@ -283,7 +285,7 @@ async fn list_deliveries(
     }
     let list = state
         .engine
-        .deliveries(kassa_store::DeliveryQuery {
+        .deliveries(kassa_engine::queries::DeliveryQuery {
             merchant: Some(who.merchant),
             status: params.get("status").cloned(),
             event_public_id: params.get("event").cloned(),
@@ -360,7 +362,7 @@ async fn list_withdrawals(
     let (before, limit) = page_params(&params, &["currency", "status", "before", "limit"])?;
     let list = state
         .engine
-        .withdrawals(kassa_store::WithdrawalQuery {
+        .withdrawals(kassa_engine::queries::WithdrawalQuery {
             merchant: Some(who.merchant),
             currency: params.get("currency").cloned(),
             status: params.get("status").cloned(),
@@ -450,7 +452,7 @@ async fn deposits(
     let (before, limit) = page_params(&params, &["currency", "status", "before", "limit"])?;
     let list = state
         .engine
-        .deposits(kassa_store::DepositQuery {
+        .deposits(kassa_engine::queries::DepositQuery {
             merchant: Some(who.merchant),
             currency: params.get("currency").cloned(),
             status: params.get("status").cloned(),
