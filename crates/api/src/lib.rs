@@ -1,14 +1,14 @@
-//! Kassa's HTTP surface. Each API dialect is one module that only translates between
-//! its wire format and the engine (`native` is Kassa's own API). This module wires the
-//! routers together with health, readiness, metrics, request ids, logging and limits.
+//! Kassa's HTTP surface. Each API dialect is one folder under `dialects/` that only
+//! translates between its wire format and the engine (`native` is Kassa's own API),
+//! registered once in `dialects::DIALECTS`. This module mounts the dialects where the
+//! configuration says and wires them together with health, readiness, metrics,
+//! request ids, logging and limits.
 
+pub mod dialects;
 mod health;
 mod hooks;
 mod middleware;
-pub mod native;
 mod pages;
-mod westwallet;
-pub mod westwallet_auth;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,12 +28,14 @@ pub struct HttpOptions {
     pub hook_token: Option<String>,
     /// Bearer token of the operator API (`/kassa/v1/operator/...`); off without one.
     pub operator_token: Option<String>,
+    /// Mount prefixes by dialect name, instead of the dialect's defaults.
+    pub mounts: std::collections::BTreeMap<String, Vec<String>>,
     pub westwallet: WestwalletOptions,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, operator_token: None, westwallet: WestwalletOptions::default() }
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, operator_token: None, mounts: Default::default(), westwallet: WestwalletOptions::default() }
     }
 }
 
@@ -91,8 +93,18 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Checks what the router cannot be built without (mount prefixes); the message
+/// names the configuration key.
+pub fn check_options(options: &HttpOptions) -> Result<(), String> {
+    dialects::mounts(&options.mounts).map(|_| ())
+}
+
 /// The complete application router.
+///
+/// # Panics
+/// On options [`check_options`] refuses.
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
+    let mounts = std::sync::Arc::new(dialects::mounts(&options.mounts).unwrap_or_else(|e| panic!("{e}")));
     let state = AppState(std::sync::Arc::new(Shared {
         engine,
         metrics: metrics_handle(),
@@ -100,6 +112,9 @@ pub fn app(engine: Engine, options: &HttpOptions) -> Router {
         operator_token: options.operator_token.as_deref().map(Into::into),
         westwallet: options.westwallet.clone(),
     }));
-    let routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(westwallet::router()).nest("/westwallet", westwallet::router()).nest("/kassa/v1", native::router());
-    middleware::wrap(routes.with_state(state), options)
+    let mut routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router());
+    for (prefix, dialect) in mounts.iter() {
+        routes = if prefix.is_empty() { routes.merge((dialect.router)()) } else { routes.nest(prefix, (dialect.router)()) };
+    }
+    middleware::wrap(routes.with_state(state), options, mounts)
 }

@@ -1,15 +1,16 @@
 //! Cross-cutting HTTP layers: request ids, structured request logs, request metrics,
-//! body size limits and timeouts, and a JSON 404.
+//! body size limits and timeouts, and refusals (404, 413, 503) in the shape of the
+//! dialect a path belongs to.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::response::Response;
+use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -17,6 +18,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
+use crate::dialects::{self, Dialect, Refusal};
 use crate::HttpOptions;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -30,13 +32,23 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-pub fn wrap(router: Router, options: &HttpOptions) -> Router {
+/// Mount prefixes and their dialects, longest first.
+pub type Mounts = Arc<Vec<(String, &'static Dialect)>>;
+
+pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts) -> Router {
+    let for_fallback = mounts.clone();
     router
-        .fallback(not_found)
+        .fallback(move |uri: axum::http::Uri| {
+            let mounts = for_fallback.clone();
+            async move { (dialects::owner(&mounts, uri.path()).refusal)(Refusal::NotFound) }
+        })
         .layer(middleware::from_fn(record_metrics))
         .layer(RequestBodyLimitLayer::new(options.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
-        .layer(middleware::from_fn(json_limit_errors))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let mounts = mounts.clone();
+            async move { dialect_limit_errors(&mounts, req, next).await }
+        }))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<Body>| {
@@ -50,36 +62,18 @@ pub fn wrap(router: Router, options: &HttpOptions) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
 }
 
-async fn not_found(uri: axum::http::Uri) -> Response {
-    if crate::westwallet::is_westwallet_path(uri.path()) {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response();
-    }
-    (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "no such endpoint"}}))).into_response()
-}
-
-/// tower-http answers oversized bodies and timeouts in plain text; give them the same
-/// JSON shape as every other error.
-async fn json_limit_errors(req: Request, next: Next) -> Response {
-    let westwallet = crate::westwallet::is_westwallet_path(req.uri().path());
+/// tower-http answers oversized bodies and timeouts in plain text; give them the
+/// shape of the dialect the path belongs to.
+async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], req: Request, next: Next) -> Response {
+    let dialect = dialects::owner(mounts, req.uri().path());
     let response = next.run(req).await;
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     match response.status() {
-        // The WestWallet dialect's shape: a flat code, never a `message` key.
-        StatusCode::PAYLOAD_TOO_LARGE if westwallet && !is_json => (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": "body_too_large"}))).into_response(),
-        StatusCode::SERVICE_UNAVAILABLE if westwallet && !is_json => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "timeout"}))).into_response(),
-        StatusCode::PAYLOAD_TOO_LARGE if !is_json => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({"error": {"code": "body_too_large", "message": "request body is larger than the server accepts"}})),
-        )
-            .into_response(),
-        StatusCode::SERVICE_UNAVAILABLE if !is_json => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": {"code": "timeout", "message": "the request took longer than the server allows"}})),
-        )
-            .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json => (dialect.refusal)(Refusal::BodyTooLarge),
+        StatusCode::SERVICE_UNAVAILABLE if !is_json => (dialect.refusal)(Refusal::Timeout),
         _ => response,
     }
 }

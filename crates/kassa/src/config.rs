@@ -325,6 +325,10 @@ pub struct HttpConfig {
     /// CLI command) are seen within it; this process's own are seen at once. 0: off.
     #[serde(default = "default_read_cache_ms")]
     pub balance_cache_ms: u64,
+    /// Mount prefixes by dialect (`""` is the root), instead of each dialect's
+    /// defaults: e.g. `westwallet = ["/westwallet"]` takes it off the root.
+    #[serde(default)]
+    pub mounts: BTreeMap<String, Vec<String>>,
 }
 
 fn default_read_cache_ms() -> u64 {
@@ -339,6 +343,7 @@ impl Default for HttpConfig {
             shutdown_grace_secs: default_shutdown_grace(),
             key_cache_ms: default_read_cache_ms(),
             balance_cache_ms: default_read_cache_ms(),
+            mounts: BTreeMap::new(),
         }
     }
 }
@@ -530,6 +535,9 @@ impl Config {
         if self.operator_token.as_ref().is_some_and(|t| t.len() < 32 || !t.chars().all(|c| c.is_ascii_graphic())) {
             bail!("operator_token: must be at least 32 printable ASCII characters (e.g. head -c 32 /dev/urandom | xxd -p -c 64)");
         }
+        if let Err(e) = kassa_api::check_options(&kassa_api::HttpOptions { mounts: self.http.mounts.clone(), ..Default::default() }) {
+            bail!("{e}");
+        }
         if self.http.key_cache_ms > 60_000 {
             bail!("http.key_cache_ms: must be 0-60000");
         }
@@ -570,6 +578,7 @@ impl Settings {
             request_timeout: Duration::from_secs(self.config.http.request_timeout_secs),
             hook_token: self.config.hook_token.clone(),
             operator_token: self.config.operator_token.clone(),
+            mounts: self.config.http.mounts.clone(),
             westwallet: kassa_api::WestwalletOptions {
                 currencies: self.config.westwallet.currencies.clone(),
                 timestamp_window_secs: self.config.westwallet.timestamp_window_secs as i64,

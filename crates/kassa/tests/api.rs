@@ -298,3 +298,24 @@ async fn operators_block_and_unblock_merchants(backend: Backend) {
     assert_eq!(app.post(&format!("/kassa/v1/operator/merchants/{}/unblock", m.0), OPERATOR, json!({})).await.0, 409);
 }
 both_backends!(operator, operators_block_and_unblock_merchants);
+
+// Mount prefixes are configuration: a dialect moved off the root answers only where it
+// is mounted, and refusals there keep its shape.
+async fn dialects_mount_where_configured(backend: Backend) {
+    let mounts = [("westwallet".to_string(), vec!["/ww".to_string()]), ("native".to_string(), vec!["/api/kassa".to_string()])].into();
+    let app = TestApp::spawn_with(backend, kassa_api::HttpOptions { mounts, ..Default::default() }).await;
+    let (_, token) = app.merchant_with_token("m", &[Scope::Read]).await;
+    let (status, body) = app.get("/api/kassa/balances", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get("/kassa/v1/balances", Some(&token)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "not at the default prefix any more");
+    let (status, body) = app.get("/ww/wallet/balances", None).await;
+    assert_eq!((status, body), (401, json!({"error": "wrong_credentials"})), "WestWallet's own refusal where it is mounted");
+    let (status, body) = app.get("/ww/wallet/nowhere", None).await;
+    assert_eq!((status, body), (404, json!({"error": "not_found"})), "its 404 shape under its mount");
+    let (status, body) = app.get("/wallet/balances", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "off the root: {body}");
+    let (status, body) = app.get("/westwallet/wallet/balances", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "nor at its default prefix: {body}");
+}
+both_backends!(mounts, dialects_mount_where_configured);

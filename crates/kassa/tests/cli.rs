@@ -177,6 +177,10 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[westwallet]\ncurrencies = [\"EUR\"]", "westwallet.currencies: EUR is not carried by a configured chain"),
         ("[westwallet]\ntimestamp_window_secs = 0", "westwallet.timestamp_window_secs"),
         ("[westwallet]\ncurrency = [\"LTC\"]", "currency"),
+        ("[http.mounts]\nstripe = [\"/stripe\"]", "http.mounts.stripe: no such dialect"),
+        ("[http.mounts]\nwestwallet = [\"/kassa/v1\"]", "http.mounts.native: \"/kassa/v1\" is already where westwallet is mounted"),
+        ("[http.mounts]\nnative = [\"api/\"]", "http.mounts.native: \"api/\" is not a mount prefix"),
+        ("operator_token = \"short\"", "operator_token: must be at least 32"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let cli = Cli { config: dir.path().join(format!("c{i}.toml")), _dir: tempfile::TempDir::new().unwrap() };

@@ -24,6 +24,26 @@ use crate::AppState;
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Kassa's own API's registration: under `/kassa/v1`. It also words the refusals
+/// on paths no dialect owns.
+pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
+    name: "native",
+    default_mounts: &["/kassa/v1"],
+    router,
+    owns: |_| true,
+    refusal,
+};
+
+fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
+    use crate::dialects::Refusal;
+    let (status, code, message) = match r {
+        Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        Refusal::BodyTooLarge => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is larger than the server accepts"),
+        Refusal::Timeout => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took longer than the server allows"),
+    };
+    ApiError { status, code, message: message.into() }.into_response()
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(operator::router())

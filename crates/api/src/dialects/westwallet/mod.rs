@@ -2,7 +2,7 @@
 //! `/westwallet`: it only translates between that wire format and the engine.
 //!
 //! - Authentication accepts the signing styles of all four official clients
-//!   (`westwallet_auth`) within a timestamp window (`[westwallet]
+//!   (`auth`) within a timestamp window (`[westwallet]
 //!   timestamp_window_secs`, default ±300 s).
 //! - Business errors are HTTP 200 with `{"error": "<code>"}`; 401 `wrong_credentials`
 //!   and 403 `not_allowed` for identity and permission; never a `message` key; amounts
@@ -13,6 +13,8 @@
 //!   the same signed withdrawal again (same timestamp, same body) returns the
 //!   withdrawal it created instead of paying twice; other requests are idempotent
 //!   reads or create harmless new objects (an address, an invoice).
+
+pub mod auth;
 
 use std::net::SocketAddr;
 
@@ -35,7 +37,7 @@ use kassa_engine::EngineError;
 use kassa_engine::queries::TransferQuery;
 use serde_json::{json, Map, Value};
 
-use crate::westwallet_auth::{verify, Verified};
+use auth::{verify, Verified};
 use crate::AppState;
 
 /// Longest address label the dialect accepts (the service's own limit).
@@ -59,10 +61,30 @@ pub fn router() -> Router<AppState> {
         .route("/address/invoice_transactions", get(invoice_transactions))
 }
 
-/// True for paths this dialect serves (their errors take its shape).
-pub fn is_westwallet_path(path: &str) -> bool {
-    let path = path.strip_prefix("/westwallet").unwrap_or(path);
+/// The WestWallet dialect's registration: at the root (where the official clients'
+/// default base URL points) and under `/westwallet`.
+pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
+    name: "westwallet",
+    default_mounts: &["", "/westwallet"],
+    router,
+    owns,
+    refusal,
+};
+
+/// True for paths (relative to a mount) of this dialect.
+fn owns(path: &str) -> bool {
     path.starts_with("/wallet/") || path.starts_with("/address/")
+}
+
+/// The server's own refusals in this dialect's shape: a flat code, never a `message`.
+fn refusal(r: crate::dialects::Refusal) -> Response {
+    use crate::dialects::Refusal;
+    let (status, code) = match r {
+        Refusal::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        Refusal::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        Refusal::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+    };
+    (status, Json(json!({ "error": code }))).into_response()
 }
 
 /// An answer in this dialect's shapes.

@@ -1,0 +1,138 @@
+//! The API dialects Kassa speaks, one folder each (router, authentication, wire
+//! structs, the one engine-error → dialect-code map), registered once in
+//! [`DIALECTS`]. The HTTP layer knows a dialect only through its [`Dialect`]
+//! entry: where it is mounted, which paths are its own, and how it words the
+//! refusals the server itself makes (unknown path, body too large, timeout).
+
+pub mod native;
+pub mod westwallet;
+
+use std::collections::BTreeMap;
+
+use axum::response::Response;
+use axum::Router;
+
+use crate::AppState;
+
+/// A refusal the HTTP layer makes before (or instead of) a handler answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    BodyTooLarge,
+    Timeout,
+}
+
+/// One dialect's registration.
+pub struct Dialect {
+    /// Its name in configuration (`http.mounts.NAME`) and in logs.
+    pub name: &'static str,
+    /// Where it is mounted unless configured otherwise (`""` is the server root).
+    pub default_mounts: &'static [&'static str],
+    /// Its routes, relative to a mount.
+    pub router: fn() -> Router<AppState>,
+    /// Whether a path (relative to a mount) is one of its own: the server's refusals
+    /// there take this dialect's shape.
+    pub owns: fn(&str) -> bool,
+    /// This dialect's answer for a refusal.
+    pub refusal: fn(Refusal) -> Response,
+}
+
+/// Every dialect, in the order their errors are matched (the first that owns a path
+/// words its refusals; Kassa's own API words the rest).
+pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, native::DIALECT];
+
+/// Looks a dialect up by name.
+pub fn find(name: &str) -> Option<&'static Dialect> {
+    DIALECTS.iter().find(|d| d.name == name)
+}
+
+/// Where each dialect is mounted: the defaults, with the configured ones instead
+/// where given. Refuses unknown dialect names, malformed prefixes and two dialects
+/// on one prefix, naming the configuration key.
+pub fn mounts(configured: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, &'static Dialect)>, String> {
+    for name in configured.keys() {
+        if find(name).is_none() {
+            let known: Vec<&str> = DIALECTS.iter().map(|d| d.name).collect();
+            return Err(format!("http.mounts.{name}: no such dialect (known: {})", known.join(", ")));
+        }
+    }
+    let mut out: Vec<(String, &'static Dialect)> = Vec::new();
+    for d in DIALECTS {
+        let prefixes: Vec<String> = match configured.get(d.name) {
+            Some(list) => list.clone(),
+            None => d.default_mounts.iter().map(|p| p.to_string()).collect(),
+        };
+        for prefix in prefixes {
+            let valid = prefix.is_empty()
+                || (prefix.starts_with('/') && !prefix.ends_with('/') && prefix.len() <= 64
+                    && prefix[1..].split('/').all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))));
+            if !valid {
+                return Err(format!(
+                    "http.mounts.{}: {prefix:?} is not a mount prefix (\"\" for the root, or like \"/api/v2\": no trailing slash)",
+                    d.name
+                ));
+            }
+            if let Some((_, other)) = out.iter().find(|(p, _)| *p == prefix) {
+                return Err(format!("http.mounts.{}: {prefix:?} is already where {} is mounted", d.name, other.name));
+            }
+            out.push((prefix, d));
+        }
+    }
+    // Longest prefix first: a path belongs to the most specific mount.
+    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    Ok(out)
+}
+
+/// The dialect whose shape a refusal on `path` takes.
+pub fn owner<'a>(mounts: &'a [(String, &'static Dialect)], path: &str) -> &'static Dialect {
+    for (prefix, d) in mounts {
+        let rest = if prefix.is_empty() { Some(path) } else { path.strip_prefix(prefix.as_str()).filter(|r| r.is_empty() || r.starts_with('/')) };
+        if let Some(rest) = rest {
+            if (d.owns)(rest) {
+                return d;
+            }
+        }
+    }
+    &native::DIALECT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounted(pairs: &[(&str, &[&str])]) -> Result<Vec<(String, &'static str)>, String> {
+        let configured = pairs.iter().map(|(n, l)| (n.to_string(), l.iter().map(|s| s.to_string()).collect())).collect();
+        Ok(mounts(&configured)?.into_iter().map(|(p, d)| (p, d.name)).collect())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let default = mounted(&[]).unwrap();
+        assert!(default.contains(&("".into(), "westwallet")) && default.contains(&("/westwallet".into(), "westwallet")));
+        assert!(default.contains(&("/kassa/v1".into(), "native")));
+        let moved = mounted(&[("westwallet", &["/ww"])]).unwrap();
+        assert!(moved.contains(&("/ww".into(), "westwallet")) && !moved.iter().any(|(p, _)| p.is_empty()));
+    }
+
+    #[test]
+    fn bad_mounts_name_their_key() {
+        assert_eq!(mounted(&[("stripe", &["/s"])]).unwrap_err(), "http.mounts.stripe: no such dialect (known: westwallet, native)");
+        assert!(mounted(&[("westwallet", &["/ww/"])]).unwrap_err().starts_with("http.mounts.westwallet: \"/ww/\" is not a mount prefix"));
+        assert!(mounted(&[("westwallet", &["ww"])]).is_err());
+        assert!(mounted(&[("westwallet", &["/a//b"])]).is_err());
+        assert_eq!(
+            mounted(&[("westwallet", &["/kassa/v1"])]).unwrap_err(),
+            "http.mounts.native: \"/kassa/v1\" is already where westwallet is mounted"
+        );
+    }
+
+    #[test]
+    fn refusals_take_the_shape_of_the_most_specific_owner() {
+        let m = mounts(&BTreeMap::new()).unwrap();
+        assert_eq!(owner(&m, "/wallet/balance").name, "westwallet");
+        assert_eq!(owner(&m, "/westwallet/address/generate").name, "westwallet");
+        assert_eq!(owner(&m, "/kassa/v1/nowhere").name, "native");
+        assert_eq!(owner(&m, "/nowhere").name, "native");
+        assert_eq!(owner(&m, "/westwalletx/wallet/balance").name, "native", "a prefix matches whole segments");
+    }
+}
