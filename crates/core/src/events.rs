@@ -27,81 +27,30 @@ pub const EVENT_TYPES: &[&str] = &[
     "webhook.test",
 ];
 
-/// The shape and signing of a callback.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Format {
-    /// Kassa's own webhooks: JSON, Standard Webhooks signatures.
-    Standard,
-    /// WestWallet IPN: form-encoded, unsigned.
-    Westwallet,
-    /// CoinsPaid-style v1 callbacks: flat JSON, HMAC-SHA512.
-    CoinspaidV1,
-    /// CoinsPaid-style v2 callbacks: nested JSON, HMAC-SHA512.
-    CoinspaidV2,
+/// Kassa's own webhook format (Standard Webhooks): the format of merchants' own
+/// endpoints, which may subscribe to any event. Every other callback format belongs
+/// to an API dialect and is registered with it.
+pub const STANDARD_FORMAT: &str = "standard";
+
+/// Default retries after the first attempt of a standard delivery: Standard
+/// Webhooks' recommended schedule.
+pub const STANDARD_RETRY_SCHEDULE_SECS: &[u64] = &[5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+
+/// How the outbox reports the objects created through one API dialect: in its
+/// callback format, for the event types that format knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackRoute {
+    /// The dialect objects are created through (their `origin`).
+    pub origin: &'static str,
+    /// The callback format they are reported in.
+    pub format: &'static str,
+    /// The event types that format reports (others raise no callback of it).
+    pub events: &'static [&'static str],
 }
 
-impl Format {
-    pub const ALL: [Format; 4] = [Format::Standard, Format::Westwallet, Format::CoinspaidV1, Format::CoinspaidV2];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Standard => "standard",
-            Format::Westwallet => "westwallet",
-            Format::CoinspaidV1 => "coinspaid_v1",
-            Format::CoinspaidV2 => "coinspaid_v2",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Format> {
-        Self::ALL.into_iter().find(|f| f.as_str() == text)
-    }
-
-    /// The callback format of objects created through an API dialect (`native`
-    /// objects are reported through Kassa's own webhooks only).
-    pub fn for_origin(dialect: &str) -> Option<Format> {
-        match dialect {
-            "westwallet" => Some(Format::Westwallet),
-            "coinspaid_v1" => Some(Format::CoinspaidV1),
-            "coinspaid_v2" => Some(Format::CoinspaidV2),
-            _ => None,
-        }
-    }
-
-    /// Whether this format reports `event_type` at all. WestWallet sends an IPN when a
-    /// transaction is first seen (`pending`) and when it is final (`completed`);
-    /// CoinsPaid-style callbacks report `not_confirmed`, `confirmed` and `cancelled`.
-    pub fn renders(self, event_type: &str) -> bool {
-        match self {
-            Format::Standard => true,
-            Format::Westwallet => matches!(
-                event_type,
-                "deposit.seen" | "deposit.credited" | "withdrawal.broadcast" | "withdrawal.confirmed" | "withdrawal.failed"
-            ),
-            Format::CoinspaidV1 | Format::CoinspaidV2 => matches!(
-                event_type,
-                "deposit.seen"
-                    | "deposit.credited"
-                    | "deposit.reversed"
-                    | "deposit.dropped"
-                    | "withdrawal.broadcast"
-                    | "withdrawal.confirmed"
-                    | "withdrawal.failed"
-                    | "withdrawal.cancelled"
-            ),
-        }
-    }
-
-    /// Retries after the first attempt, by default: Standard Webhooks' recommended
-    /// schedule for Kassa's own webhooks and WestWallet IPNs; the documented CoinsPaid
-    /// schedule (1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240 minutes).
-    pub fn default_retry_schedule_secs(self) -> Vec<u64> {
-        match self {
-            Format::Standard | Format::Westwallet => vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
-            Format::CoinspaidV1 | Format::CoinspaidV2 => {
-                [1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240].iter().map(|m| m * 60).collect()
-            }
-        }
-    }
+/// The route of objects created through `origin`, if its dialect reports them.
+pub fn route_for<'a>(routes: &'a [CallbackRoute], origin: &str) -> Option<&'a CallbackRoute> {
+    routes.iter().find(|r| r.origin == origin)
 }
 
 /// Whether an endpoint's subscription (`*` or a comma-separated list of types or
@@ -313,19 +262,10 @@ mod tests {
     }
 
     #[test]
-    fn formats_report_what_their_apis_know() {
-        assert!(Format::Standard.renders("deposit.confirmed"));
-        assert!(!Format::Westwallet.renders("deposit.confirmed"), "WestWallet: first seen and final only");
-        assert!(Format::Westwallet.renders("deposit.seen") && Format::Westwallet.renders("deposit.credited"));
-        assert!(Format::CoinspaidV2.renders("deposit.dropped"));
-        assert!(!Format::CoinspaidV1.renders("webhook.test"));
-        assert_eq!(Format::for_origin("native"), None);
-        assert_eq!(Format::for_origin("coinspaid_v2"), Some(Format::CoinspaidV2));
-        assert_eq!(Format::CoinspaidV1.default_retry_schedule_secs().len(), 13);
-        assert_eq!(Format::CoinspaidV1.default_retry_schedule_secs()[12], 240 * 60);
-        for f in Format::ALL {
-            assert_eq!(Format::parse(f.as_str()), Some(f));
-        }
+    fn routes_by_origin() {
+        let routes = [CallbackRoute { origin: "a", format: "a_v1", events: &["deposit.seen"] }];
+        assert_eq!(route_for(&routes, "a").map(|r| r.format), Some("a_v1"));
+        assert!(route_for(&routes, "native").is_none());
     }
 
     #[test]

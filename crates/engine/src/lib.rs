@@ -4,6 +4,7 @@
 
 pub mod adjustments;
 pub mod cache;
+pub mod callbacks;
 pub mod chains;
 pub mod check;
 pub mod currencies;
@@ -62,6 +63,8 @@ pub struct Engine {
     pub key_cache: Arc<KeyCache>,
     /// Balances by (merchant, user), tied to this process's ledger commits.
     pub balance_cache: Arc<BalanceCache>,
+    /// The dialects' callback formats (Kassa's own `standard` is built in).
+    pub callbacks: Arc<callbacks::CallbackFormats>,
 }
 
 impl Engine {
@@ -76,6 +79,7 @@ impl Engine {
             invoices: Arc::new(invoices::InvoiceSettings::default()),
             key_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
             balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
+            callbacks: Arc::default(),
         }
     }
 
@@ -113,6 +117,14 @@ impl Engine {
     /// Only the holder runs that worker; a dead holder's lease lapses after `ttl`.
     pub async fn lease(&self, worker: &str, ttl: std::time::Duration) -> Result<bool, EngineError> {
         Ok(self.store.acquire_chain_lease(worker, &self.instance, ttl.as_millis() as i64).await?)
+    }
+
+    /// The same engine with these callback formats; the outbox routes each dialect's
+    /// objects by them from now on.
+    pub fn with_callback_formats(mut self, formats: callbacks::CallbackFormats) -> Self {
+        self.store.set_callback_routes(formats.routes());
+        self.callbacks = Arc::new(formats);
+        self
     }
 
     /// The same engine with this callback target policy.

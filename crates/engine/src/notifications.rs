@@ -7,26 +7,25 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use kassa_core::events::{ascii_json, parse_subscription, Format};
+use kassa_core::events::{parse_subscription, STANDARD_FORMAT};
 use kassa_core::ledger::MerchantId;
 use kassa_core::Currency;
 use kassa_store::{AttemptRow, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use kassa_core::transfers::{transfer_id, TransferKind};
-
 use crate::adjustments::format_ms;
+use crate::callbacks::CallbackEvent;
 use crate::webhooks::{self, TargetPolicy, SECRET_PREFIX};
 use crate::{Engine, EngineError};
 
 /// Which API created an object, and where that object's own callbacks go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
-    /// `native`, `westwallet`, `coinspaid_v1` or `coinspaid_v2`.
+    /// The dialect's name (`native` for Kassa's own API).
     pub dialect: String,
-    /// A callback URL given with the object (WestWallet's `ipn_url`); checked against
-    /// the SSRF policy before it is stored.
+    /// A callback URL given with the object (e.g. an `ipn_url`); checked against the
+    /// SSRF policy before it is stored.
     pub callback_url: Option<String>,
 }
 
@@ -165,17 +164,18 @@ impl Engine {
     }
 
     pub async fn create_endpoint(&self, merchant: MerchantId, url: &str, format: &str, events: &[String]) -> Result<EndpointWithSecret, EngineError> {
-        let format = Format::parse(format)
-            .ok_or_else(|| EngineError::invalid("format", "must be one of standard, westwallet, coinspaid_v1, coinspaid_v2"))?;
+        if !self.callbacks.knows(format) {
+            return Err(EngineError::invalid("format", format!("must be one of {}", self.callbacks.names().join(", "))));
+        }
         let event_types = parse_subscription(events).map_err(|m| EngineError::invalid("events", m))?;
-        if format != Format::Standard && event_types != "*" {
+        if format != STANDARD_FORMAT && event_types != "*" {
             return Err(EngineError::invalid("events", "only standard endpoints choose their events; dialect formats report what their API defines"));
         }
         if self.store.webhook_endpoints(merchant).await?.iter().filter(|e| e.status == "active").count() >= MAX_ENDPOINTS {
             return Err(EngineError::LimitReached(format!("at most {MAX_ENDPOINTS} active webhook endpoints per merchant")));
         }
         let url = self.check_callback_url(url).await?;
-        let (secret, stored) = if format == Format::Standard {
+        let (secret, stored) = if format == STANDARD_FORMAT {
             let (text, key) = new_secret();
             (Some(text), Some(self.master_key.encrypt(&key)))
         } else {
@@ -183,9 +183,9 @@ impl Engine {
         };
         let row = self
             .store
-            .insert_webhook_endpoint(&NewEndpoint { merchant, url, format: format.as_str().into(), event_types, secret: stored })
+            .insert_webhook_endpoint(&NewEndpoint { merchant, url, format: format.into(), event_types, secret: stored })
             .await?;
-        tracing::info!(merchant = merchant.0, endpoint = row.id, format = format.as_str(), url = %row.url, "webhook endpoint registered");
+        tracing::info!(merchant = merchant.0, endpoint = row.id, format, url = %row.url, "webhook endpoint registered");
         Ok(EndpointWithSecret { endpoint: endpoint_view(&row, self.now_ms()), secret })
     }
 
@@ -204,7 +204,7 @@ impl Engine {
     /// signature on every delivery) for `overlap`, so receivers can switch without loss.
     pub async fn rotate_endpoint_secret(&self, merchant: MerchantId, id: i64, overlap: Duration) -> Result<EndpointWithSecret, EngineError> {
         let e = self.own_endpoint(merchant, id).await?;
-        if e.format != Format::Standard.as_str() {
+        if e.format != STANDARD_FORMAT {
             return Err(EngineError::invalid("format", "only standard endpoints have their own secret"));
         }
         if overlap > Duration::from_secs(7 * 86_400) {
@@ -229,13 +229,29 @@ impl Engine {
         Ok(endpoint_view(&self.own_endpoint(merchant, id).await?, self.now_ms()))
     }
 
+    /// Fails when an endpoint or a pending delivery uses a callback format no
+    /// registered dialect provides (a dialect removed from the build, a typo in a
+    /// manual edit): it would never be delivered.
+    pub async fn check_stored_callback_formats(&self) -> Result<(), EngineError> {
+        for (format, endpoints, deliveries) in self.store.callback_formats_in_use().await? {
+            if !self.callbacks.knows(&format) {
+                return Err(EngineError::invalid(
+                    "format",
+                    format!("{endpoints} webhook endpoint(s) and {deliveries} pending deliveries use callback format {format:?}, which no dialect provides (known: {})",
+                        self.callbacks.names().join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a `webhook.test` event to one endpoint; returns the event's id.
     pub async fn send_test_event(&self, merchant: MerchantId, id: i64) -> Result<String, EngineError> {
         let e = self.own_endpoint(merchant, id).await?;
         if e.status != "active" {
             return Err(EngineError::Conflict("the endpoint is disabled; enable it first".into()));
         }
-        if e.format != Format::Standard.as_str() {
+        if e.format != STANDARD_FORMAT {
             return Err(EngineError::invalid("format", format!("{} callbacks have no test event; test events go to standard endpoints", e.format)));
         }
         let ids = self
@@ -271,7 +287,7 @@ impl Engine {
         if let Some(body) = &e.standard_body {
             return Ok(body.clone());
         }
-        let body = self.render(Format::Standard, e)?.body;
+        let body = self.render(STANDARD_FORMAT, e)?.body;
         Ok(self.store.freeze_standard_body(e.id, &body).await?)
     }
 
@@ -319,75 +335,41 @@ impl Engine {
 
     /// An event in a callback format. Deterministic: the same event renders to the
     /// same bytes, which the first attempt freezes for every retry.
-    pub fn render(&self, format: Format, e: &EventRow) -> Result<Rendered, EngineError> {
+    pub fn render(&self, format: &str, e: &EventRow) -> Result<Rendered, EngineError> {
         let d = &e.data;
         let currency = match d.get("currency").and_then(Value::as_str) {
             Some(code) => Some(self.currencies.get(code)?.clone()),
             None => None,
         };
+        if format != STANDARD_FORMAT {
+            let f = self.callbacks.get(format).ok_or_else(|| EngineError::invalid("format", format!("no callback format {format:?} is registered")))?;
+            if !f.events().contains(&e.event_type.as_str()) {
+                return Err(EngineError::invalid("event", format!("{} has no {format} callback", e.event_type)));
+            }
+            let body = f.render(&CallbackEvent { event: e, currency: currency.as_ref() })?;
+            return Ok(Rendered { body, content_type: f.content_type() });
+        }
         let amount = |key: &str| -> Result<String, EngineError> {
             let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
             let units: i128 = d[key].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| EngineError::invalid("event", format!("no {key}")))?;
             Ok(c.amount(units)?.to_string())
         };
-        match format {
-            Format::Standard => {
-                let data = match e.object_kind.as_str() {
-                    "deposit" => deposit_view(d, currency.as_ref(), &amount)?,
-                    "withdrawal" => withdrawal_view(d, &amount)?,
-                    "exchange" => self.exchange_event_view(d)?,
-                    "invoice" => {
-                        let c = self.currencies.get(d["currency"].as_str().unwrap_or_default())?;
-                        let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-                        let at = |k: &str| d[k].as_i64().map(format_ms);
-                        json!({"id": d["id"], "order_id": d["order_id"], "status": d["status"], "previous_status": d["previous_status"],
-                            "amount": c.amount(units)?.to_string(), "currency": d["currency"], "expires_at": at("expires_at_ms"),
-                            "paid_at": at("paid_at_ms"), "created_at": at("created_at_ms")})
-                    }
-                    _ => d.clone(),
-                };
-                let body = json!({"id": e.public_id, "type": e.event_type, "sequence": e.seq, "timestamp": format_ms(e.created_at_ms), "data": data});
-                Ok(Rendered { body: body.to_string(), content_type: "application/json" })
+        let data = match e.object_kind.as_str() {
+            "deposit" => deposit_view(d, currency.as_ref(), &amount)?,
+            "withdrawal" => withdrawal_view(d, &amount)?,
+            "exchange" => self.exchange_event_view(d)?,
+            "invoice" => {
+                let c = self.currencies.get(d["currency"].as_str().unwrap_or_default())?;
+                let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let at = |k: &str| d[k].as_i64().map(format_ms);
+                json!({"id": d["id"], "order_id": d["order_id"], "status": d["status"], "previous_status": d["previous_status"],
+                    "amount": c.amount(units)?.to_string(), "currency": d["currency"], "expires_at": at("expires_at_ms"),
+                    "paid_at": at("paid_at_ms"), "created_at": at("created_at_ms")})
             }
-            Format::Westwallet => {
-                let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
-                let status = match e.event_type.as_str() {
-                    "deposit.seen" | "withdrawal.broadcast" => "pending",
-                    "deposit.credited" | "withdrawal.confirmed" => "completed",
-                    "withdrawal.failed" => "network_error",
-                    other => return Err(EngineError::invalid("event", format!("{other} has no WestWallet IPN"))),
-                };
-                let fee = if e.object_kind == "deposit" { deposit_fee(d, c)? } else { amount("fee_units")? };
-                let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-                let kind = if e.object_kind == "deposit" { TransferKind::Receive } else { TransferKind::Send };
-                let id = d["id"].as_i64().and_then(|row| transfer_id(kind, row)).ok_or_else(|| EngineError::invalid("event", "no id"))?;
-                let form = webhooks::westwallet_ipn_form(&[
-                    ("id", id.to_string()),
-                    ("amount", amount("amount_units")?),
-                    ("address", s("address")),
-                    ("dest_tag", String::new()),
-                    ("label", s("label")),
-                    ("currency", c.code.to_string()),
-                    ("status", status.into()),
-                    ("blockchain_confirmations", d["confirmations"].as_i64().unwrap_or(0).to_string()),
-                    ("fee", fee),
-                    ("blockchain_hash", s("txid")),
-                ]);
-                Ok(Rendered { body: form, content_type: "application/x-www-form-urlencoded" })
-            }
-            Format::CoinspaidV1 | Format::CoinspaidV2 => {
-                let c = currency.as_ref().ok_or_else(|| EngineError::invalid("event", "no currency"))?;
-                let status = match e.event_type.as_str() {
-                    "deposit.seen" | "withdrawal.broadcast" => "not_confirmed",
-                    "deposit.credited" | "withdrawal.confirmed" => "confirmed",
-                    "withdrawal.failed" if format == Format::CoinspaidV1 => "error",
-                    "deposit.reversed" | "deposit.dropped" | "withdrawal.failed" | "withdrawal.cancelled" => "cancelled",
-                    other => return Err(EngineError::invalid("event", format!("{other} has no CoinsPaid callback"))),
-                };
-                let body = coinspaid_body(format, e, c, status, &amount)?;
-                Ok(Rendered { body: ascii_json(&body.to_string()), content_type: "application/json" })
-            }
-        }
+            _ => d.clone(),
+        };
+        let body = json!({"id": e.public_id, "type": e.event_type, "sequence": e.seq, "timestamp": format_ms(e.created_at_ms), "data": data});
+        Ok(Rendered { body: body.to_string(), content_type: "application/json" })
     }
 }
 
@@ -435,66 +417,6 @@ fn withdrawal_view(d: &Value, amount: &dyn Fn(&str) -> Result<String, EngineErro
         "confirmations": d["confirmations"], "failure": d["failure"],
         "created_at": format_ms(d["created_at_ms"].as_i64().unwrap_or(0)), "updated_at": format_ms(d["updated_at_ms"].as_i64().unwrap_or(0)),
     }))
-}
-
-/// CoinsPaid-style callback bodies (spec §6): v1 flat with string values, v2 nested.
-fn coinspaid_body(
-    format: Format,
-    e: &EventRow,
-    c: &Currency,
-    status: &str,
-    amount: &dyn Fn(&str) -> Result<String, EngineError>,
-) -> Result<Value, EngineError> {
-    let d = &e.data;
-    let deposit = e.object_kind == "deposit";
-    let (kind, fee, foreign_id) = if deposit {
-        ("deposit", deposit_fee(d, c)?, d["foreign_id"].as_str().map(str::to_string))
-    } else {
-        ("withdrawal", amount("fee_units")?, d["idempotency_key"].as_str().map(str::to_string))
-    };
-    let amt = amount("amount_units")?;
-    let txid = d["txid"].as_str().unwrap_or_default().to_string();
-    let confirmations = d["confirmations"].as_i64().unwrap_or(0).to_string();
-    let address = d["address"].as_str().unwrap_or_default().to_string();
-    let error = if status == "error" || status == "cancelled" { d["failure"].as_str().unwrap_or_default().to_string() } else { String::new() };
-    if format == Format::CoinspaidV1 {
-        let mut body = json!({
-            "id": d["id"].to_string(), "txid": txid, "currency": c.code.as_str(), "currency_fee": c.code.as_str(),
-            "confirmations": confirmations, "amount": amt, "fee": fee, "address": address, "type": kind,
-            "status": status, "error": error,
-        });
-        if let Some(f) = foreign_id {
-            body["foreign_id"] = json!(f);
-        }
-        return Ok(body);
-    }
-    let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let fee_units = c.parse_amount(&fee, kassa_core::SignPolicy::NonNegative)?.units();
-    let (sent, received) = if deposit {
-        (amt.clone(), json!({"currency": c.code.as_str(), "amount": amt, "amount_minus_fee": c.amount(units - fee_units)?.to_string()}))
-    } else {
-        (c.amount(units + fee_units)?.to_string(), json!({"currency": c.code.as_str(), "amount": amt}))
-    };
-    let address_id = if deposit { d["address_id"].clone() } else { Value::Null };
-    // The address object describes a deposit address; a withdrawal's id is top-level only.
-    let address_foreign_id = if deposit { foreign_id.clone() } else { None };
-    let mut body = json!({
-        "id": d["id"],
-        "type": kind,
-        "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": null, "address": address, "tag": null,
-            "foreign_id": address_foreign_id},
-        "currency_sent": {"currency": c.code.as_str(), "amount": sent},
-        "currency_received": received,
-        "transactions": [{"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,
-            "address": address, "tag": null, "amount": amt, "txid": txid, "confirmations": confirmations}],
-        "fees": [{"type": kind, "currency": c.code.as_str(), "amount": fee}],
-        "error": error,
-        "status": status,
-    });
-    if let Some(f) = foreign_id {
-        body["foreign_id"] = json!(f);
-    }
-    Ok(body)
 }
 
 /// The keys that sign a standard endpoint's deliveries now: its secret, and the

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kassa_core::events::{next_step, parse_retry_after, AttemptOutcome, Format};
+use kassa_core::events::{next_step, parse_retry_after, AttemptOutcome, STANDARD_FORMAT};
 use kassa_core::ledger::MerchantId;
 use kassa_store::{Attempt, AttemptResult, ClaimedDelivery, EndpointRow};
 use rand::Rng;
@@ -39,7 +39,7 @@ pub struct NotifierOptions {
     /// Retries are spread by up to this share of their delay.
     pub jitter_percent: u32,
     /// Delays before each retry, per format (the format's default when absent).
-    pub retry_schedule_secs: BTreeMap<Format, Vec<u64>>,
+    pub retry_schedule_secs: BTreeMap<String, Vec<u64>>,
 }
 
 impl Default for NotifierOptions {
@@ -57,8 +57,12 @@ impl Default for NotifierOptions {
 }
 
 impl NotifierOptions {
-    pub fn schedule(&self, format: Format) -> Vec<u64> {
-        self.retry_schedule_secs.get(&format).cloned().unwrap_or_else(|| format.default_retry_schedule_secs())
+    /// The retry schedule of `format`: configured, or the format's default (an
+    /// unknown format gets Kassa's own).
+    pub fn schedule(&self, format: &str, formats: &crate::callbacks::CallbackFormats) -> Vec<u64> {
+        self.retry_schedule_secs.get(format).cloned().unwrap_or_else(|| {
+            formats.default_retry_schedule_secs(format).unwrap_or_else(|| kassa_core::events::STANDARD_RETRY_SCHEDULE_SECS.to_vec())
+        })
     }
 }
 
@@ -274,7 +278,8 @@ impl Notifier {
         let attempted_at_ms = self.engine.now_ms();
         let started = Instant::now();
         let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
-        let format = Format::parse(&d.format).unwrap_or(Format::Standard);
+        let format = d.format.clone();
+        let format = format.as_str();
         let endpoint = match d.endpoint_id {
             Some(id) => match self.engine.store.webhook_endpoint(id).await {
                 Ok(e) => e,
@@ -288,7 +293,7 @@ impl Notifier {
         };
         let body = match &d.body {
             Some(b) => Ok(b.clone()),
-            None if format == Format::Standard => self.engine.standard_body(&d.event).await,
+            None if format == STANDARD_FORMAT => self.engine.standard_body(&d.event).await,
             None => self.engine.render(format, &d.event).map(|r| r.body),
         };
         let (sent, result) = match (&endpoint, body) {
@@ -313,7 +318,7 @@ impl Notifier {
             AttemptOutcome::GiveUp
         } else {
             let jitter: f64 = rand::thread_rng().gen();
-            next_step(&self.opts.schedule(format), attempt_no, status, retry_after, self.opts.jitter_percent, jitter)
+            next_step(&self.opts.schedule(format, &self.engine.callbacks), attempt_no, status, retry_after, self.opts.jitter_percent, jitter)
         };
         let result = match outcome {
             AttemptOutcome::Delivered => AttemptResult::Delivered,
@@ -327,11 +332,11 @@ impl Notifier {
             AttemptResult::Failed => "failed",
             AttemptResult::Gone => "gone",
         };
-        metrics::histogram!("kassa_webhook_attempt_seconds", "format" => format.as_str(), "outcome" => label).record(latency_ms as f64 / 1000.0);
-        metrics::counter!("kassa_webhook_attempts_total", "format" => format.as_str(), "outcome" => label).increment(1);
+        metrics::histogram!("kassa_webhook_attempt_seconds", "format" => format.to_string(), "outcome" => label).record(latency_ms as f64 / 1000.0);
+        metrics::counter!("kassa_webhook_attempts_total", "format" => format.to_string(), "outcome" => label).increment(1);
         if result == AttemptResult::Delivered {
             let age = (self.engine.now_ms() - d.event.created_at_ms).max(0) as f64 / 1000.0;
-            metrics::histogram!("kassa_webhook_delivery_latency_seconds", "format" => format.as_str()).record(age);
+            metrics::histogram!("kassa_webhook_delivery_latency_seconds", "format" => format.to_string()).record(age);
         }
         let attempt = Attempt {
             delivery_id: d.id,
@@ -352,11 +357,11 @@ impl Notifier {
         let (event, url) = (&d.event.public_id, &d.url);
         match &result {
             AttemptResult::Delivered => tracing::info!(delivery = d.id, event = %event, event_type = %d.event.event_type,
-                format = format.as_str(), %url, attempt = attempt_no, status = ?status, latency_ms, "callback delivered"),
-            AttemptResult::Retry { next_attempt_at_ms } => tracing::warn!(delivery = d.id, event = %event, format = format.as_str(), %url,
+                format, %url, attempt = attempt_no, status = ?status, latency_ms, "callback delivered"),
+            AttemptResult::Retry { next_attempt_at_ms } => tracing::warn!(delivery = d.id, event = %event, format, %url,
                 attempt = attempt_no, status = ?status, latency_ms, error = ?error,
                 retry_at = %crate::adjustments::format_ms(*next_attempt_at_ms), "callback not delivered; will retry"),
-            AttemptResult::Failed => tracing::error!(delivery = d.id, event = %event, format = format.as_str(), %url, attempt = attempt_no,
+            AttemptResult::Failed => tracing::error!(delivery = d.id, event = %event, format, %url, attempt = attempt_no,
                 status = ?status, error = ?error, "callback failed for good (redeliver it once the receiver is fixed)"),
             AttemptResult::Gone => tracing::warn!(delivery = d.id, event = %event, %url, "receiver answered 410 Gone; its endpoint is disabled"),
         }
@@ -364,15 +369,20 @@ impl Notifier {
     }
 
     /// Posts one callback; Err is an attempt without an HTTP answer.
-    async fn send(&self, format: Format, d: &ClaimedDelivery, endpoint: Option<&EndpointRow>, body: &str) -> Result<Answer, String> {
+    async fn send(&self, format: &str, d: &ClaimedDelivery, endpoint: Option<&EndpointRow>, body: &str) -> Result<Answer, String> {
         let (url, _) = tokio::time::timeout(self.opts.connect_timeout, webhooks::resolve_target(&d.url, self.engine.target_policy))
             .await
             .map_err(|_| format!("resolving the callback host took longer than {} ms", self.opts.connect_timeout.as_millis()))?
             .map_err(|e| format!("refused: {e}"))?;
-        let content_type = if format == Format::Westwallet { "application/x-www-form-urlencoded" } else { "application/json" };
+        let dialect_format = if format == STANDARD_FORMAT {
+            None
+        } else {
+            Some(self.engine.callbacks.get(format).ok_or_else(|| format!("no callback format {format:?} is registered"))?)
+        };
+        let content_type = dialect_format.map_or("application/json", |f| f.content_type());
         let mut req = self.client.post(url).header("content-type", content_type).body(body.to_string());
-        match format {
-            Format::Standard => {
+        match dialect_format {
+            None => {
                 let e = endpoint.ok_or("a standard delivery needs its endpoint")?;
                 let keys = signing_keys(&self.engine, e).map_err(|e| format!("cannot read the endpoint's secret: {e}"))?;
                 if keys.is_empty() {
@@ -384,11 +394,14 @@ impl Notifier {
                     .header("webhook-timestamp", ts.to_string())
                     .header("webhook-signature", webhooks::standard_signature(&keys, &d.event.public_id, ts, body.as_bytes()));
             }
-            Format::CoinspaidV1 | Format::CoinspaidV2 => {
-                let (public, secret) = self.coinspaid_key(MerchantId(d.event.merchant_id)).await?;
-                req = req.header("X-Processing-Key", public).header("X-Processing-Signature", webhooks::coinspaid_signature(&secret, body.as_bytes()));
+            Some(f) => {
+                if let Some(key_dialect) = f.signing_key() {
+                    let (public, secret) = self.signing_key(MerchantId(d.event.merchant_id), key_dialect).await?;
+                    for (name, value) in f.signature_headers(&public, &secret, body.as_bytes()) {
+                        req = req.header(name, value);
+                    }
+                }
             }
-            Format::Westwallet => {}
         }
         let resp = match tokio::time::timeout(self.opts.response_timeout, req.send()).await {
             Err(_) => return Err(format!("no answer within {} ms", self.opts.response_timeout.as_millis())),
@@ -411,17 +424,17 @@ impl Notifier {
         Ok(Answer { status, retry_after, excerpt })
     }
 
-    /// The merchant's newest active CoinsPaid key: its public key and secret.
-    async fn coinspaid_key(&self, merchant: MerchantId) -> Result<(String, Vec<u8>), String> {
+    /// The merchant's newest active API key of `dialect`: its public key and secret.
+    async fn signing_key(&self, merchant: MerchantId, dialect: &str) -> Result<(String, Vec<u8>), String> {
         let keys = self.engine.store.list_api_keys(merchant).await.map_err(|e| e.to_string())?;
         let key = keys
             .into_iter()
-            .filter(|k| k.dialect == "coinspaid" && k.revoked_at_ms.is_none())
+            .filter(|k| k.dialect == dialect && k.revoked_at_ms.is_none())
             .max_by_key(|k| k.id)
-            .ok_or("the merchant has no active coinspaid API key to sign callbacks with")?;
+            .ok_or_else(|| format!("the merchant has no active {dialect} API key to sign callbacks with"))?;
         match (&key.secret_nonce, &key.secret_ciphertext) {
             (Some(n), Some(c)) => Ok((key.public_key, self.engine.master_key.decrypt(n, c).map_err(|e| e.to_string())?)),
-            _ => Err("the coinspaid key has no secret".into()),
+            _ => Err(format!("the {dialect} key has no secret")),
         }
     }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use sha2::{Sha256, Sha512};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Prefix of Standard Webhooks secrets (`whsec_` + base64 of the key bytes).
@@ -80,22 +80,6 @@ pub fn verify_standard(
         }
     }
     Err(SignatureError::NoMatch)
-}
-
-/// CoinsPaid-style `X-Processing-Signature`: lowercase hex HMAC-SHA512 of the exact body.
-pub fn coinspaid_signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha512>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// A WestWallet IPN body: `application/x-www-form-urlencoded`, fields in the given order.
-pub fn westwallet_ipn_form(fields: &[(&str, String)]) -> String {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in fields {
-        form.append_pair(k, v);
-    }
-    form.finish()
 }
 
 /// Where callbacks may go.
@@ -214,15 +198,6 @@ pub async fn resolve_target(text: &str, policy: TargetPolicy) -> Result<(url::Ur
 mod tests {
     use super::*;
 
-    /// The CoinsPaid documentation's test vector.
-    #[test]
-    fn coinspaid_signature_matches_the_documented_vector() {
-        assert_eq!(
-            coinspaid_signature(b"AbCdEfG123456", br#"{"currency":"BTC","foreign_id":"123456"}"#),
-            "03c25fcf7cd35e7d995e402cd5d51edd72d48e1471e865907967809a0c189ba55b90815f20e2bb10f82c7a9e9d865546fda58989c2ae9e8e2ff7bc29195fa1ec"
-        );
-    }
-
     #[test]
     fn standard_webhooks_sign_verify_and_rotate() {
         let old = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
@@ -252,12 +227,6 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
         mac.update(b"msg_x.42.hello");
         assert_eq!(header, format!("v1,{}", B64.encode(mac.finalize().into_bytes())));
-    }
-
-    #[test]
-    fn westwallet_ipn_is_form_encoded_in_order() {
-        let form = westwallet_ipn_form(&[("id", "7".into()), ("label", "order 7 & ü".into()), ("status", "completed".into())]);
-        assert_eq!(form, "id=7&label=order+7+%26+%C3%BC&status=completed");
     }
 
     #[test]

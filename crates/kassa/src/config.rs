@@ -512,8 +512,9 @@ impl Config {
             bail!("notifications.jitter_percent: must be 0-100");
         }
         for (format, delays) in &n.retry_schedule_secs {
-            if kassa_core::events::Format::parse(format).is_none() {
-                bail!("notifications.retry_schedule_secs.{format}: not a callback format (standard, westwallet, coinspaid_v1, coinspaid_v2)");
+            let formats = kassa_api::dialects::callback_formats();
+            if !formats.knows(format) {
+                bail!("notifications.retry_schedule_secs.{format}: not a callback format ({})", formats.names().join(", "));
             }
             if delays.len() > 50 || delays.iter().any(|d| !(1..=7 * 86_400).contains(d)) {
                 bail!("notifications.retry_schedule_secs.{format}: at most 50 delays, each 1-604800 seconds");
@@ -598,7 +599,7 @@ impl Settings {
             retry_schedule_secs: n
                 .retry_schedule_secs
                 .iter()
-                .map(|(f, d)| (kassa_core::events::Format::parse(f).expect("validated"), d.clone()))
+                .map(|(f, d)| (f.clone(), d.clone()))
                 .collect(),
         }
     }

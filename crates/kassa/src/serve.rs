@@ -40,6 +40,7 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
         tracing::warn!("notifications.allow_loopback is on: callbacks may reach services on this machine (development only)");
     }
     let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options())
+        .with_callback_formats(kassa_api::dialects::callback_formats())
         .with_chains(settings.chains())
         .with_target_policy(settings.target_policy())
         .with_invoice_settings(settings.invoice_settings());
@@ -63,6 +64,9 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
 
 pub async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let engine = engine(&settings).await?;
+    // Endpoints and pending deliveries in a format no registered dialect provides
+    // would never be delivered: refuse to start instead.
+    engine.check_stored_callback_formats().await?;
     run_http(&settings, engine).await
 }
 

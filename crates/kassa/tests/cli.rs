@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("8 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("9 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -232,6 +232,37 @@ async fn serve_and_shut_down_gracefully(backend: Backend) {
     assert!(lines.iter().any(|l| l["message"] == "shutdown requested"));
 }
 both_backends!(serve, serve_and_shut_down_gracefully);
+
+// Callback formats come from the registered dialects, not the schema: a format no
+// dialect provides can be stored (by hand, or by a build without that dialect), and
+// `serve` then refuses to start, naming it, instead of never delivering.
+async fn unknown_stored_callback_format_stops_serve(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cli = Cli::new(&db.url, "");
+    cli.json(&["merchant", "create", "--name", "shop", "--json"]);
+    db.execute_raw("INSERT INTO webhook_endpoints (merchant_id, url, format, event_types, status, created_at_ms, updated_at_ms)
+        VALUES (1, 'https://shop.example/cb', 'soap', '*', 'active', 0, 0)").await;
+    let mut cmd = cli.command(&["serve"]);
+    cmd.env("KASSA_LISTEN", "127.0.0.1:0").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("serve started despite an unknown callback format");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(stderr.contains("1 webhook endpoint(s) and 0 pending deliveries use callback format \"soap\", which no dialect provides"), "{stderr}");
+    assert!(stderr.contains("known: standard, westwallet, coinspaid_v1, coinspaid_v2"), "{stderr}");
+}
+both_backends!(unknown_format, unknown_stored_callback_format_stops_serve);
 
 #[tokio::test]
 async fn dev_network_runs_and_pays_a_test_deposit() {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use kassa_chain::Priority;
-use kassa_core::events::Format;
 use kassa_engine::chains::ChainSettings;
 use kassa_engine::merchants::{Dialect, Scope};
 use kassa_engine::notifications::Origin;
@@ -29,7 +28,7 @@ fn fast_options(schedule: Vec<u64>) -> NotifierOptions {
         connect_timeout: Duration::from_millis(500),
         jitter_percent: 0,
         poll_interval: Duration::from_millis(50),
-        retry_schedule_secs: Format::ALL.into_iter().map(|f| (f, schedule.clone())).collect(),
+        retry_schedule_secs: kassa_api::dialects::callback_formats().names().into_iter().map(|f| (f.to_string(), schedule.clone())).collect(),
         ..NotifierOptions::default()
     }
 }

@@ -242,7 +242,7 @@ impl Store {
                 .bind(height as i64 - keep_blocks as i64)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -280,7 +280,7 @@ impl Store {
                 .bind(fork_height as i64)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
             n
         });
@@ -315,7 +315,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -357,7 +357,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -376,7 +376,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -390,7 +390,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())

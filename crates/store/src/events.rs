@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use kassa_core::events::{self, Format};
+use std::sync::Arc;
+
+use kassa_core::events::{self, CallbackRoute, STANDARD_FORMAT};
 use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
@@ -315,20 +317,27 @@ impl WithdrawalChange {
 /// An endpoint as routing sees it: (id, format, url, subscription).
 pub(crate) type RouteEndpoint = (i64, String, String, String);
 
+/// What writing events needs besides the rows: the time, and how objects of each
+/// dialect are reported (from the dialects registered with the engine).
+#[derive(Clone, Debug)]
+pub(crate) struct WriteCtx {
+    pub now_ms: i64,
+    pub routes: Arc<Vec<CallbackRoute>>,
+}
+
 /// Where an event goes: (endpoint, format, url).
-pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint]) -> Vec<(Option<i64>, Format, String)> {
+pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint], routes: &[CallbackRoute]) -> Vec<(Option<i64>, String, String)> {
     let mut out = Vec::new();
     for (id, format, url, types) in endpoints {
-        let Some(format) = Format::parse(format) else { continue };
         if let Some(only) = e.only_endpoint {
             if *id == only {
-                out.push((Some(*id), format, url.clone()));
+                out.push((Some(*id), format.clone(), url.clone()));
             }
             continue;
         }
         // Kassa's own webhooks report every event of the merchant they subscribe to.
-        if format == Format::Standard && events::subscribed(types, &e.event_type) {
-            out.push((Some(*id), format, url.clone()));
+        if format == STANDARD_FORMAT && events::subscribed(types, &e.event_type) {
+            out.push((Some(*id), format.clone(), url.clone()));
         }
     }
     if e.only_endpoint.is_some() {
@@ -336,13 +345,13 @@ pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint]) -> Vec<(Option<
     }
     // Objects created through a dialect are also reported in its format: to their own
     // callback URL, or else to the merchant's endpoints of that format.
-    if let Some(format) = Format::for_origin(&e.origin).filter(|f| f.renders(&e.event_type)) {
+    if let Some(route) = events::route_for(routes, &e.origin).filter(|r| r.events.contains(&e.event_type.as_str())) {
         match &e.callback_url {
-            Some(url) => out.push((None, format, url.clone())),
+            Some(url) => out.push((None, route.format.to_string(), url.clone())),
             None => {
                 for (id, f, url, _) in endpoints {
-                    if f == format.as_str() {
-                        out.push((Some(*id), format, url.clone()));
+                    if f == route.format {
+                        out.push((Some(*id), f.clone(), url.clone()));
                     }
                 }
             }
@@ -354,10 +363,11 @@ pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint]) -> Vec<(Option<
 /// Writes events, their sequence numbers and deliveries inside the open transaction
 /// `$tx`. Merchants' counters are locked in id order (no deadlocks between writers).
 macro_rules! write_events {
-    ($tx:expr, $now:expr, $events:expr) => {{
+    ($tx:expr, $ctx:expr, $events:expr) => {{
+        let ctx: &$crate::events::WriteCtx = &$ctx;
         let mut list: Vec<$crate::events::NewEvent> = $events;
         list.sort_by_key(|e| e.merchant_id);
-        let now = $now;
+        let now = ctx.now_ms;
         // Disabled endpoints get their deliveries too, as failed: enabling the endpoint
         // and redelivering the time range then sends everything it missed.
         let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashMap<i64, String>)> =
@@ -398,7 +408,7 @@ macro_rules! write_events {
                 endpoints.insert(e.merchant_id, (routes, disabled));
             }
             let (routes, disabled) = &endpoints[&e.merchant_id];
-            for (endpoint, format, url) in $crate::events::targets(e, routes) {
+            for (endpoint, format, url) in $crate::events::targets(e, routes, &ctx.routes) {
                 let reason = endpoint.and_then(|id| disabled.get(&id));
                 sqlx::query(
                     "INSERT INTO deliveries (event_id, merchant_id, endpoint_id, format, url, status, attempts, next_attempt_at_ms,
@@ -407,7 +417,7 @@ macro_rules! write_events {
                     .bind(event_id)
                     .bind(e.merchant_id)
                     .bind(endpoint)
-                    .bind(format.as_str())
+                    .bind(format)
                     .bind(url)
                     .bind(if reason.is_some() { "failed" } else { "pending" })
                     .bind(now)
@@ -425,8 +435,9 @@ pub(crate) use write_events;
 /// Writes the events of every deposit and withdrawal whose status changed since it
 /// was last reported, inside the open transaction `$tx`; returns how many.
 macro_rules! report_changes {
-    ($tx:expr, $now:expr) => {{
-        let now_ms: i64 = $now;
+    ($tx:expr, $ctx:expr) => {{
+        let ctx: $crate::events::WriteCtx = $ctx;
+        let now_ms: i64 = ctx.now_ms;
         let mut written = 0usize;
         loop {
             let deposits: Vec<$crate::events::DepositChange> = sqlx::query_as($crate::events::DEPOSIT_CHANGES).fetch_all(&mut *$tx).await?;
@@ -463,7 +474,7 @@ macro_rules! report_changes {
                     list.extend(w.event()?);
                 }
             }
-            written += $crate::events::write_events!($tx, now_ms, list).len();
+            written += $crate::events::write_events!($tx, ctx, list).len();
             if !more {
                 break;
             }
@@ -480,7 +491,7 @@ impl Store {
     pub async fn insert_events(&self, list: Vec<NewEvent>) -> Result<Vec<String>> {
         Ok(on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let ids = write_events!(tx, self.now_ms(), list);
+            let ids = write_events!(tx, self.write_ctx(), list);
             tx.commit().await?;
             ids
         }))
@@ -492,13 +503,13 @@ impl Store {
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let n = report_changes!(tx, self.now_ms());
+                let n = report_changes!(tx, self.write_ctx());
                 tx.commit().await?;
                 n
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let n = report_changes!(tx, self.now_ms());
+                let n = report_changes!(tx, self.write_ctx());
                 tx.commit().await?;
                 n
             }
@@ -540,6 +551,15 @@ impl Store {
     pub async fn webhook_endpoint(&self, id: i64) -> Result<Option<EndpointRow>> {
         let sql = format!("{ENDPOINT_COLUMNS} WHERE id = $1");
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// Every callback format stored: (format, endpoints using it, pending deliveries in it).
+    pub async fn callback_formats_in_use(&self) -> Result<Vec<(String, i64, i64)>> {
+        let sql = "SELECT format, SUM(e) AS endpoints, SUM(d) AS deliveries FROM (
+                SELECT format, 1 AS e, 0 AS d FROM webhook_endpoints
+                UNION ALL SELECT format, 0 AS e, 1 AS d FROM deliveries WHERE status = 'pending'
+            ) AS used GROUP BY format ORDER BY format";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, (String, i64, i64)>(sql).fetch_all(pool).await?))
     }
 
     pub async fn webhook_endpoints(&self, merchant: MerchantId) -> Result<Vec<EndpointRow>> {
@@ -863,22 +883,29 @@ mod tests {
         let eps = vec![
             (1, "standard".to_string(), "https://a/".to_string(), "*".to_string()),
             (2, "standard".to_string(), "https://b/".to_string(), "withdrawal.*".to_string()),
-            (3, "coinspaid_v2".to_string(), "https://c/".to_string(), "*".to_string()),
+            (3, "b_v2".to_string(), "https://c/".to_string(), "*".to_string()),
         ];
+        let routes = [
+            CallbackRoute { origin: "b", format: "b_v2", events: &["deposit.seen", "deposit.credited"] },
+            CallbackRoute { origin: "ipn", format: "ipn", events: &["deposit.seen"] },
+        ];
+        let s = |x: &str| x.to_string();
         // Native objects: Kassa's own webhooks only, by subscription.
-        let t = targets(&event("native", "deposit.seen", None), &eps);
-        assert_eq!(t, vec![(Some(1), Format::Standard, "https://a/".into())]);
-        // A CoinsPaid object also goes to the merchant's CoinsPaid callback URL.
-        let t = targets(&event("coinspaid_v2", "deposit.credited", None), &eps);
+        let t = targets(&event("native", "deposit.seen", None), &eps, &routes);
+        assert_eq!(t, vec![(Some(1), s("standard"), s("https://a/"))]);
+        // A dialect's object also goes to the merchant's endpoints of its format.
+        let t = targets(&event("b", "deposit.credited", None), &eps, &routes);
         assert_eq!(t.len(), 2);
-        assert_eq!(t[1], (Some(3), Format::CoinspaidV2, "https://c/".into()));
-        // A WestWallet object with its own ipn_url: there, form-encoded; not for unrendered events.
-        let t = targets(&event("westwallet", "deposit.seen", Some("https://ipn/")), &eps);
-        assert_eq!(t[1], (None, Format::Westwallet, "https://ipn/".into()));
-        assert_eq!(targets(&event("westwallet", "deposit.confirmed", Some("https://ipn/")), &eps).len(), 1);
+        assert_eq!(t[1], (Some(3), s("b_v2"), s("https://c/")));
+        // An object with its own callback URL: there; not for events its format does not report.
+        let t = targets(&event("ipn", "deposit.seen", Some("https://ipn/")), &eps, &routes);
+        assert_eq!(t[1], (None, s("ipn"), s("https://ipn/")));
+        assert_eq!(targets(&event("ipn", "deposit.confirmed", Some("https://ipn/")), &eps, &routes).len(), 1);
+        // No registered route: Kassa's own webhooks only.
+        assert_eq!(targets(&event("b", "deposit.credited", None), &eps, &[]).len(), 1);
         // Test events reach the one endpoint asked for.
         let mut test = event("native", "webhook.test", None);
         test.only_endpoint = Some(3);
-        assert_eq!(targets(&test, &eps), vec![(Some(3), Format::CoinspaidV2, "https://c/".into())]);
+        assert_eq!(targets(&test, &eps, &routes), vec![(Some(3), s("b_v2"), s("https://c/"))]);
     }
 }

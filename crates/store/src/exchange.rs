@@ -322,7 +322,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if n == 1 {
-                write_events!(tx, self.now_ms(), vec![event]);
+                write_events!(tx, self.write_ctx(), vec![event]);
             }
             tx.commit().await?;
         });

@@ -348,7 +348,7 @@ impl Store {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let ids: Vec<i64> = sqlx::query_scalar(due).bind(now).fetch_all(&mut *tx).await?;
                 let events = restate_invoices!(tx, now, ids);
-                let n = write_events!(tx, now, events).len();
+                let n = write_events!(tx, self.write_ctx_at(now), events).len();
                 tx.commit().await?;
                 n
             }
@@ -356,7 +356,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 let ids: Vec<i64> = sqlx::query_scalar(&format!("{due} FOR UPDATE SKIP LOCKED")).bind(now).fetch_all(&mut *tx).await?;
                 let events = restate_invoices!(tx, now, ids);
-                let n = write_events!(tx, now, events).len();
+                let n = write_events!(tx, self.write_ctx_at(now), events).len();
                 tx.commit().await?;
                 n
             }

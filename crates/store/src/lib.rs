@@ -13,12 +13,14 @@ mod transfers;
 mod withdrawals;
 
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::ConnectOptions;
 
+use kassa_core::events::CallbackRoute;
 use kassa_core::Clock;
 
 pub use ledger::{
@@ -91,6 +93,9 @@ pub struct Store {
     pub(crate) db: Db,
     /// Where every stored time comes from (creation, expiry, leases, retries).
     pub(crate) clock: Clock,
+    /// How objects of each API dialect are reported (shared by every clone; set once
+    /// the dialects are registered).
+    pub(crate) callback_routes: Arc<RwLock<Arc<Vec<CallbackRoute>>>>,
 }
 
 /// Runs the same code against whichever pool the store has. The body is compiled
@@ -108,6 +113,49 @@ pub(crate) use on_pool;
 
 pub(crate) fn parse_units(text: &str, what: &str) -> Result<i128> {
     i128::from_str(text).map_err(|_| StoreError::Corrupt(format!("{what} is not an integer: {text:?}")))
+}
+
+/// The list of callback formats the first schema checked webhook endpoints against.
+const SQLITE_FORMAT_CHECK: &str = " CHECK (format IN ('standard', 'westwallet', 'coinspaid_v1', 'coinspaid_v2'))";
+
+/// Callback formats are registered by the API dialects and checked at start-up, not
+/// listed in the schema. SQLite cannot drop a CHECK constraint, and its migrations run
+/// inside a transaction where foreign keys cannot be switched off, so the one table
+/// that had one is rebuilt here, once: on one connection with foreign keys off, in one
+/// transaction (a crash leaves the old table), its indexes recreated, then checked.
+async fn drop_sqlite_format_check(pool: &SqlitePool) -> Result<()> {
+    let sql: Option<String> = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'webhook_endpoints'")
+        .fetch_optional(pool)
+        .await?;
+    let Some(sql) = sql.filter(|s| s.contains(SQLITE_FORMAT_CHECK)) else { return Ok(()) };
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'webhook_endpoints' AND sql IS NOT NULL")
+            .fetch_all(pool)
+            .await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
+    let rebuilt: Result<()> = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let create = sql.replacen(SQLITE_FORMAT_CHECK, "", 1).replacen("CREATE TABLE webhook_endpoints", "CREATE TABLE webhook_endpoints_rebuilt", 1);
+        sqlx::query(&create).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO webhook_endpoints_rebuilt SELECT * FROM webhook_endpoints").execute(&mut *tx).await?;
+        sqlx::query("DROP TABLE webhook_endpoints").execute(&mut *tx).await?;
+        sqlx::query("ALTER TABLE webhook_endpoints_rebuilt RENAME TO webhook_endpoints").execute(&mut *tx).await?;
+        for index in &indexes {
+            sqlx::query(index).execute(&mut *tx).await?;
+        }
+        let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check").fetch_all(&mut *tx).await?;
+        if !broken.is_empty() {
+            return Err(StoreError::Corrupt(format!("rebuilding webhook_endpoints broke foreign keys of {broken:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+    rebuilt?;
+    tracing::info!("webhook_endpoints: callback formats are no longer listed in the schema");
+    Ok(())
 }
 
 /// Maps a unique-constraint violation to `Duplicate`.
@@ -131,7 +179,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await?;
-            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system() });
+            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system(), callback_routes: Arc::default() });
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() || path.contains("://") {
@@ -152,7 +200,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system() })
+        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system(), callback_routes: Arc::default() })
     }
 
     /// The same store reading time from `clock` (tests pass one they can move).
@@ -164,6 +212,20 @@ impl Store {
     /// The clock this store stamps rows with.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Tells the outbox how each dialect's objects are reported (every clone of this
+    /// store, and the engine over it, sees the same routes).
+    pub fn set_callback_routes(&self, routes: Vec<CallbackRoute>) {
+        *self.callback_routes.write().expect("callback routes") = Arc::new(routes);
+    }
+
+    pub(crate) fn write_ctx(&self) -> events::WriteCtx {
+        self.write_ctx_at(self.now_ms())
+    }
+
+    pub(crate) fn write_ctx_at(&self, now_ms: i64) -> events::WriteCtx {
+        events::WriteCtx { now_ms, routes: self.callback_routes.read().expect("callback routes").clone() }
     }
 
     /// Now, in Unix milliseconds, by this store's clock.
@@ -182,7 +244,10 @@ impl Store {
     pub async fn migrate(&self) -> Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
         match &self.db {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Db::Sqlite(pool) => {
+                SQLITE_MIGRATIONS.run(pool).await?;
+                drop_sqlite_format_check(pool).await?;
+            }
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(self.applied_migrations().await?.saturating_sub(before))

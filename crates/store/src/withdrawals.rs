@@ -256,7 +256,7 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -276,7 +276,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -306,7 +306,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
             n
         });
@@ -381,7 +381,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -404,7 +404,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())
@@ -473,7 +473,7 @@ impl Store {
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            report_changes!(tx, self.now_ms());
+            report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
         Ok(())

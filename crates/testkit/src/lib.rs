@@ -220,6 +220,7 @@ impl TestEngine {
 async fn engine_on(db: &TestDb, options: LedgerOptions) -> Engine {
     let store = db.store().await;
     Engine::new(store, test_currencies(), MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), options)
+        .with_callback_formats(kassa_api::dialects::callback_formats())
 }
 
 /// An engine with a Litecoin regtest node configured as chain `litecoin` (currency LTC).

@@ -2,12 +2,17 @@
 //! structs, the one engine-error → dialect-code map), registered once in
 //! [`DIALECTS`]. The HTTP layer knows a dialect only through its [`Dialect`]
 //! entry: where it is mounted, which paths are its own, and how it words the
-//! refusals the server itself makes (unknown path, body too large, timeout).
+//! refusals the server itself makes (unknown path, body too large, timeout), and
+//! its callback formats, which the notifier finds by name.
 
+pub mod coinspaid;
 pub mod native;
 pub mod westwallet;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kassa_engine::callbacks::{CallbackFormat, CallbackFormats};
 
 use axum::response::Response;
 use axum::Router;
@@ -35,11 +40,18 @@ pub struct Dialect {
     pub owns: fn(&str) -> bool,
     /// This dialect's answer for a refusal.
     pub refusal: fn(Refusal) -> Response,
+    /// Its callback formats (how its objects' notifications look and are signed).
+    pub callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>,
 }
 
 /// Every dialect, in the order their errors are matched (the first that owns a path
 /// words its refusals; Kassa's own API words the rest).
-pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, native::DIALECT];
+pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, coinspaid::DIALECT, native::DIALECT];
+
+/// Every registered dialect's callback formats, for the engine.
+pub fn callback_formats() -> CallbackFormats {
+    CallbackFormats::new(DIALECTS.iter().flat_map(|d| (d.callbacks)()).collect()).expect("the registered dialects' callback formats do not clash")
+}
 
 /// Looks a dialect up by name.
 pub fn find(name: &str) -> Option<&'static Dialect> {
@@ -116,7 +128,7 @@ mod tests {
 
     #[test]
     fn bad_mounts_name_their_key() {
-        assert_eq!(mounted(&[("stripe", &["/s"])]).unwrap_err(), "http.mounts.stripe: no such dialect (known: westwallet, native)");
+        assert_eq!(mounted(&[("stripe", &["/s"])]).unwrap_err(), "http.mounts.stripe: no such dialect (known: westwallet, coinspaid, native)");
         assert!(mounted(&[("westwallet", &["/ww/"])]).unwrap_err().starts_with("http.mounts.westwallet: \"/ww/\" is not a mount prefix"));
         assert!(mounted(&[("westwallet", &["ww"])]).is_err());
         assert!(mounted(&[("westwallet", &["/a//b"])]).is_err());
@@ -124,6 +136,11 @@ mod tests {
             mounted(&[("westwallet", &["/kassa/v1"])]).unwrap_err(),
             "http.mounts.native: \"/kassa/v1\" is already where westwallet is mounted"
         );
+    }
+
+    #[test]
+    fn callback_formats_of_every_dialect() {
+        assert_eq!(callback_formats().names(), ["standard", "westwallet", "coinspaid_v1", "coinspaid_v2"]);
     }
 
     #[test]

@@ -32,9 +32,10 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     router,
     owns: |_| true,
     refusal,
+    callbacks: Vec::new,
 };
 
-fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
+pub(crate) fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
     use crate::dialects::Refusal;
     let (status, code, message) = match r {
         Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"),

@@ -15,6 +15,7 @@
 //!   reads or create harmless new objects (an address, an invoice).
 
 pub mod auth;
+pub mod callbacks;
 
 use std::net::SocketAddr;
 
@@ -69,6 +70,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     router,
     owns,
     refusal,
+    callbacks: || vec![std::sync::Arc::new(callbacks::Ipn)],
 };
 
 /// True for paths (relative to a mount) of this dialect.

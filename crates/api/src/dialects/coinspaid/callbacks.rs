@@ -1,0 +1,152 @@
+//! CoinsPaid-style callbacks (spec §6): v1 flat with string values, v2 nested; JSON
+//! with non-ASCII escaped, signed with the merchant's `coinspaid` key
+//! (`X-Processing-Key`, `X-Processing-Signature`: hex HMAC-SHA512 of the body).
+
+use hmac::{Hmac, Mac};
+use kassa_core::events::ascii_json;
+use kassa_engine::callbacks::{CallbackEvent, CallbackFormat};
+use kassa_engine::EngineError;
+use serde_json::{json, Value};
+use sha2::Sha512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Callback {
+    V1,
+    V2,
+}
+
+impl CallbackFormat for Callback {
+    fn name(&self) -> &'static str {
+        match self {
+            Callback::V1 => "coinspaid_v1",
+            Callback::V2 => "coinspaid_v2",
+        }
+    }
+
+    fn origin(&self) -> &'static str {
+        self.name()
+    }
+
+    fn events(&self) -> &'static [&'static str] {
+        &[
+            "deposit.seen",
+            "deposit.credited",
+            "deposit.reversed",
+            "deposit.dropped",
+            "withdrawal.broadcast",
+            "withdrawal.confirmed",
+            "withdrawal.failed",
+            "withdrawal.cancelled",
+        ]
+    }
+
+    /// The documented schedule: 1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240 minutes.
+    fn default_retry_schedule_secs(&self) -> Vec<u64> {
+        [1, 5, 10, 15, 20, 30, 60, 90, 120, 150, 180, 210, 240].iter().map(|m| m * 60).collect()
+    }
+
+    fn render(&self, ev: &CallbackEvent<'_>) -> Result<String, EngineError> {
+        let status = match ev.event.event_type.as_str() {
+            "deposit.seen" | "withdrawal.broadcast" => "not_confirmed",
+            "deposit.credited" | "withdrawal.confirmed" => "confirmed",
+            "withdrawal.failed" if *self == Callback::V1 => "error",
+            "deposit.reversed" | "deposit.dropped" | "withdrawal.failed" | "withdrawal.cancelled" => "cancelled",
+            other => return Err(EngineError::invalid("event", format!("{other} has no CoinsPaid callback"))),
+        };
+        Ok(ascii_json(&self.body(ev, status)?.to_string()))
+    }
+
+    fn signing_key(&self) -> Option<&'static str> {
+        Some("coinspaid")
+    }
+
+    fn signature_headers(&self, public_key: &str, secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
+        vec![("X-Processing-Key", public_key.to_string()), ("X-Processing-Signature", signature(secret, body))]
+    }
+}
+
+/// Lowercase hex HMAC-SHA512 of the exact body.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha512>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl Callback {
+    fn body(self, ev: &CallbackEvent<'_>, status: &str) -> Result<Value, EngineError> {
+        let c = ev.currency()?;
+        let d = ev.data();
+        let deposit = ev.is_deposit();
+        let (kind, foreign_id) = if deposit {
+            ("deposit", d["foreign_id"].as_str().map(str::to_string))
+        } else {
+            ("withdrawal", d["idempotency_key"].as_str().map(str::to_string))
+        };
+        let fee = ev.fee()?;
+        let amt = ev.amount("amount_units")?;
+        let txid = ev.text("txid");
+        let confirmations = d["confirmations"].as_i64().unwrap_or(0).to_string();
+        let address = ev.text("address");
+        let error = if status == "error" || status == "cancelled" { ev.text("failure") } else { String::new() };
+        if self == Callback::V1 {
+            let mut body = json!({
+                "id": d["id"].to_string(), "txid": txid, "currency": c.code.as_str(), "currency_fee": c.code.as_str(),
+                "confirmations": confirmations, "amount": amt, "fee": fee, "address": address, "type": kind,
+                "status": status, "error": error,
+            });
+            if let Some(f) = foreign_id {
+                body["foreign_id"] = json!(f);
+            }
+            return Ok(body);
+        }
+        let units: i128 = ev.units("amount_units").unwrap_or(0);
+        let fee_units = c.parse_amount(&fee, kassa_core::SignPolicy::NonNegative)?.units();
+        let (sent, received) = if deposit {
+            (amt.clone(), json!({"currency": c.code.as_str(), "amount": amt, "amount_minus_fee": c.amount(units - fee_units)?.to_string()}))
+        } else {
+            (c.amount(units + fee_units)?.to_string(), json!({"currency": c.code.as_str(), "amount": amt}))
+        };
+        let address_id = if deposit { d["address_id"].clone() } else { Value::Null };
+        // The address object describes a deposit address; a withdrawal's id is top-level only.
+        let address_foreign_id = if deposit { foreign_id.clone() } else { None };
+        let mut body = json!({
+            "id": d["id"],
+            "type": kind,
+            "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": null, "address": address, "tag": null,
+                "foreign_id": address_foreign_id},
+            "currency_sent": {"currency": c.code.as_str(), "amount": sent},
+            "currency_received": received,
+            "transactions": [{"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,
+                "address": address, "tag": null, "amount": amt, "txid": txid, "confirmations": confirmations}],
+            "fees": [{"type": kind, "currency": c.code.as_str(), "amount": fee}],
+            "error": error,
+            "status": status,
+        });
+        if let Some(f) = foreign_id {
+            body["foreign_id"] = json!(f);
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CoinsPaid documentation's test vector.
+    #[test]
+    fn signature_matches_the_documented_vector() {
+        assert_eq!(
+            signature(b"AbCdEfG123456", br#"{"currency":"BTC","foreign_id":"123456"}"#),
+            "03c25fcf7cd35e7d995e402cd5d51edd72d48e1471e865907967809a0c189ba55b90815f20e2bb10f82c7a9e9d865546fda58989c2ae9e8e2ff7bc29195fa1ec"
+        );
+    }
+
+    #[test]
+    fn formats_report_what_their_apis_know() {
+        assert!(Callback::V2.events().contains(&"deposit.dropped"));
+        assert!(!Callback::V1.events().contains(&"webhook.test"));
+        assert_eq!(Callback::V1.default_retry_schedule_secs().len(), 13);
+        assert_eq!(Callback::V1.default_retry_schedule_secs()[12], 240 * 60);
+    }
+}

@@ -1,0 +1,25 @@
+//! The CoinsPaid-style dialect (spec `coinspaid.md`): v1 (WllxPay) and v2
+//! (WallexPay). Its callback formats are here; its API is not served yet, so it has
+//! no mounts.
+
+pub mod callbacks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use kassa_engine::callbacks::CallbackFormat;
+
+use crate::AppState;
+
+pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
+    name: "coinspaid",
+    default_mounts: &[],
+    router: Router::<AppState>::new,
+    owns: |_| false,
+    refusal: crate::dialects::native::refusal,
+    callbacks,
+};
+
+fn callbacks() -> Vec<Arc<dyn CallbackFormat>> {
+    vec![Arc::new(callbacks::Callback::V1), Arc::new(callbacks::Callback::V2)]
+}
