@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::deposit::DepositStatus;
+
 /// Every event type Kassa raises, as merchants see them.
 pub const EVENT_TYPES: &[&str] = &[
     "deposit.seen",
@@ -84,29 +86,28 @@ pub fn parse_subscription(types: &[String]) -> Result<String, String> {
     Ok(out.join(","))
 }
 
-/// The events a deposit raises moving from the status last reported (`""` for a new
-/// deposit) to `new`: one per status it enters, so a deposit first found in a block
-/// is both seen and confirmed, and a credit taken back after its transaction was
+/// The events a deposit raises moving from the status last reported (`None` for a
+/// new deposit) to `new`: one per status it enters, so a deposit first found in a
+/// block is both seen and confirmed, and a credit taken back after its transaction was
 /// mined again is reversed and confirmed.
-pub fn deposit_events(reported: &str, new: &str) -> Vec<&'static str> {
-    if reported == new {
+pub fn deposit_events(reported: Option<DepositStatus>, new: DepositStatus) -> Vec<&'static str> {
+    if reported == Some(new) {
         return Vec::new();
     }
     let mut out = Vec::new();
-    if reported.is_empty() && new != "seen" {
+    if reported.is_none() && new != DepositStatus::Seen {
         out.push("deposit.seen");
     }
-    if reported == "credited" && new != "reversed" {
+    if reported == Some(DepositStatus::Credited) && new != DepositStatus::Reversed {
         out.push("deposit.reversed");
     }
-    match new {
-        "seen" => out.push("deposit.seen"),
-        "confirming" => out.push("deposit.confirmed"),
-        "credited" => out.push("deposit.credited"),
-        "reversed" => out.push("deposit.reversed"),
-        "dropped" => out.push("deposit.dropped"),
-        _ => {}
-    }
+    out.push(match new {
+        DepositStatus::Seen => "deposit.seen",
+        DepositStatus::Confirming => "deposit.confirmed",
+        DepositStatus::Credited => "deposit.credited",
+        DepositStatus::Reversed => "deposit.reversed",
+        DepositStatus::Dropped => "deposit.dropped",
+    });
     out
 }
 
@@ -223,16 +224,16 @@ mod tests {
 
     #[test]
     fn deposit_transitions_raise_one_event_per_status_entered() {
-        assert_eq!(deposit_events("", "seen"), ["deposit.seen"]);
-        assert_eq!(deposit_events("", "confirming"), ["deposit.seen", "deposit.confirmed"]);
-        assert_eq!(deposit_events("seen", "confirming"), ["deposit.confirmed"]);
-        assert_eq!(deposit_events("confirming", "credited"), ["deposit.credited"]);
-        assert_eq!(deposit_events("credited", "reversed"), ["deposit.reversed"]);
-        assert_eq!(deposit_events("credited", "confirming"), ["deposit.reversed", "deposit.confirmed"]);
-        assert_eq!(deposit_events("reversed", "confirming"), ["deposit.confirmed"]);
-        assert_eq!(deposit_events("seen", "dropped"), ["deposit.dropped"]);
-        assert_eq!(deposit_events("confirming", "seen"), ["deposit.seen"]);
-        assert!(deposit_events("credited", "credited").is_empty());
+        assert_eq!(deposit_events(None, DepositStatus::Seen), ["deposit.seen"]);
+        assert_eq!(deposit_events(None, DepositStatus::Confirming), ["deposit.seen", "deposit.confirmed"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Seen), DepositStatus::Confirming), ["deposit.confirmed"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Confirming), DepositStatus::Credited), ["deposit.credited"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Credited), DepositStatus::Reversed), ["deposit.reversed"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Credited), DepositStatus::Confirming), ["deposit.reversed", "deposit.confirmed"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Reversed), DepositStatus::Confirming), ["deposit.confirmed"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Seen), DepositStatus::Dropped), ["deposit.dropped"]);
+        assert_eq!(deposit_events(Some(DepositStatus::Confirming), DepositStatus::Seen), ["deposit.seen"]);
+        assert!(deposit_events(Some(DepositStatus::Credited), DepositStatus::Credited).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod amount;
 pub mod clock;
 pub mod currency;
+pub mod deposit;
 pub mod events;
 pub mod invoices;
 pub mod ledger;

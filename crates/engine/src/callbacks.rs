@@ -55,8 +55,7 @@ impl CallbackEvent<'_> {
     pub fn fee(&self) -> Result<String, EngineError> {
         if self.is_deposit() {
             let c = self.currency()?;
-            let units = self.units("amount_units").unwrap_or(0);
-            Ok(c.amount(crate::notifications::deposit_fee_units(c, units)?)?.to_string())
+            Ok(c.amount(crate::notifications::deposit_fee_of(self.data(), c)?)?.to_string())
         } else {
             self.amount("fee_units")
         }

@@ -55,8 +55,11 @@ impl Engine {
     fn transfer_view(&self, r: TransferRow) -> Result<Transfer, EngineError> {
         let c = self.currencies.get(&r.currency)?;
         let fee = match r.kind {
-            TransferKind::Receive => deposit_fee_units(c, r.amount_units)?,
-            TransferKind::Send => r.fee_units,
+            TransferKind::Receive => match r.fee_units {
+                Some(fixed) => fixed,
+                None => deposit_fee_units(c, r.amount_units)?,
+            },
+            TransferKind::Send => r.fee_units.unwrap_or(0),
         };
         Ok(Transfer {
             id: transfer_id(r.kind, r.row_id).ok_or(EngineError::NotFound("transaction"))?,

@@ -328,7 +328,12 @@ impl Watcher {
             ledger.account(&AccountKey::Merchant { merchant: MerchantId(d.merchant_id), currency: code.clone() }).await?
         };
         let mut legs = vec![Leg { from: hot, to, currency: code.clone(), units: d.amount_units }];
-        let fee = self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units);
+        // A deposit credited before (then reversed) pays the fee it paid then.
+        let fee = match d.fee_units {
+            Some(fee) => fee,
+            None if below_minimum => 0,
+            None => self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+        };
         if fee > 0 && !below_minimum {
             let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
             legs.push(Leg { from: to, to: fees, currency: code.clone(), units: fee });
@@ -339,7 +344,7 @@ impl Watcher {
             .to_string();
             ledger.submit(TxRequest { idempotency_key: format!("deposit:{}:credit:{k}", d.id), action: Action::Transfer(legs), memo }).await?;
         }
-        self.engine.store.mark_deposit_credited(d.id, k, confirmations).await?;
+        self.engine.store.mark_deposit_credited(d.id, k, confirmations, fee).await?;
         tracing::info!(chain = %self.chain, deposit = d.id, txid = %d.txid, amount_units = d.amount_units, confirmations, "deposit credited");
         Ok(())
     }
@@ -357,7 +362,12 @@ impl Watcher {
         } else {
             ledger.account(&AccountKey::Merchant { merchant: MerchantId(d.merchant_id), currency: code.clone() }).await?
         };
-        let fee = if below_minimum { 0 } else { self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units) };
+        // Mirrors the credit: the fee it booked, whatever the fee rule says now.
+        let fee = match d.fee_units {
+            Some(fee) => fee,
+            None if below_minimum => 0,
+            None => self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+        };
         let credited = d.amount_units - fee;
         let key = format!("deposit:{}:reversal:{k}", d.id);
         let memo = serde_json::json!({"type": "deposit_reversal", "deposit_id": d.id, "txid": d.txid, "vout": d.vout}).to_string();

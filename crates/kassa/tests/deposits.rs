@@ -183,3 +183,51 @@ async fn w6_c3_downtime_and_reprocessing(backend: Backend) {
     w.t.assert_books_balance().await;
 }
 both_backends!(w6_c3, w6_c3_downtime_and_reprocessing);
+
+// A credit's fee is fixed when it is booked: after the fee rule changes, a reversal
+// takes back exactly what the credit booked (nothing lands in suspense), and the
+// deposit mined again is credited with the same fee.
+async fn reversal_mirrors_the_credited_fee(backend: Backend) {
+    use std::sync::Arc;
+    let currencies = |deposit_fee: &str| {
+        let text = kassa_testkit::TEST_CURRENCIES.replacen(
+            "fees.withdrawal = { fixed = \"0.0001\", percent = \"0.5\" }",
+            &format!("fees.withdrawal = {{ fixed = \"0.0001\", percent = \"0.5\" }}\nfees.deposit = {{ percent = \"{deposit_fee}\" }}"),
+            1,
+        );
+        let raw: std::collections::BTreeMap<String, kassa_core::currency::CurrencyConfig> = toml::from_str(&text).unwrap();
+        Arc::new(kassa_engine::currencies::Currencies::new(kassa_core::currency::validate_currencies(&raw).unwrap()))
+    };
+    let mut w = ChainWorld::new(backend, settings(10)).await;
+    w.t.engine.currencies = currencies("1");
+    let m = w.t.merchant("shop").await;
+    let mut watcher = w.watcher();
+    watcher.cycle().await.unwrap();
+    let a = w.t.engine.create_deposit_address(m, "LTC", None, None).await.unwrap();
+    w.node.pay(&a.address, "1").await;
+    w.node.mine(3).await;
+    assert_eq!(watcher.cycle().await.unwrap().credited, 1);
+    assert_eq!(ltc_balance(&w, m).await, "0.99000000", "1 % deposit fee");
+    let fees = w.t.system_account(kassa_core::ledger::SystemAccount::FeesEarned, "LTC").await;
+    let suspense = w.t.system_account(kassa_core::ledger::SystemAccount::Suspense, "LTC").await;
+    assert_eq!(w.t.balance(fees).await.0, 1_000_000);
+
+    // The operator drops the deposit fee; then the block leaves the chain.
+    w.t.engine.currencies = currencies("0");
+    let mut watcher = w.watcher();
+    w.node.reorg(3).await;
+    assert_eq!(watcher.cycle().await.unwrap().reversed, 1);
+    assert_eq!(ltc_balance(&w, m).await, "0.00000000");
+    assert_eq!(w.t.balance(fees).await.0, 0, "the fee the credit booked is taken back");
+    assert_eq!(w.t.balance(suspense).await.0, 0, "nothing was short");
+
+    // Mined again: credited again with the fee of its first credit.
+    w.node.mine(3).await;
+    assert_eq!(watcher.cycle().await.unwrap().credited, 1);
+    assert_eq!(ltc_balance(&w, m).await, "0.99000000");
+    // History shows the fee it paid, not what the rule would charge today.
+    let (list, _) = w.t.engine.transfers(m, kassa_store::TransferQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!((list.len(), list[0].fee.as_str()), (1, "0.01000000"));
+    w.t.assert_books_balance().await;
+}
+both_backends!(fee_mirrored, reversal_mirrors_the_credited_fee);

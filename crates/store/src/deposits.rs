@@ -1,9 +1,10 @@
 //! Chain scanning state, deposit addresses and deposits.
 
+use kassa_core::deposit::{DepositInput, DepositState, DepositStatus};
 use kassa_core::ledger::MerchantId;
 
 use crate::events::report_changes;
-use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store};
+use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct DepositAddressRow {
@@ -64,8 +65,22 @@ pub struct DepositRow {
     pub confirmations: i64,
     pub credits: i64,
     pub reversals: i64,
+    /// The fee its first credit booked (None until credited).
+    pub fee_units: Option<i128>,
     pub first_seen_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl DepositRow {
+    /// Its state as the deposit state machine sees it.
+    pub fn state(&self) -> Result<DepositState> {
+        Ok(DepositState {
+            status: DepositStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt(format!("deposit status {:?}", self.status)))?,
+            in_block: self.block_height.is_some(),
+            credits: self.credits,
+            reversals: self.reversals,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -79,8 +94,42 @@ pub struct DepositQuery {
 
 const DEPOSIT_COLUMNS: &str = "SELECT d.id, d.chain, d.currency, d.txid, d.vout, d.address_id, a.address, d.merchant_id,
         CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.dust_units AS TEXT) AS dust_units, d.status, d.block_height, d.block_hash,
-        d.confirmations, d.credits, d.reversals, d.first_seen_at_ms, d.updated_at_ms
+        d.confirmations, d.credits, d.reversals, CAST(d.fee_units AS TEXT) AS fee_units, d.first_seen_at_ms, d.updated_at_ms
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id";
+
+/// A deposit's state-machine fields, by key (in a writing transaction).
+const STATE_BY_OUTPUT: &str = "SELECT id, status, CASE WHEN block_height IS NULL THEN 0 ELSE 1 END AS in_block, credits, reversals
+     FROM deposits WHERE chain = $1 AND txid = $2 AND vout = $3";
+const STATE_BY_ID: &str = "SELECT id, status, CASE WHEN block_height IS NULL THEN 0 ELSE 1 END AS in_block, credits, reversals
+     FROM deposits WHERE id = $1";
+
+#[derive(sqlx::FromRow)]
+struct StateTuple {
+    id: i64,
+    status: String,
+    in_block: i32,
+    credits: i64,
+    reversals: i64,
+}
+
+impl StateTuple {
+    fn state(&self) -> Result<DepositState> {
+        Ok(DepositState {
+            status: DepositStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt(format!("deposit {} status {:?}", self.id, self.status)))?,
+            in_block: self.in_block != 0,
+            credits: self.credits,
+            reversals: self.reversals,
+        })
+    }
+}
+
+/// The state `input` leads a found output to: a new deposit's, or an existing one's next.
+fn found_state(existing: Option<&StateTuple>, input: DepositInput) -> Result<DepositState> {
+    match existing {
+        Some(row) => row.state()?.after(input).map_err(|e| StoreError::Corrupt(format!("deposit {}: {e}", row.id))),
+        None => DepositState::found(input).ok_or_else(|| StoreError::Corrupt(format!("{input:?} cannot introduce a deposit"))),
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct DepositTuple {
@@ -100,6 +149,7 @@ struct DepositTuple {
     confirmations: i64,
     credits: i64,
     reversals: i64,
+    fee_units: Option<String>,
     first_seen_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -122,9 +172,17 @@ fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
         confirmations: t.confirmations,
         credits: t.credits,
         reversals: t.reversals,
+        fee_units: t.fee_units.as_deref().map(|f| parse_units(f, "deposit fee")).transpose()?,
         first_seen_at_ms: t.first_seen_at_ms,
         updated_at_ms: t.updated_at_ms,
     })
+}
+
+/// A value bound to a deposit update.
+enum Bind {
+    I(i64),
+    S(String),
+    Now,
 }
 
 impl Store {
@@ -205,16 +263,17 @@ impl Store {
         let upsert = format!(
             "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
                  block_height, block_hash, confirmations, first_seen_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, 'confirming', $9, $10, 0, $11, $11)
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, $12, $9, $10, 0, $11, $11)
              ON CONFLICT (chain, txid, vout) DO UPDATE SET block_height = excluded.block_height,
-                 block_hash = excluded.block_hash,
-                 status = CASE WHEN deposits.credits > deposits.reversals THEN 'credited' ELSE 'confirming' END,
-                 updated_at_ms = excluded.updated_at_ms",
+                 block_hash = excluded.block_hash, status = excluded.status, updated_at_ms = excluded.updated_at_ms",
             n = self.numeric()
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for d in found {
+                let existing: Option<StateTuple> = sqlx::query_as(STATE_BY_OUTPUT)
+                    .bind(chain).bind(&d.txid).bind(i64::from(d.vout)).fetch_optional(&mut *tx).await?;
+                let next = found_state(existing.as_ref(), DepositInput::Mined)?;
                 sqlx::query(&upsert)
                     .bind(chain)
                     .bind(&d.currency)
@@ -227,6 +286,7 @@ impl Store {
                     .bind(height as i64)
                     .bind(hash)
                     .bind(now)
+                    .bind(next.status.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -265,16 +325,23 @@ impl Store {
     pub async fn rollback_blocks(&self, chain: &str, fork_height: u64) -> Result<u64> {
         let n = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let n = sqlx::query(
-                "UPDATE deposits SET block_height = NULL, block_hash = NULL, confirmations = 0,
-                     status = CASE WHEN credits > reversals THEN 'credited' ELSE 'seen' END, updated_at_ms = $3
-                 WHERE chain = $1 AND block_height > $2")
+            let rows: Vec<StateTuple> = sqlx::query_as(
+                "SELECT id, status, 1 AS in_block, credits, reversals FROM deposits WHERE chain = $1 AND block_height > $2 ORDER BY id")
                 .bind(chain)
                 .bind(fork_height as i64)
-                .bind(self.now_ms())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let next = found_state(Some(row), DepositInput::LeftChain)?;
+                sqlx::query("UPDATE deposits SET block_height = NULL, block_hash = NULL, confirmations = 0, status = $1, updated_at_ms = $2
+                             WHERE id = $3")
+                    .bind(next.status.as_str())
+                    .bind(self.now_ms())
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let n = rows.len() as u64;
             sqlx::query("DELETE FROM chain_blocks WHERE chain = $1 AND height > $2")
                 .bind(chain)
                 .bind(fork_height as i64)
@@ -293,15 +360,19 @@ impl Store {
         let sql = format!(
             "INSERT INTO deposits (chain, currency, txid, vout, address_id, merchant_id, amount_units, dust_units, status,
                  confirmations, first_seen_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, 'seen', 0, $9, $9)
-             ON CONFLICT (chain, txid, vout) DO UPDATE SET
-                 status = CASE WHEN deposits.status = 'dropped' THEN 'seen' ELSE deposits.status END
-             ",
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8{n}, $10, 0, $9, $9)
+             ON CONFLICT (chain, txid, vout) DO UPDATE SET status = excluded.status",
             n = self.numeric()
         );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for d in found {
+                let existing: Option<StateTuple> = sqlx::query_as(STATE_BY_OUTPUT)
+                    .bind(chain).bind(&d.txid).bind(i64::from(d.vout)).fetch_optional(&mut *tx).await?;
+                let next = found_state(existing.as_ref(), DepositInput::InMempool)?;
+                if existing.as_ref().is_some_and(|e| e.status == next.status.as_str()) {
+                    continue; // known, nothing changes
+                }
                 sqlx::query(&sql)
                     .bind(chain)
                     .bind(&d.currency)
@@ -312,6 +383,7 @@ impl Store {
                     .bind(d.amount_units.to_string())
                     .bind(d.dust_units.to_string())
                     .bind(now)
+                    .bind(next.status.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -344,52 +416,67 @@ impl Store {
         Ok(())
     }
 
-    /// Records credit number `k` (1-based); a repeat is a no-op.
-    pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE deposits SET credits = $1, status = 'credited', confirmations = $2, updated_at_ms = $3
-                 WHERE id = $4 AND credits = $1 - 1")
-            .bind(k)
-            .bind(confirmations)
-            .bind(self.now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            report_changes!(tx, self.write_ctx());
-            tx.commit().await?;
-        });
-        Ok(())
+    /// Records credit number `k` (1-based) and the fee it booked (kept from the
+    /// first credit on); a repeat is a no-op.
+    pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64, fee_units: i128) -> Result<()> {
+        let sql = format!(
+            "UPDATE deposits SET credits = $1, status = $2, confirmations = $3, updated_at_ms = $4,
+                 fee_units = COALESCE(fee_units, $5{n}) WHERE id = $6",
+            n = self.numeric()
+        );
+        self.apply_deposit(id, DepositInput::Credit { k }, |next, q| {
+            q.push((sql.clone(), vec![Bind::I(next.credits), Bind::S(next.status.as_str().into()), Bind::I(confirmations), Bind::Now,
+                Bind::S(fee_units.to_string())]))
+        })
+        .await
     }
 
     /// Records reversal number `k` (1-based); a repeat is a no-op.
     pub async fn mark_deposit_reversed(&self, id: i64, k: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE deposits SET reversals = $1, status = CASE WHEN block_height IS NULL THEN 'reversed' ELSE 'confirming' END,
-                     updated_at_ms = $2
-                 WHERE id = $3 AND reversals = $1 - 1")
-            .bind(k)
-            .bind(self.now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            report_changes!(tx, self.write_ctx());
-            tx.commit().await?;
-        });
-        Ok(())
+        self.apply_deposit(id, DepositInput::Reverse { k }, |next, q| {
+            q.push(("UPDATE deposits SET reversals = $1, status = $2, updated_at_ms = $3 WHERE id = $4".into(),
+                vec![Bind::I(next.reversals), Bind::S(next.status.as_str().into()), Bind::Now]))
+        })
+        .await
     }
 
+    /// Marks a deposit still only in the mempool as dropped (otherwise a no-op).
     pub async fn mark_deposit_dropped(&self, id: i64) -> Result<()> {
+        self.apply_deposit(id, DepositInput::LeftMempool, |next, q| {
+            q.push(("UPDATE deposits SET status = $1, updated_at_ms = $2 WHERE id = $3".into(), vec![Bind::S(next.status.as_str().into()), Bind::Now]))
+        })
+        .await
+    }
+
+    /// Applies `input` to deposit `id` as the state machine says, in one transaction
+    /// with its events; a transition the machine refuses (a repeat) changes nothing.
+    /// `update` gives the statement(s) for the new state; each gets `id` bound last.
+    async fn apply_deposit(&self, id: i64, input: DepositInput, update: impl Fn(DepositState, &mut Vec<(String, Vec<Bind>)>)) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE deposits SET status = 'dropped', updated_at_ms = $1 WHERE id = $2 AND status = 'seen'")
-            .bind(self.now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
+            let row: Option<StateTuple> = sqlx::query_as(&format!("{STATE_BY_ID}{lock}")).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else { return Err(StoreError::Corrupt(format!("no deposit {id}"))) };
+            let next = match row.state()?.after(input) {
+                Ok(next) => next,
+                Err(refused) => {
+                    tracing::debug!(deposit = id, %refused, "deposit transition not applied");
+                    return Ok(());
+                }
+            };
+            let mut statements = Vec::new();
+            update(next, &mut statements);
+            for (sql, binds) in statements {
+                let mut q = sqlx::query(&sql);
+                for b in binds {
+                    q = match b {
+                        Bind::I(v) => q.bind(v),
+                        Bind::S(v) => q.bind(v),
+                        Bind::Now => q.bind(self.now_ms()),
+                    };
+                }
+                q.bind(id).execute(&mut *tx).await?;
+            }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
+use kassa_core::deposit::DepositStatus;
 use kassa_core::events::{self, CallbackRoute, STANDARD_FORMAT};
 use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
-use crate::{on_pool, parse_units, Db, Result, Store};
+use crate::{on_pool, parse_units, Db, Result, Store, StoreError};
 
 /// An event to write.
 #[derive(Clone, Debug)]
@@ -217,6 +218,7 @@ pub(crate) struct DepositChange {
     txid: String,
     vout: i64,
     amount_units: String,
+    fee_units: Option<String>,
     confirmations: i64,
     block_height: Option<i64>,
     first_seen_at_ms: i64,
@@ -233,7 +235,7 @@ pub(crate) struct DepositChange {
 }
 
 pub(crate) const DEPOSIT_CHANGES: &str = "SELECT d.id, d.merchant_id, d.status, d.reported_status, d.chain, d.currency, d.txid, d.vout,
-        CAST(d.amount_units AS TEXT) AS amount_units, d.confirmations, d.block_height, d.first_seen_at_ms, d.updated_at_ms,
+        CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.fee_units AS TEXT) AS fee_units, d.confirmations, d.block_height, d.first_seen_at_ms, d.updated_at_ms,
         a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url, o.invoice_id
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id LEFT JOIN invoice_options o ON o.address_id = d.address_id
      WHERE d.status <> d.reported_status ORDER BY d.id LIMIT 1000";
@@ -244,11 +246,13 @@ impl DepositChange {
         let data = json!({
             "id": self.id, "currency": self.currency, "chain": self.chain, "address": self.address,
             "address_id": self.address_id, "label": self.label, "foreign_id": self.foreign_id, "user_id": self.user_id,
-            "txid": self.txid, "vout": self.vout, "amount_units": units.to_string(), "confirmations": self.confirmations,
+            "txid": self.txid, "vout": self.vout, "amount_units": units.to_string(), "fee_units": self.fee_units, "confirmations": self.confirmations,
             "block_height": self.block_height, "status": self.status,
             "created_at_ms": self.first_seen_at_ms, "updated_at_ms": self.updated_at_ms,
         });
-        Ok(events::deposit_events(&self.reported_status, &self.status)
+        let status = |s: &str| DepositStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("deposit {} status {s:?}", self.id)));
+        let reported = if self.reported_status.is_empty() { None } else { Some(status(&self.reported_status)?) };
+        Ok(events::deposit_events(reported, status(&self.status)?)
             .into_iter()
             .map(|t| NewEvent {
                 merchant_id: self.merchant_id,

@@ -36,8 +36,9 @@ pub struct TransferRow {
     pub label: Option<String>,
     pub description: Option<String>,
     pub amount_units: i128,
-    /// Withdrawals: the fee charged. Deposits: 0 (their fee follows from the schedule).
-    pub fee_units: i128,
+    /// Withdrawals: the fee charged. Deposits: the fee their credit booked (None until
+    /// credited: the schedule gives the prospective fee).
+    pub fee_units: Option<i128>,
     pub status: String,
     pub txid: Option<String>,
     pub confirmations: i64,
@@ -55,7 +56,7 @@ struct TransferRecord {
     label: Option<String>,
     description: Option<String>,
     amount_units: String,
-    fee_units: String,
+    fee_units: Option<String>,
     status: String,
     txid: Option<String>,
     confirmations: i64,
@@ -75,7 +76,7 @@ impl TryFrom<TransferRecord> for TransferRow {
             label: r.label,
             description: r.description,
             amount_units: parse_units(&r.amount_units, "transfer amount")?,
-            fee_units: parse_units(&r.fee_units, "transfer fee")?,
+            fee_units: r.fee_units.as_deref().map(|f| parse_units(f, "transfer fee")).transpose()?,
             status: r.status,
             txid: r.txid,
             confirmations: r.confirmations,
@@ -122,7 +123,7 @@ fn transfers_from(q: &TransferQuery, binds: &mut Vec<Bind>) -> Option<String> {
         }
         branches.push(format!(
             "SELECT 'receive' AS kind, d.id AS id, d.merchant_id AS merchant_id, d.currency AS currency, a.address AS address,
-                a.label AS label, CAST(NULL AS TEXT) AS description, CAST(d.amount_units AS TEXT) AS amount_units, '0' AS fee_units,
+                a.label AS label, CAST(NULL AS TEXT) AS description, CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.fee_units AS TEXT) AS fee_units,
                 d.status AS status, d.txid AS txid, d.confirmations AS confirmations, d.first_seen_at_ms AS created_at_ms,
                 d.updated_at_ms AS updated_at_ms
              FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id WHERE {}",
