@@ -1,11 +1,11 @@
 //! The configured chains and what merchants do with them directly: deposit addresses
 //! and the list of deposits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kassa_chain::ChainAdapter;
+use kassa_chain::{Asset, ChainAdapter};
 use kassa_core::ledger::MerchantId;
 use kassa_store::{DepositAddressRow, DepositQuery, DepositRow, NewDepositAddress, StoreError};
 use serde::Serialize;
@@ -108,6 +108,33 @@ pub struct Deposit {
 const MAX_TAG_LEN: usize = 200;
 
 impl Engine {
+    /// A chain's assets, each with the currency it is booked as (the currency of the
+    /// same code, which must name this chain).
+    pub(crate) fn chain_assets(&self, chain: &str) -> Result<HashMap<String, (Asset, kassa_core::Currency)>, EngineError> {
+        let entry = self.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
+        let mut out = HashMap::new();
+        for asset in entry.adapter.assets() {
+            let currency = self
+                .currencies
+                .all()
+                .find(|c| c.code.as_str() == asset.code && c.chain.as_deref() == Some(chain))
+                .cloned()
+                .ok_or_else(|| EngineError::invalid("chain", format!("asset {} of chain {chain} is not a currency carried by it", asset.code)))?;
+            out.insert(asset.code.clone(), (asset.clone(), currency));
+        }
+        Ok(out)
+    }
+
+    /// A fresh deposit address of `chain` for `currency`, labelled in the node wallet.
+    pub(crate) async fn new_address(chain: &Chain, currency: &str, label: &str) -> Result<String, EngineError> {
+        let target = chain.adapter.new_deposit_address(currency, label).await.map_err(EngineError::Chain)?;
+        if target.tag.is_some() {
+            // Deposit rows hold an address only; tagged targets need a place to keep the tag.
+            return Err(EngineError::invalid("currency", format!("{currency}: deposit tags are not supported yet")));
+        }
+        Ok(target.address)
+    }
+
     pub(crate) fn chain_of(&self, currency: &str) -> Result<(&kassa_core::Currency, &Chain), EngineError> {
         let c = self.currencies.active(currency)?;
         let chain_name = c.chain.as_deref().ok_or_else(|| EngineError::invalid("currency", format!("{currency} is not carried by a chain")))?;
@@ -160,7 +187,7 @@ impl Engine {
             None => None,
         };
         let node_label = format!("m{}", merchant.0);
-        let address = chain.adapter.new_deposit_address(&node_label).await.map_err(EngineError::Chain)?;
+        let address = Self::new_address(chain, c.code.as_str(), &node_label).await?;
         let row = self
             .store
             .insert_deposit_address(&NewDepositAddress {

@@ -99,31 +99,32 @@ impl Engine {
         }
         let mut hot_wallets = Vec::new();
         for name in self.chains.names() {
-            let Some(currency) = self.currencies.all().find(|c| c.chain.as_deref() == Some(name.as_str())) else { continue };
-            let code = currency.code.as_str();
-            let ledger_units = data
-                .accounts
-                .iter()
-                .find(|a| a.code == format!("system:hot_wallet:{code}"))
-                .map(|a| -a.balance)
-                .unwrap_or(0);
-            let adapter = &self.chains.get(name).expect("listed").adapter;
-            let (node, error) = match adapter.hot_wallet_balance().await {
-                Ok(units) => match kassa_core::Amount::from_units(units, adapter.decimals()).and_then(|a| a.rescale_down(currency.precision)) {
-                    Ok((a, _)) => (Some(a.units()), None),
-                    Err(e) => (None, Some(e.to_string())),
-                },
-                Err(e) => (None, Some(e.to_string())),
+            let Ok(assets) = self.chain_assets(name) else {
+                continue;
             };
-            let fmt = |u: i128| currency.amount(u).map(|a| a.to_string()).unwrap_or_else(|_| u.to_string());
-            hot_wallets.push(HotWallet {
-                chain: name.clone(),
-                currency: code.to_string(),
-                ledger: fmt(ledger_units),
-                node: node.map(fmt),
-                difference: node.map(|n| fmt(n - ledger_units)),
-                error,
-            });
+            let mut assets: Vec<_> = assets.into_values().collect();
+            assets.sort_by(|a, b| a.0.code.cmp(&b.0.code));
+            for (asset, currency) in &assets {
+                let code = currency.code.as_str();
+                let ledger_units = data.accounts.iter().find(|a| a.code == format!("system:hot_wallet:{code}")).map(|a| -a.balance).unwrap_or(0);
+                let adapter = &self.chains.get(name).expect("listed").adapter;
+                let (node, error) = match adapter.hot_wallet_balance(&asset.code).await {
+                    Ok(units) => match kassa_core::Amount::from_units(units, asset.decimals).and_then(|a| a.rescale_down(currency.precision)) {
+                        Ok((a, _)) => (Some(a.units()), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    },
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let fmt = |u: i128| currency.amount(u).map(|a| a.to_string()).unwrap_or_else(|_| u.to_string());
+                hot_wallets.push(HotWallet {
+                    chain: name.clone(),
+                    currency: code.to_string(),
+                    ledger: fmt(ledger_units),
+                    node: node.map(fmt),
+                    difference: node.map(|n| fmt(n - ledger_units)),
+                    error,
+                });
+            }
         }
         Ok(CheckReport {
             transactions: data.transactions,

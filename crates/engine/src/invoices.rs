@@ -207,7 +207,7 @@ impl Engine {
         let mut options = Vec::new();
         for (c, due, rate) in priced {
             let (_, chain) = self.chain_of(c.code.as_str())?;
-            let address = chain.adapter.new_deposit_address(&format!("m{}", merchant.0)).await.map_err(EngineError::Chain)?;
+            let address = Self::new_address(chain, c.code.as_str(), &format!("m{}", merchant.0)).await?;
             options.push(NewInvoiceOption {
                 currency: c.code.to_string(),
                 chain: chain.adapter.chain().to_string(),

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kassa_chain::{ChainAdapter, ChainError, ChainTx};
+use kassa_chain::{Asset, ChainAdapter, Checkpoint, IncomingTransfer};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
 use kassa_core::{Amount, Currency};
 use kassa_store::{DepositRow, FoundDeposit};
@@ -21,8 +21,6 @@ use tokio::sync::{watch, Notify};
 use crate::chains::ChainSettings;
 use crate::{Engine, EngineError};
 
-/// Most mempool transactions fetched per cycle.
-const MAX_MEMPOOL_FETCH: usize = 5_000;
 /// Most open deposits handled per cycle.
 const MAX_OPEN_DEPOSITS: u32 = 10_000;
 /// Addresses loaded per refresh query.
@@ -52,7 +50,8 @@ pub struct Watcher {
     adapter: Arc<dyn ChainAdapter>,
     settings: ChainSettings,
     chain: String,
-    currency: Currency,
+    /// The chain's assets and the currency each is booked as.
+    assets: HashMap<String, (Asset, Currency)>,
     addresses: HashMap<Box<str>, Watched>,
     last_address_id: i64,
     mempool_known: HashSet<String>,
@@ -60,20 +59,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher for `chain`, crediting `currency` (the chain's only currency).
+    /// A watcher for `chain`, crediting the currencies of its assets.
     pub fn new(engine: Engine, chain: &str) -> Result<Self, EngineError> {
         let entry = engine.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
-        let currency = engine
-            .currencies
-            .all()
-            .find(|c| c.chain.as_deref() == Some(chain))
-            .cloned()
-            .ok_or_else(|| EngineError::invalid("chain", format!("no currency is carried by chain {chain}")))?;
+        let assets = engine.chain_assets(chain)?;
         Ok(Self {
             adapter: entry.adapter.clone(),
             settings: entry.settings.clone(),
             chain: chain.to_string(),
-            currency,
+            assets,
             engine,
             addresses: HashMap::new(),
             last_address_id: 0,
@@ -146,18 +140,20 @@ impl Watcher {
         }
     }
 
-    fn found_in(&self, tx: &ChainTx) -> Vec<FoundDeposit> {
-        tx.outputs
-            .iter()
-            .filter_map(|o| {
-                let w = self.addresses.get(o.address.as_deref()?)?;
-                let chain_amount = Amount::from_units(o.amount, self.adapter.decimals()).ok()?;
+    /// The transfers that pay a watched address, in ledger units.
+    fn found_in<'a>(&self, transfers: impl IntoIterator<Item = &'a IncomingTransfer>) -> Vec<FoundDeposit> {
+        transfers
+            .into_iter()
+            .filter_map(|t| {
+                let w = self.addresses.get(t.address.as_str())?;
+                let (asset, currency) = self.assets.get(&t.asset)?;
+                let chain_amount = Amount::from_units(t.amount, asset.decimals).ok()?;
                 // Deposits round down to the ledger precision; the remainder is dust.
-                let (units, dust) = chain_amount.rescale_down(self.currency.precision).ok()?;
+                let (units, dust) = chain_amount.rescale_down(currency.precision).ok()?;
                 Some(FoundDeposit {
-                    currency: self.currency.code.to_string(),
-                    txid: tx.txid.clone(),
-                    vout: o.vout,
+                    currency: currency.code.to_string(),
+                    txid: t.txid.clone(),
+                    vout: t.index,
                     address_id: w.address_id,
                     merchant_id: w.merchant_id,
                     amount_units: units.units(),
@@ -186,13 +182,11 @@ impl Watcher {
             self.mempool_known.clear();
         }
         let chain_err = EngineError::Chain;
-        let tip = self.adapter.tip().await.map_err(chain_err)?;
-        metrics::gauge!("kassa_chain_tip_height", "chain" => self.chain.clone()).set(tip.height as f64);
-
         let (mut height, mut hash) = match store.chain_checkpoint(&self.chain).await? {
             Some(cp) => cp,
             None => {
                 // First start: scanning begins at start_height (default: the tip).
+                let tip = self.adapter.tip().await.map_err(chain_err)?;
                 let start = self.settings.start_height.unwrap_or(tip.height).min(tip.height);
                 let h = start.saturating_sub(1);
                 let hash = self.adapter.block_hash(h).await.map_err(chain_err)?;
@@ -200,10 +194,14 @@ impl Watcher {
                 (h, hash)
             }
         };
+        let max_blocks = self.settings.max_blocks_per_cycle;
+        let mut update = self.adapter.scan(&Checkpoint { height, hash: hash.clone() }, max_blocks).await.map_err(chain_err)?;
+        let tip = update.tip.clone();
+        metrics::gauge!("kassa_chain_tip_height", "chain" => self.chain.clone()).set(tip.height as f64);
 
-        // Reorg: is our checkpoint still on the node's best chain?
-        let on_chain = if height <= tip.height { self.adapter.block_hash(height).await.map_err(chain_err)? == hash } else { false };
-        if !on_chain {
+        // Reorg: our checkpoint left the node's best chain. Walk back to the last block
+        // we share with it.
+        if update.reorged {
             let keep = self.keep_blocks();
             let mut fork = height;
             loop {
@@ -233,49 +231,43 @@ impl Watcher {
             report.reorg_depth = Some(depth);
             height = fork;
             hash = store.chain_block_hash(&self.chain, fork).await?.unwrap_or_default();
+            // If the chain changed yet again, the scan says so and the next cycle walks back.
+            update = self.adapter.scan(&Checkpoint { height, hash: hash.clone() }, max_blocks).await.map_err(chain_err)?;
         }
 
         // New blocks, in order, each checked against its parent.
-        let until = tip.height.min(height + self.settings.max_blocks_per_cycle);
-        while height < until {
-            let next_hash = self.adapter.block_hash(height + 1).await.map_err(chain_err)?;
-            let block = self.adapter.block(&next_hash).await.map_err(chain_err)?;
-            if block.prev_hash.as_deref() != Some(hash.as_str()) {
+        for b in update.blocks {
+            if b.parent_hash.as_deref() != Some(hash.as_str()) || b.block.height != height + 1 {
                 // The chain changed under us; the next cycle's reorg check handles it.
                 break;
             }
-            let found: Vec<FoundDeposit> = block.txs.iter().flat_map(|t| self.found_in(t)).collect();
-            store.record_block(&self.chain, block.height, &block.hash, &found, self.keep_blocks()).await?;
-            height = block.height;
-            hash = block.hash;
+            let found = self.found_in(&b.transfers);
+            store.record_block(&self.chain, b.block.height, &b.block.hash, &found, self.keep_blocks()).await?;
+            height = b.block.height;
+            hash = b.block.hash;
             report.blocks += 1;
         }
         report.scanned_to = height;
         metrics::gauge!("kassa_chain_scanned_height", "chain" => self.chain.clone()).set(height as f64);
-        metrics::gauge!("kassa_chain_lag_blocks", "chain" => self.chain.clone()).set(tip.height.saturating_sub(height) as f64);
+        metrics::gauge!("kassa_chain_lag_blocks", "chain" => self.chain.clone()).set(update.tip.height.saturating_sub(height) as f64);
 
-        // Mempool: deposits seen with zero confirmations.
-        let mempool: HashSet<String> = self.adapter.mempool_txids().await.map_err(chain_err)?.into_iter().collect();
-        let mut fetched = 0;
-        let mut known: HashSet<String> = mempool.iter().filter(|t| self.mempool_known.contains(*t)).cloned().collect();
-        for txid in mempool.iter().filter(|t| !self.mempool_known.contains(*t)) {
-            if fetched >= MAX_MEMPOOL_FETCH {
-                break; // the rest next cycle
+        // Mempool: deposits seen with zero confirmations (each transaction recorded once
+        // per address set).
+        let mut by_tx: HashMap<&str, Vec<&IncomingTransfer>> = HashMap::new();
+        for t in &update.mempool {
+            by_tx.entry(t.txid.as_str()).or_default().push(t);
+        }
+        for (txid, transfers) in &by_tx {
+            if self.mempool_known.contains(*txid) {
+                continue;
             }
-            fetched += 1;
-            known.insert(txid.clone());
-            match self.adapter.transaction(txid).await {
-                Ok(tx) => {
-                    let found = self.found_in(&tx);
-                    if !found.is_empty() {
-                        store.record_mempool_deposits(&self.chain, &found).await?;
-                    }
-                }
-                Err(e) if e.is_not_found() => {} // left the mempool meanwhile
-                Err(e) => return Err(EngineError::Chain(e)),
+            let found = self.found_in(transfers.iter().copied());
+            if !found.is_empty() {
+                store.record_mempool_deposits(&self.chain, &found).await?;
             }
         }
-        self.mempool_known = known;
+        self.mempool_known = by_tx.keys().map(|t| t.to_string()).collect();
+        let mempool = &self.mempool_known;
 
         // Confirmations, credits, reversals, drops.
         for d in store.open_deposits(&self.chain, MAX_OPEN_DEPOSITS).await? {
@@ -287,8 +279,8 @@ impl Watcher {
                 }
                 None => {
                     if d.status == "seen" && !mempool.contains(&d.txid) {
-                        match self.adapter.transaction(&d.txid).await {
-                            Err(ChainError::Rpc { code: -5, .. }) => {
+                        match self.adapter.transfers(&d.txid).await {
+                            Err(e) if e.is_not_found() => {
                                 tracing::info!(chain = %self.chain, txid = %d.txid, "deposit left the mempool unconfirmed (double-spent or evicted)");
                                 store.mark_deposit_dropped(d.id).await?;
                             }
@@ -299,7 +291,7 @@ impl Watcher {
                 }
                 Some(block_height) => {
                     let confirmations = (height as i64 - block_height + 1).max(0);
-                    if !net_credited && confirmations >= i64::from(self.currency.confirmations.max(1)) {
+                    if !net_credited && confirmations >= i64::from(self.currency_of(&d)?.confirmations.max(1)) {
                         self.credit(&d, confirmations).await?;
                         report.credited += 1;
                     } else {
@@ -311,16 +303,25 @@ impl Watcher {
         Ok(report)
     }
 
+    fn currency_of(&self, d: &DepositRow) -> Result<&Currency, EngineError> {
+        self.assets
+            .values()
+            .map(|(_, c)| c)
+            .find(|c| c.code.as_str() == d.currency)
+            .ok_or_else(|| EngineError::invalid("currency", format!("{} is no longer carried by chain {}", d.currency, self.chain)))
+    }
+
     fn keep_blocks(&self) -> u64 {
         self.settings.max_reorg_depth + 16
     }
 
     async fn credit(&self, d: &DepositRow, confirmations: i64) -> Result<(), EngineError> {
         let k = d.credits + 1;
-        let code = self.currency.code.clone();
+        let currency = self.currency_of(d)?;
+        let code = currency.code.clone();
         let ledger = &self.engine.ledger;
         let hot = ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
-        let below_minimum = d.amount_units < self.currency.min_receive.units();
+        let below_minimum = d.amount_units < currency.min_receive.units();
         let to = if below_minimum {
             // Too small to credit: the value stays booked, as dust.
             ledger.account(&AccountKey::System { account: SystemAccount::Dust, currency: code.clone() }).await?
@@ -332,7 +333,7 @@ impl Watcher {
         let fee = match d.fee_units {
             Some(fee) => fee,
             None if below_minimum => 0,
-            None => self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+            None => currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
         };
         if fee > 0 && !below_minimum {
             let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
@@ -353,10 +354,11 @@ impl Watcher {
     /// holds is booked against suspense for the operator to settle.
     async fn reverse(&self, d: &DepositRow) -> Result<(), EngineError> {
         let k = d.reversals + 1;
-        let code = self.currency.code.clone();
+        let currency = self.currency_of(d)?;
+        let code = currency.code.clone();
         let ledger = &self.engine.ledger;
         let hot = ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
-        let below_minimum = d.amount_units < self.currency.min_receive.units();
+        let below_minimum = d.amount_units < currency.min_receive.units();
         let owner = if below_minimum {
             ledger.account(&AccountKey::System { account: SystemAccount::Dust, currency: code.clone() }).await?
         } else {
@@ -366,7 +368,7 @@ impl Watcher {
         let fee = match d.fee_units {
             Some(fee) => fee,
             None if below_minimum => 0,
-            None => self.currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+            None => currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
         };
         let credited = d.amount_units - fee;
         let key = format!("deposit:{}:reversal:{k}", d.id);

@@ -8,11 +8,11 @@
 //! a payout that was never signed goes back to the queue. A transaction replaced on
 //! the network (RBF) is matched by what it pays, not by its txid.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kassa_chain::{ChainAdapter, ChainError, Payment, Priority};
+use kassa_chain::{Asset, ChainAdapter, ChainError, Payment, Priority};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxId, TxRequest};
 use kassa_core::{Currency, SignPolicy};
 use kassa_store::{NewWithdrawal, PayoutRow, StoreError, WithdrawalQuery, WithdrawalRow};
@@ -405,7 +405,8 @@ pub struct Broadcaster {
     engine: Engine,
     adapter: Arc<dyn ChainAdapter>,
     chain: String,
-    currency: Currency,
+    /// The chain's assets, each with the currency it is booked as.
+    assets: HashMap<String, (Asset, Currency)>,
     /// Low-priority withdrawals wait up to this long to share a transaction.
     pub batch_window: Duration,
     /// The lease this broadcaster runs under (checked again right before signing).
@@ -443,13 +444,25 @@ pub struct BroadcastReport {
 impl Broadcaster {
     pub fn new(engine: Engine, chain: &str, batch_window: Duration) -> Result<Self, EngineError> {
         let entry = engine.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
-        let currency = engine
-            .currencies
-            .all()
-            .find(|c| c.chain.as_deref() == Some(chain))
-            .cloned()
-            .ok_or_else(|| EngineError::invalid("chain", format!("no currency is carried by chain {chain}")))?;
-        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), currency, engine, batch_window, lease: None })
+        let assets = engine.chain_assets(chain)?;
+        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), assets, engine, batch_window, lease: None })
+    }
+
+    /// Ledger units of `currency` in its asset's smallest unit (the chain edge). A
+    /// ledger finer than the asset is refused at start-up by configuration.
+    fn chain_units(&self, currency: &Currency, units: i128) -> Result<i128, EngineError> {
+        let (asset, _) = self
+            .assets
+            .get(currency.code.as_str())
+            .ok_or_else(|| EngineError::invalid("currency", format!("{} is not carried by chain {}", currency.code, self.chain)))?;
+        let extra = asset.decimals.checked_sub(currency.precision).ok_or_else(|| {
+            EngineError::invalid("currency", format!("{} has more ledger decimals ({}) than its asset ({})", currency.code, currency.precision, asset.decimals))
+        })?;
+        units.checked_mul(10i128.pow(u32::from(extra))).ok_or_else(|| EngineError::invalid("amount", "too large for the chain"))
+    }
+
+    fn currency(&self, code: &str) -> Result<&Currency, EngineError> {
+        self.assets.get(code).map(|(_, c)| c).ok_or_else(|| EngineError::invalid("currency", format!("{code} is not carried by chain {}", self.chain)))
     }
 
     pub async fn run(mut self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
@@ -498,7 +511,7 @@ impl Broadcaster {
         // still working on them).
         let now_ms = self.engine.now_ms();
         for w in store.stale_requested_withdrawals(&self.chain, now_ms - 60_000).await? {
-            let _ = self.engine.hold_withdrawal(&w, &self.currency).await;
+            let _ = self.engine.hold_withdrawal(&w, self.currency(&w.currency)?).await;
             report.recovered += 1;
         }
         // Failed withdrawals whose funds a crash left held.
@@ -527,11 +540,23 @@ impl Broadcaster {
 
     async fn send_due(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
         let store = &self.engine.store;
-        let queued: Vec<WithdrawalRow> =
-            store.withdrawals_in(&self.chain, &["queued"], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
-        if queued.is_empty() {
-            return Ok(());
+        let queued: Vec<WithdrawalRow> = store.withdrawals_in(&self.chain, &["queued"], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
+        // One payout pays one asset.
+        let mut by_currency: Vec<(String, Vec<WithdrawalRow>)> = Vec::new();
+        for w in queued {
+            match by_currency.iter_mut().find(|(c, _)| *c == w.currency) {
+                Some((_, list)) => list.push(w),
+                None => by_currency.push((w.currency.clone(), vec![w])),
+            }
         }
+        for (code, queued) in by_currency {
+            let currency = self.currency(&code)?.clone();
+            self.send_due_in(report, &currency, queued).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_due_in(&self, report: &mut BroadcastReport, currency: &Currency, queued: Vec<WithdrawalRow>) -> Result<(), EngineError> {
         let now_ms = self.engine.now_ms();
         let urgent = queued.iter().any(|w| w.priority != "low");
         let oldest_low_due = queued.iter().any(|w| w.priority == "low" && now_ms - w.created_at_ms >= self.batch_window.as_millis() as i64);
@@ -542,7 +567,7 @@ impl Broadcaster {
         let mut seen = HashSet::new();
         let batch: Vec<&WithdrawalRow> = queued.iter().filter(|w| seen.insert(w.address.clone())).take(MAX_BATCH).collect();
         let priority = batch.iter().map(|w| Priority::parse(&w.priority).unwrap_or(Priority::Medium)).max_by_key(|p| *p as u8).unwrap_or(Priority::Medium);
-        match self.send(&batch, priority).await {
+        match self.send(currency, &batch, priority).await {
             Ok(()) => {}
             // A batch the node refuses for good (nothing was recorded or sent): send each
             // alone so one bad withdrawal cannot block the others; those refused alone
@@ -550,7 +575,7 @@ impl Broadcaster {
             Err(SendError::Refused(e)) if e.is_permanent_refusal() => {
                 tracing::warn!(chain = %self.chain, error = %e, withdrawals = batch.len(), "payout refused; trying each withdrawal alone");
                 for w in &batch {
-                    match self.send(&[*w], priority).await {
+                    match self.send(currency, &[*w], priority).await {
                         Ok(()) => {
                             report.payouts_sent += 1;
                             report.withdrawals_sent += 1;
@@ -571,10 +596,15 @@ impl Broadcaster {
     }
 
     /// Signs, records and broadcasts one payout for `batch`.
-    async fn send(&self, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), SendError> {
+    async fn send(&self, currency: &Currency, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), SendError> {
         let store = &self.engine.store;
+        let mut payments = Vec::with_capacity(batch.len());
+        for w in batch {
+            let amount = self.chain_units(currency, w.amount_units)?;
+            payments.push(Payment { address: w.address.clone(), tag: None, asset: currency.code.to_string(), amount });
+        }
         let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
-        let payout = store.create_payout(&self.chain, self.currency.code.as_str(), &ids).await?;
+        let payout = store.create_payout(&self.chain, currency.code.as_str(), &ids).await?;
         if let Some((lease, ttl)) = &self.lease {
             // Another instance may have taken over while this one was slow.
             if !self.engine.lease(lease, *ttl).await? {
@@ -582,7 +612,6 @@ impl Broadcaster {
                 return Err(SendError::Other(EngineError::Conflict("broadcaster lease lost".into())));
             }
         }
-        let payments: Vec<Payment> = batch.iter().map(|w| Payment { address: w.address.clone(), amount: w.amount_units }).collect();
         let signed = match self.adapter.sign_payments(&payments, priority).await {
             Ok(s) => s,
             Err(e) => {
@@ -595,7 +624,7 @@ impl Broadcaster {
             }
         };
         crash_point("after_sign");
-        let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(signed.vouts.iter().copied()).collect();
+        let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(signed.indexes.iter().copied()).collect();
         store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
         crash_point("after_record_signed");
         let row = store.payouts_in(&self.chain, &["signed"]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
@@ -629,7 +658,7 @@ impl Broadcaster {
         let (Some(txid), Some(raw)) = (&p.txid, &p.raw_hex) else {
             return Err(EngineError::Store(StoreError::Corrupt(format!("signed payout {} has no transaction", p.id))));
         };
-        match self.adapter.wallet_tx_status(txid).await {
+        match self.adapter.payment_status(txid).await {
             Ok(_) => {} // the node has it already: broadcast before a crash
             Err(e) if e.is_not_found() => {
                 self.adapter.broadcast(raw).await?;
@@ -668,11 +697,14 @@ impl Broadcaster {
         Ok(())
     }
 
-    /// Books a network fee (chain units) as an expense: network fees → hot wallet.
+    /// Books a network fee (in the chain's fee asset) as an expense of that asset's
+    /// currency: network fees → hot wallet.
     async fn book_network_fee(&self, key: &str, fee: i128, txid: &str) -> Result<(), EngineError> {
-        let code = self.currency.code.clone();
+        let fee_asset = self.adapter.fee_asset().code.clone();
+        let (asset, currency) = self.assets.get(&fee_asset).ok_or_else(|| EngineError::ChainNotConfigured(format!("{}: fee asset {fee_asset}", self.chain)))?;
+        let code = currency.code.clone();
         // Rounded up to the ledger precision: the books never show less spent than was.
-        let factor = 10i128.pow(u32::from(self.adapter.decimals().saturating_sub(self.currency.precision)));
+        let factor = 10i128.pow(u32::from(asset.decimals.saturating_sub(currency.precision)));
         let units = (fee + factor - 1) / factor;
         let network = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::NetworkFees, currency: code.clone() }).await?;
         let hot = self.engine.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
@@ -693,22 +725,28 @@ impl Broadcaster {
         for p in store.payouts_in(&self.chain, &["broadcast"]).await? {
             self.book_payout(p.id).await?; // in case a crash came between broadcast and booking
             let Some(txid) = &p.txid else { continue };
-            let status = self.adapter.wallet_tx_status(txid).await?;
+            let status = self.adapter.payment_status(txid).await?;
             if status.confirmations < 0 {
                 // Conflicted: adopt a replacement that pays the same outputs (RBF, C2).
-                let withdrawals = store.withdrawals_of_payout(p.id).await?;
+                let currency = self.currency(&p.currency)?.clone();
+                let mut withdrawals = Vec::new();
+                for w in store.withdrawals_of_payout(p.id).await? {
+                    let amount = self.chain_units(&currency, w.amount_units)?;
+                    withdrawals.push((w, amount));
+                }
                 let mut adopted = false;
                 for candidate in &status.conflicts {
-                    let Ok(tx) = self.adapter.transaction(candidate).await else { continue };
-                    let pays_all = withdrawals.iter().all(|w| {
-                        tx.outputs.iter().any(|o| o.address.as_deref() == Some(w.address.as_str()) && o.amount == w.amount_units)
-                    });
+                    let Ok(transfers) = self.adapter.transfers(candidate).await else {
+                        continue;
+                    };
+                    let pays_all =
+                        withdrawals.iter().all(|(w, amount)| transfers.iter().any(|t| t.address == w.address && t.asset == w.currency && t.amount == *amount));
                     if pays_all {
                         adopted = true;
                         tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
                         store.payout_broadcast(p.id, candidate).await?;
                         // A fee bump pays more network fee: book the difference once.
-                        let new_fee = self.adapter.wallet_tx_status(candidate).await?.fee.unwrap_or(0);
+                        let new_fee = self.adapter.payment_status(candidate).await?.fee.unwrap_or(0);
                         let extra = new_fee - p.network_fee_units.unwrap_or(0);
                         if extra > 0 {
                             self.book_network_fee(&format!("payout:{}:network_fee:{candidate}", p.id), extra, candidate).await?;
@@ -722,7 +760,7 @@ impl Broadcaster {
                 }
                 continue;
             }
-            let threshold = i64::from(self.currency.confirmations.max(1));
+            let threshold = i64::from(self.currency(&p.currency)?.confirmations.max(1));
             let confirmed = status.confirmations >= threshold;
             store.payout_confirmations(p.id, status.confirmations, confirmed).await?;
             if confirmed {

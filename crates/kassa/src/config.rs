@@ -270,42 +270,65 @@ fn default_batch_window() -> u64 {
     300
 }
 
-/// One `[chains.NAME]` table.
+/// One `[chains.NAME]` table: how the chain is watched, and its kind's own section
+/// (`[chains.NAME.bitcoind]`). Adding a chain kind adds its crate, its section here and
+/// its line in `ChainConfig::adapter`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
-    /// `bitcoind`: Bitcoin Core's JSON-RPC (bitcoind, litecoind, dogecoind).
+    /// The adapter: `bitcoind` (Bitcoin Core's JSON-RPC: bitcoind, litecoind, dogecoind).
     pub kind: String,
-    pub coin: String,
-    pub network: String,
-    pub rpc_url: String,
-    pub rpc_user: String,
-    pub rpc_password: String,
-    #[serde(default = "default_wallet")]
-    pub wallet: String,
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
     #[serde(default = "default_reorg")]
     pub max_reorg_depth: u64,
     #[serde(default)]
     pub start_height: Option<u64>,
+    /// `[chains.NAME.bitcoind]`: the node of a `bitcoind` chain.
     #[serde(default)]
-    pub conf_targets: kassa_chain_bitcoind::ConfTargets,
-    #[serde(default = "default_rpc_timeout")]
-    pub rpc_timeout_secs: u64,
+    pub bitcoind: Option<kassa_chain_bitcoind::BitcoindSection>,
 }
 
-fn default_wallet() -> String {
-    "kassa".into()
+/// Every chain kind Kassa has an adapter for.
+const CHAIN_KINDS: &[&str] = &[kassa_chain_bitcoind::KIND];
+
+impl ChainConfig {
+    /// Checks the table and builds the chain's adapter; `currencies` are the codes of
+    /// the currencies that name this chain. Errors name the key.
+    fn adapter(&self, name: &str, currencies: &[String]) -> anyhow::Result<std::sync::Arc<dyn kassa_chain::ChainAdapter>> {
+        let key = |k: &str| {
+            if k.is_empty() {
+                format!("chains.{name}")
+            } else {
+                format!("chains.{name}.{k}")
+            }
+        };
+        if !CHAIN_KINDS.contains(&self.kind.as_str()) {
+            bail!("{}: {:?} is not a supported chain kind ({})", key("kind"), self.kind, CHAIN_KINDS.join(", "));
+        }
+        let sections = [(kassa_chain_bitcoind::KIND, self.bitcoind.is_some())];
+        for (kind, present) in sections {
+            if present && kind != self.kind {
+                bail!("{}: a section for kind {kind}, but the chain's kind is {:?}", key(kind), self.kind);
+            }
+        }
+        let missing = || anyhow!("{}: missing; a {} chain needs its section [chains.{name}.{}]", key(&self.kind), self.kind, self.kind);
+        let built = match self.kind.as_str() {
+            kassa_chain_bitcoind::KIND => {
+                let section = self.bitcoind.as_ref().ok_or_else(missing)?;
+                section.build(name, currencies).map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn kassa_chain::ChainAdapter>)
+            }
+            other => unreachable!("kind {other} is listed in CHAIN_KINDS without an adapter"),
+        };
+        built.map_err(|(k, message)| anyhow!("{}: {message}", key(&k)))
+    }
 }
+
 fn default_poll_ms() -> u64 {
     5000
 }
 fn default_reorg() -> u64 {
     10
-}
-fn default_rpc_timeout() -> u64 {
-    30
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -467,23 +490,19 @@ impl Config {
         let currencies = validate_currencies(&self.currencies).map_err(|e| anyhow!("{e}"))?;
         for (name, chain) in &self.chains {
             let key = |k: &str| format!("chains.{name}.{k}");
-            if chain.kind != "bitcoind" {
-                bail!("{}: {:?} is not a supported chain kind (bitcoind)", key("kind"), chain.kind);
-            }
-            chain.coin.parse::<kassa_chain_bitcoind::Coin>().map_err(|e| anyhow!("{}: {e}", key("coin")))?;
-            chain.network.parse::<kassa_chain_bitcoind::Network>().map_err(|e| anyhow!("{}: {e}", key("network")))?;
-            if !(chain.rpc_url.starts_with("http://") || chain.rpc_url.starts_with("https://")) {
-                bail!("{}: must be an http:// or https:// URL", key("rpc_url"));
+            let carried: Vec<String> = currencies.iter().filter(|c| c.chain.as_deref() == Some(name.as_str())).map(|c| c.code.to_string()).collect();
+            let adapter = chain.adapter(name, &carried)?;
+            for asset in adapter.assets() {
+                let c = currencies.iter().find(|c| c.code.as_str() == asset.code).expect("assets are carried currencies");
+                if c.precision > asset.decimals {
+                    bail!("currencies.{}.precision: {} is finer than the chain's {} decimals of {}", c.code, c.precision, asset.decimals, asset.code);
+                }
             }
             if !(100..=3_600_000).contains(&chain.poll_interval_ms) {
                 bail!("{}: must be 100-3600000", key("poll_interval_ms"));
             }
             if !(1..=1000).contains(&chain.max_reorg_depth) {
                 bail!("{}: must be 1-1000", key("max_reorg_depth"));
-            }
-            let carried = currencies.iter().filter(|c| c.chain.as_deref() == Some(name.as_str())).count();
-            if carried != 1 {
-                bail!("chains.{name}: exactly one currency must name chain {name:?} (found {carried})");
             }
         }
         if !(100..=3_600_000).contains(&self.withdrawals.poll_interval_ms) {
@@ -628,24 +647,16 @@ impl Settings {
     pub fn chains(&self) -> kassa_engine::chains::Chains {
         let mut chains = kassa_engine::chains::Chains::default();
         for (name, c) in &self.config.chains {
-            let adapter = kassa_chain_bitcoind::Bitcoind::new(kassa_chain_bitcoind::BitcoindConfig {
-                chain: name.clone(),
-                coin: c.coin.parse().expect("validated"),
-                network: c.network.parse().expect("validated"),
-                rpc_url: c.rpc_url.clone(),
-                rpc_user: c.rpc_user.clone(),
-                rpc_password: c.rpc_password.clone(),
-                wallet: c.wallet.clone(),
-                conf_targets: c.conf_targets.clone(),
-                timeout: Duration::from_secs(c.rpc_timeout_secs),
-            });
+            let carried: Vec<String> =
+                self.currencies.all().filter(|cur| cur.chain.as_deref() == Some(name.as_str())).map(|cur| cur.code.to_string()).collect();
+            let adapter = c.adapter(name, &carried).expect("validated");
             let settings = kassa_engine::chains::ChainSettings {
                 poll_interval: Duration::from_millis(c.poll_interval_ms),
                 max_reorg_depth: c.max_reorg_depth,
                 start_height: c.start_height,
                 ..Default::default()
             };
-            chains.add(std::sync::Arc::new(adapter), settings);
+            chains.add(adapter, settings);
         }
         chains
     }

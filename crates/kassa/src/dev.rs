@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -60,6 +60,7 @@ pub(crate) struct DevNode {
 pub(crate) fn node_config(rpc_url: &str, password: &str, wallet: &str) -> BitcoindConfig {
     BitcoindConfig {
         chain: "litecoin".into(),
+        currency: "LTC".into(),
         coin: Coin::Litecoin,
         network: Network::Regtest,
         rpc_url: rpc_url.into(),
@@ -127,18 +128,12 @@ pub(crate) async fn start_node(dir: &Path, rpc_port: u16, hook_url: Option<&str>
         .stderr(Stdio::null())
         .spawn()
         .context("starting litecoind")?;
-    let started = Instant::now();
-    loop {
-        match miner.call("getblockchaininfo", json!([])).await {
-            Ok(_) => break,
-            // -28: still starting up.
-            Err(kassa_chain::ChainError::Rpc { code: -28, .. }) | Err(kassa_chain::ChainError::Unreachable(_)) => {}
-            Err(e) => bail!("litecoind: {e}"),
+    match miner.wait_ready(Duration::from_secs(60)).await {
+        Ok(()) => {}
+        Err(kassa_chain::ChainError::Transient(_)) => {
+            bail!("litecoind did not answer within 60 s (see {}/regtest/debug.log)", node_dir.display())
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("litecoind did not answer within 60 s (see {}/regtest/debug.log)", node_dir.display());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(e) => bail!("litecoind: {e}"),
     }
     Ok(DevNode { miner, rpc_url, password, child: Some(child) })
 }
@@ -224,8 +219,9 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
     let mut node = start_node(dir, rpc_port, hook_url.as_deref()).await?;
     node.fund().await?;
     let chain = format!(
-        "[chains.litecoin]\nkind = \"bitcoind\"\ncoin = \"litecoin\"\nnetwork = \"regtest\"\n\
-         rpc_url = {:?}\nrpc_user = \"kassa\"\nrpc_password = {:?}\npoll_interval_ms = 1000\n",
+        "[chains.litecoin]\nkind = \"bitcoind\"\npoll_interval_ms = 1000\n\
+         [chains.litecoin.bitcoind]\ncoin = \"litecoin\"\nnetwork = \"regtest\"\n\
+         rpc_url = {:?}\nrpc_user = \"kassa\"\nrpc_password = {:?}\n",
         node.rpc_url, node.password
     );
     // Top-level keys first: in TOML, keys after a table header belong to that table.

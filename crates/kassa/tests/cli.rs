@@ -182,6 +182,25 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("[http.mounts]\nnative = [\"api/\"]", "http.mounts.native: \"api/\" is not a mount prefix"),
         ("operator_token = \"short\"", "operator_token: must be at least 32"),
     ];
+    // Chains: the kind, its own section, what it carries.
+    let ltc = "[currencies.LTC]\nname = \"Litecoin\"\nkind = \"crypto\"\nchain = \"litecoin\"\n";
+    let chain = "[chains.litecoin]\nkind = \"bitcoind\"\n";
+    let node =
+        "[chains.litecoin.bitcoind]\ncoin = \"litecoin\"\nnetwork = \"regtest\"\nrpc_url = \"http://127.0.0.1:1\"\nrpc_user = \"u\"\nrpc_password = \"p\"\n";
+    let eur = "[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n";
+    let second = "[currencies.LTC2]\nname = \"Second\"\nkind = \"crypto\"\nchain = \"litecoin\"\n";
+    let chain_cases = [
+        (format!("{ltc}[chains.litecoin]\nkind = \"tron\""), "chains.litecoin.kind: \"tron\" is not a supported chain kind (bitcoind)"),
+        (format!("{ltc}{chain}"), "chains.litecoin.bitcoind: missing; a bitcoind chain needs its section [chains.litecoin.bitcoind]"),
+        (format!("{ltc}{chain}rpc_url = \"http://127.0.0.1:1\""), "unknown field: found `rpc_url`"),
+        (format!("{ltc}{chain}{}", node.replace("regtest", "moonnet")), "chains.litecoin.bitcoind.network"),
+        (format!("{ltc}{chain}{}", node.replace("http://", "ftp://")), "chains.litecoin.bitcoind.rpc_url"),
+        (format!("{eur}{chain}{node}"), "chains.litecoin: no currency names chain \"litecoin\""),
+        (format!("{ltc}{second}{chain}{node}"), "chains.litecoin: a bitcoind chain carries one currency, its coin (no tokens), but LTC, LTC2 name it"),
+        (format!("{}{chain}{node}", ltc.replace("chain =", "precision = 10\nchain =")), "currencies.LTC.precision: 10 is finer than the chain's 8 decimals"),
+    ];
+    let cases: Vec<(String, String)> =
+        cases.iter().map(|(t, k)| (t.to_string(), k.to_string())).chain(chain_cases.into_iter().map(|(t, k)| (t, k.to_string()))).collect();
     for (i, (text, key)) in cases.iter().enumerate() {
         let cli = Cli { config: dir.path().join(format!("c{i}.toml")), _dir: tempfile::TempDir::new().unwrap() };
         let eur = if text.contains("currencies") {

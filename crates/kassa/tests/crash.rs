@@ -1,29 +1,17 @@
 //! C1: the real server binary is killed (aborted, like `kill -9`) at each step of a
 //! withdrawal — after the hold, after signing, after recording the signed transaction,
 //! after broadcasting — and restarted: the destination is paid exactly once, and the
-//! books balance. Runs on both backends against a real litecoind.
+//! books balance. Runs on both backends against every kind of node the harness has.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kassa_testkit::litecoin::LitecoinNode;
+use kassa_testkit::node::{chain_units, wait_for, TestNode};
 use kassa_testkit::process::ServerSetup;
-use kassa_testkit::{both_backends, Backend, TestDb};
+use kassa_testkit::{on_every_node, Backend, TestDb};
 use serde_json::{json, Value};
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn crash_at_each_withdrawal_step(backend: Backend) {
-    let node = LitecoinNode::start().await;
+async fn crash_at_each_withdrawal_step<N: TestNode>(backend: Backend) {
+    let node = N::start().await;
     for point in ["after_hold", "after_sign", "after_record_signed", "after_broadcast"] {
         let db = TestDb::new(backend).await;
         let setup = ServerSetup::new(
@@ -47,7 +35,16 @@ async fn crash_at_each_withdrawal_step(backend: Backend) {
         };
 
         // Fund the merchant with a real deposit.
-        let addr: Value = client.post(format!("{base}/kassa/v1/addresses")).bearer_auth(&token).json(&json!({"currency": "LTC"})).send().await.unwrap().json().await.unwrap();
+        let addr: Value = client
+            .post(format!("{base}/kassa/v1/addresses"))
+            .bearer_auth(&token)
+            .json(&json!({"currency": N::CURRENCY}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         node.pay(addr["address"].as_str().unwrap(), "2").await;
         node.mine(1).await;
         wait_for("the deposit credit", || async {
@@ -56,8 +53,8 @@ async fn crash_at_each_withdrawal_step(backend: Backend) {
         .await;
 
         // The withdrawal: the server dies at `point`.
-        let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
-        let body = json!({"currency": "LTC", "address": dest, "amount": "0.5", "priority": "high", "idempotency_key": "pay-1"});
+        let dest = node.external_address().await;
+        let body = json!({"currency": N::CURRENCY, "address": dest, "amount": "0.5", "priority": "high", "idempotency_key": "pay-1"});
         let first = client.post(format!("{base}/kassa/v1/withdrawals")).bearer_auth(&token).json(&body).send().await;
         if point == "after_hold" {
             assert!(first.is_err(), "the server died while answering");
@@ -84,8 +81,7 @@ async fn crash_at_each_withdrawal_step(backend: Backend) {
         // Let the broadcaster run a few more cycles: it must not pay again.
         tokio::time::sleep(Duration::from_millis(800)).await;
         node.mine(1).await;
-        let received = node.miner_rpc("getreceivedbyaddress", json!([dest, 0])).await;
-        assert_eq!(kassa_chain_bitcoind::parse_amount(&received).unwrap(), 50_000_000, "{point}: paid exactly once");
+        assert_eq!(node.received(&dest).await, chain_units::<N>("0.5"), "{point}: paid exactly once");
         let list = get(format!("{base}/kassa/v1/withdrawals")).await.unwrap();
         assert_eq!(list["withdrawals"].as_array().unwrap().len(), 1, "{point}");
         let balances = get(format!("{base}/kassa/v1/balances")).await.unwrap();
@@ -96,4 +92,4 @@ async fn crash_at_each_withdrawal_step(backend: Backend) {
         assert!(check.status.success(), "{point}: {}", String::from_utf8_lossy(&check.stdout));
     }
 }
-both_backends!(c1, crash_at_each_withdrawal_step);
+on_every_node!(c1, crash_at_each_withdrawal_step);

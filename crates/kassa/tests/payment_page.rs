@@ -136,6 +136,7 @@ async fn payment_page_in_a_browser(backend: Backend) {
     for (chain, wallet) in [("litecoin", "kassa"), ("litecoin2", "kassa2")] {
         let mut cfg = LitecoinNode::config(&node.rpc_url, &node.user, &node.password, wallet);
         cfg.chain = chain.into();
+        cfg.currency = if chain == "litecoin" { "LTC" } else { "TLTC" }.into();
         let adapter = kassa_chain_bitcoind::Bitcoind::new(cfg);
         adapter.ensure_wallet().await.unwrap();
         chains.add(Arc::new(adapter), ChainSettings::default());

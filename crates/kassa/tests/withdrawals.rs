@@ -1,7 +1,8 @@
-//! Withdrawals against a real Litecoin Core node in regtest, on both backends:
-//! 20 queued withdrawals paid in one transaction with exact fee accounting and a
-//! reconciled hot wallet, 50 concurrent withdrawals against a balance covering one
-//! (L1), and refusals (bad addresses for every coin and network, limits, idempotency).
+//! Withdrawals against real nodes, on both backends. On every kind of node the harness
+//! has: 20 queued withdrawals paid in one transaction with exact fee accounting and a
+//! reconciled hot wallet, and 50 concurrent withdrawals against a balance covering one
+//! (L1). On Litecoin Core: refusals (bad addresses for every coin and network, limits,
+//! idempotency), a dust payment the node refuses, and a replaced (RBF) payout (C2).
 
 use std::time::Duration;
 
@@ -10,35 +11,54 @@ use kassa_core::ledger::{MerchantId, SystemAccount};
 use kassa_engine::chains::ChainSettings;
 use kassa_engine::withdrawals::{Broadcaster, WithdrawalRequest};
 use kassa_engine::EngineError;
-use kassa_testkit::{both_backends, Backend, ChainWorld};
+use kassa_testkit::node::{chain_units, TestNode};
+use kassa_testkit::{both_backends, on_every_node, Backend, ChainWorld};
 use serde_json::json;
 
-/// Credits `amount` LTC to a merchant through a real deposit.
-async fn fund_by_deposit(w: &ChainWorld, m: MerchantId, amount: &str) {
+/// Credits `amount` to a merchant through a real deposit.
+async fn fund_by_deposit<N: TestNode>(w: &ChainWorld<N>, m: MerchantId, amount: &str) {
     let mut watcher = w.watcher();
     watcher.cycle().await.unwrap();
-    let a = w.t.engine.create_deposit_address(m, "LTC", None, None).await.unwrap();
+    let a = w.t.engine.create_deposit_address(m, N::CURRENCY, None, None).await.unwrap();
     w.node.pay(&a.address, amount).await;
     w.node.mine(3).await;
     assert_eq!(watcher.cycle().await.unwrap().credited, 1);
 }
 
 fn request(m: MerchantId, address: &str, amount: &str, key: &str, priority: Priority) -> WithdrawalRequest {
-    WithdrawalRequest { merchant: m, currency: "LTC".into(), address: address.into(), amount: amount.into(), priority, idempotency_key: key.into(), origin: kassa_engine::notifications::Origin::native(), description: None }
+    request_in("LTC", m, address, amount, key, priority)
 }
 
-async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
-    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+fn request_in(currency: &str, m: MerchantId, address: &str, amount: &str, key: &str, priority: Priority) -> WithdrawalRequest {
+    WithdrawalRequest {
+        merchant: m,
+        currency: currency.into(),
+        address: address.into(),
+        amount: amount.into(),
+        priority,
+        idempotency_key: key.into(),
+        origin: kassa_engine::notifications::Origin::native(),
+        description: None,
+    }
+}
+
+/// Ledger units (precision 8) in `N`'s chain units.
+fn on_chain<N: TestNode>(units: i128) -> i128 {
+    chain_units::<N>(&kassa_core::Amount::from_units(units, 8).unwrap().to_string())
+}
+
+async fn twenty_withdrawals_in_one_transaction<N: TestNode>(backend: Backend) {
+    let w = ChainWorld::<N>::start(backend, ChainSettings::default()).await;
     let m = w.t.merchant("shop").await;
     fund_by_deposit(&w, m, "10").await;
     let mut destinations = Vec::new();
     let mut total_amount: i128 = 0;
     let mut total_fee: i128 = 0;
     for i in 0..20 {
-        let to = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
-        let amount_units = 10_000_000 + i * 1_000_000; // 0.10, 0.11, … LTC
+        let to = w.node.external_address().await;
+        let amount_units = 10_000_000 + i * 1_000_000; // 0.10, 0.11, …
         let amount = kassa_core::Amount::from_units(amount_units, 8).unwrap().to_string();
-        let wd = w.t.engine.request_withdrawal(request(m, &to, &amount, &format!("payout-{i}"), Priority::Low)).await.unwrap();
+        let wd = w.t.engine.request_withdrawal(request_in(N::CURRENCY, m, &to, &amount, &format!("payout-{i}"), Priority::Low)).await.unwrap();
         assert_eq!(wd.status, "queued");
         // Fee: 0.0001 fixed + 0.5 %, rounded up.
         let fee = 10_000 + (amount_units * 5 + 999) / 1000;
@@ -48,15 +68,15 @@ async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
         destinations.push((to, amount_units));
     }
     let balances = w.t.engine.balances(m, None).await.unwrap();
-    let ltc = balances.iter().find(|b| b.currency == "LTC").unwrap();
+    let ltc = balances.iter().find(|b| b.currency == N::CURRENCY).unwrap();
     assert_eq!(ltc.balance, "10.00000000", "held, not yet spent");
     assert_eq!(ltc.available, kassa_core::Amount::from_units(1_000_000_000 - total_amount - total_fee, 8).unwrap().to_string());
 
     // Low priority waits for its batch window…
-    let waiting = Broadcaster::new(w.t.engine.clone(), "litecoin", Duration::from_secs(3600)).unwrap();
+    let waiting = Broadcaster::new(w.t.engine.clone(), N::CHAIN, Duration::from_secs(3600)).unwrap();
     assert_eq!(waiting.cycle().await.unwrap().payouts_sent, 0);
     // …and once it has passed, all twenty go in one transaction.
-    let due = Broadcaster::new(w.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let due = Broadcaster::new(w.t.engine.clone(), N::CHAIN, Duration::ZERO).unwrap();
     let r = due.cycle().await.unwrap();
     assert_eq!((r.payouts_sent, r.withdrawals_sent), (1, 20));
     let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
@@ -64,27 +84,28 @@ async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
     assert_eq!(txids.len(), 1, "one transaction pays all twenty");
     assert!(list.iter().all(|x| x.status == "broadcast"));
     let txid = txids.into_iter().next().unwrap();
-    let tx = w.node.rpc("getrawtransaction", json!([txid, true])).await;
+    let adapter = w.adapter();
+    let transfers = adapter.transfers(&txid).await.unwrap();
     for (to, units) in &destinations {
-        let paid: Vec<_> = tx["vout"].as_array().unwrap().iter().filter(|o| o["scriptPubKey"]["addresses"][0] == json!(to)).collect();
+        let paid: Vec<_> = transfers.iter().filter(|t| &t.address == to).collect();
         assert_eq!(paid.len(), 1, "{to}");
-        assert_eq!(kassa_chain_bitcoind::parse_amount(&paid[0]["value"]).unwrap(), *units);
+        assert_eq!((paid[0].asset.as_str(), paid[0].amount), (N::CURRENCY, on_chain::<N>(*units)));
     }
 
     // Exact accounting: the merchant paid amounts + fees, Kassa earned the fees, the
     // network fee is an expense, and the hot wallet matches the node to the unit.
     w.node.mine(3).await;
     assert_eq!(due.cycle().await.unwrap().confirmed, 1);
-    let (merchant_balance, _) = w.t.balance(w.t.merchant_account(m, "LTC").await).await;
+    let (merchant_balance, _) = w.t.balance(w.t.merchant_account(m, N::CURRENCY).await).await;
     assert_eq!(merchant_balance, 1_000_000_000 - total_amount - total_fee);
-    let (fees, _) = w.t.balance(w.t.system_account(SystemAccount::FeesEarned, "LTC").await).await;
+    let (fees, _) = w.t.balance(w.t.system_account(SystemAccount::FeesEarned, N::CURRENCY).await).await;
     assert_eq!(fees, total_fee);
-    let (network, _) = w.t.balance(w.t.system_account(SystemAccount::NetworkFees, "LTC").await).await;
-    let wallet_fee = w.node.adapter("kassa").wallet_call("gettransaction", json!([txid])).await.unwrap()["fee"].clone();
-    assert_eq!(network, kassa_chain_bitcoind::parse_amount(&wallet_fee).unwrap(), "the network fee the node reports is booked as an expense");
-    let (hot, _) = w.t.balance(w.t.system_account(SystemAccount::HotWallet, "LTC").await).await;
-    let node_balance = kassa_chain::ChainAdapter::hot_wallet_balance(&w.node.adapter("kassa")).await.unwrap();
-    assert_eq!(-hot, node_balance, "ledger hot wallet equals the node's wallet");
+    let (network, _) = w.t.balance(w.t.system_account(SystemAccount::NetworkFees, N::CURRENCY).await).await;
+    let node_fee = adapter.payment_status(&txid).await.unwrap().fee.expect("the node knows the fee");
+    assert_eq!(on_chain::<N>(-network), node_fee, "the network fee the node reports is booked as an expense");
+    let (hot, _) = w.t.balance(w.t.system_account(SystemAccount::HotWallet, N::CURRENCY).await).await;
+    let node_balance = adapter.hot_wallet_balance(N::CURRENCY).await.unwrap();
+    assert_eq!(on_chain::<N>(-hot), node_balance, "ledger hot wallet equals the node's wallet");
     assert_eq!(-hot, 1_000_000_000 - total_amount + network);
     let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
     assert!(list.iter().all(|x| x.status == "confirmed" && x.confirmations >= 3), "{list:?}");
@@ -93,24 +114,24 @@ async fn twenty_withdrawals_in_one_transaction(backend: Backend) {
     let h = &report.hot_wallets[0];
     assert_eq!((h.node.as_deref(), h.difference.as_deref()), (Some(h.ledger.as_str()), Some("0.00000000")), "{h:?}");
     // A deposit seen but not yet credited shows up as a difference.
-    let a = w.t.engine.create_deposit_address(m, "LTC", None, None).await.unwrap();
+    let a = w.t.engine.create_deposit_address(m, N::CURRENCY, None, None).await.unwrap();
     w.node.pay(&a.address, "0.5").await;
     let report = w.t.engine.check().await.unwrap();
     assert_eq!(report.hot_wallets[0].difference.as_deref(), Some("0.50000000"));
     w.t.assert_books_balance().await;
 }
-both_backends!(batch, twenty_withdrawals_in_one_transaction);
+on_every_node!(batch, twenty_withdrawals_in_one_transaction);
 
 // L1 with real withdrawals: 50 at once against a balance that covers one.
-async fn l1_concurrent_withdrawals(backend: Backend) {
-    let w = ChainWorld::new(backend, ChainSettings::default()).await;
+async fn l1_concurrent_withdrawals<N: TestNode>(backend: Backend) {
+    let w = ChainWorld::<N>::start(backend, ChainSettings::default()).await;
     let m = w.t.merchant("shop").await;
     fund_by_deposit(&w, m, "1").await;
-    let to = w.node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let to = w.node.external_address().await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let engine = w.t.engine.clone();
-            let req = request(m, &to, "0.9", &format!("w-{i}"), Priority::High);
+            let req = request_in(N::CURRENCY, m, &to, "0.9", &format!("w-{i}"), Priority::High);
             tokio::spawn(async move { engine.request_withdrawal(req).await })
         })
         .collect();
@@ -125,12 +146,12 @@ async fn l1_concurrent_withdrawals(backend: Backend) {
     assert_eq!(accepted, 1);
     let list = w.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(list.len(), 1, "refused withdrawals are not stored");
-    let (balance, available) = w.t.balance(w.t.merchant_account(m, "LTC").await).await;
+    let (balance, available) = w.t.balance(w.t.merchant_account(m, N::CURRENCY).await).await;
     assert_eq!(balance, 100_000_000);
     assert!(available >= 0 && available < 10_000_000, "{available}");
     w.t.assert_books_balance().await;
 }
-both_backends!(l1_withdrawals, l1_concurrent_withdrawals);
+on_every_node!(l1_withdrawals, l1_concurrent_withdrawals);
 
 async fn refusals(backend: Backend) {
     let w = ChainWorld::new(backend, ChainSettings::default()).await;

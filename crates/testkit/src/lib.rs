@@ -17,6 +17,7 @@ use kassa_engine::{Engine, Store, StoreOptions};
 pub use kassa_store::Backend;
 
 pub mod litecoin;
+pub mod node;
 pub mod process;
 pub mod receiver;
 
@@ -223,32 +224,38 @@ async fn engine_on(db: &TestDb, options: LedgerOptions) -> Engine {
         .with_callback_formats(kassa_api::dialects::callback_formats())
 }
 
-/// An engine with a Litecoin regtest node configured as chain `litecoin` (currency LTC).
-pub struct ChainWorld {
+/// An engine with a node configured as its chain (`N::CHAIN`, currency `N::CURRENCY`;
+/// by default a Litecoin regtest node as chain `litecoin`, currency LTC).
+pub struct ChainWorld<N: node::TestNode = litecoin::LitecoinNode> {
     pub t: TestEngine,
-    pub node: litecoin::LitecoinNode,
+    pub node: N,
 }
 
-impl ChainWorld {
-    pub async fn new(backend: Backend, settings: kassa_engine::chains::ChainSettings) -> ChainWorld {
-        let node = litecoin::LitecoinNode::start().await;
+impl ChainWorld<litecoin::LitecoinNode> {
+    pub async fn new(backend: Backend, settings: kassa_engine::chains::ChainSettings) -> Self {
+        Self::start(backend, settings).await
+    }
+}
+
+impl<N: node::TestNode> ChainWorld<N> {
+    /// A fresh node and a fresh database, the node's "kassa" wallet as the chain.
+    pub async fn start(backend: Backend, settings: kassa_engine::chains::ChainSettings) -> Self {
+        let node = N::start().await;
         let mut t = TestEngine::new(backend).await;
-        t.engine = with_litecoin(t.engine.clone(), &node, settings).await;
+        let mut chains = kassa_engine::chains::Chains::default();
+        chains.add(node.adapter("kassa").await, settings);
+        t.engine = t.engine.clone().with_chains(chains);
         ChainWorld { t, node }
     }
 
     pub fn watcher(&self) -> kassa_engine::watcher::Watcher {
-        kassa_engine::watcher::Watcher::new(self.t.engine.clone(), "litecoin").expect("watcher")
+        kassa_engine::watcher::Watcher::new(self.t.engine.clone(), N::CHAIN).expect("watcher")
     }
-}
 
-/// `engine` with the node's "kassa" wallet as chain `litecoin`.
-pub async fn with_litecoin(engine: Engine, node: &litecoin::LitecoinNode, settings: kassa_engine::chains::ChainSettings) -> Engine {
-    let adapter = node.adapter("kassa");
-    adapter.ensure_wallet().await.expect("kassa wallet");
-    let mut chains = kassa_engine::chains::Chains::default();
-    chains.add(std::sync::Arc::new(adapter), settings);
-    engine.with_chains(chains)
+    /// Kassa's adapter of this chain (the one the engine uses).
+    pub fn adapter(&self) -> std::sync::Arc<dyn kassa_chain::ChainAdapter> {
+        self.t.engine.chains.get(N::CHAIN).expect("configured").adapter.clone()
+    }
 }
 
 /// The real HTTP application on a free port.

@@ -94,6 +94,7 @@ impl LitecoinNode {
     pub fn config(rpc_url: &str, user: &str, password: &str, wallet: &str) -> BitcoindConfig {
         BitcoindConfig {
             chain: "litecoin".into(),
+            currency: "LTC".into(),
             coin: Coin::Litecoin,
             network: Network::Regtest,
             rpc_url: rpc_url.into(),
@@ -166,5 +167,53 @@ impl Drop for LitecoinNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl crate::node::TestNode for LitecoinNode {
+    const CHAIN: &'static str = "litecoin";
+    const CURRENCY: &'static str = "LTC";
+    const DECIMALS: u8 = kassa_chain_bitcoind::DECIMALS;
+
+    async fn start() -> Self {
+        LitecoinNode::start().await
+    }
+
+    async fn adapter(&self, wallet: &str) -> std::sync::Arc<dyn kassa_chain::ChainAdapter> {
+        let adapter = LitecoinNode::adapter(self, wallet);
+        adapter.ensure_wallet().await.expect("wallet");
+        std::sync::Arc::new(adapter)
+    }
+
+    fn config_toml(&self) -> String {
+        format!(
+            "[chains.litecoin]\nkind = \"bitcoind\"\npoll_interval_ms = 200\n\
+             [chains.litecoin.bitcoind]\ncoin = \"litecoin\"\nnetwork = \"regtest\"\nrpc_url = {:?}\nrpc_user = {:?}\nrpc_password = {:?}\n",
+            self.rpc_url, self.user, self.password
+        )
+    }
+
+    async fn mine(&self, blocks: u64) {
+        LitecoinNode::mine(self, blocks).await;
+    }
+
+    async fn pay(&self, address: &str, amount: &str) -> String {
+        LitecoinNode::pay(self, address, amount).await
+    }
+
+    async fn reorg(&self, depth: u64) {
+        LitecoinNode::reorg(self, depth).await
+    }
+
+    async fn height(&self) -> u64 {
+        LitecoinNode::height(self).await
+    }
+
+    async fn external_address(&self) -> String {
+        self.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string()
+    }
+
+    async fn received(&self, address: &str) -> i128 {
+        kassa_chain_bitcoind::parse_amount(&self.miner_rpc("getreceivedbyaddress", json!([address, 0])).await).unwrap()
     }
 }

@@ -78,8 +78,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A configuration file for the real `kassa` binary over a test database and a
-/// regtest node (chain `litecoin`, currency LTC), plus `extra` TOML tables.
+/// A configuration file for the real `kassa` binary over a test database and a node
+/// (chain `N::CHAIN`, currency `N::CURRENCY` with `currency` as its further keys), plus
+/// `extra` TOML tables.
 pub struct ServerSetup {
     pub config: std::path::PathBuf,
     /// The `kassa` binary (`env!("CARGO_BIN_EXE_kassa")` in its tests).
@@ -88,7 +89,7 @@ pub struct ServerSetup {
 }
 
 impl ServerSetup {
-    pub fn new(bin: &str, db: &crate::TestDb, node: &crate::litecoin::LitecoinNode, extra: &str, ltc: &str) -> ServerSetup {
+    pub fn new<N: crate::node::TestNode>(bin: &str, db: &crate::TestDb, node: &N, extra: &str, currency: &str) -> ServerSetup {
         let dir = tempfile::TempDir::new().unwrap();
         let config = dir.path().join("kassa.toml");
         std::fs::write(
@@ -98,24 +99,17 @@ impl ServerSetup {
 listen = "127.0.0.1:0"
 log_format = "json"
 {extra}
-[chains.litecoin]
-kind = "bitcoind"
-coin = "litecoin"
-network = "regtest"
-rpc_url = {rpc:?}
-rpc_user = {user:?}
-rpc_password = {password:?}
-poll_interval_ms = 200
-[currencies.LTC]
-name = "Litecoin"
+{chains}
+[currencies.{code}]
+name = {code:?}
 kind = "crypto"
-chain = "litecoin"
-{ltc}
+chain = {chain:?}
+{currency}
 "#,
                 db = db.url,
-                rpc = node.rpc_url,
-                user = node.user,
-                password = node.password
+                chains = node.config_toml(),
+                code = N::CURRENCY,
+                chain = N::CHAIN,
             ),
         )
         .unwrap();
