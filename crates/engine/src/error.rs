@@ -54,6 +54,13 @@ impl EngineError {
     pub fn invalid(field: &'static str, message: impl std::fmt::Display) -> Self {
         EngineError::Invalid { field, message: message.to_string() }
     }
+
+    /// Whether this is an answer to the request (bad input, a rule, a limit, funds),
+    /// as opposed to Kassa failing to answer (storage, the ledger writer, a node,
+    /// secrets): a refusal is final for that request, a failure is not.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, EngineError::LedgerStopped | EngineError::Store(_) | EngineError::Chain(_) | EngineError::Decrypt)
+    }
 }
 
 /// Free text a merchant gives (labels, descriptions): 1 to `max_chars` characters, no

@@ -11,6 +11,7 @@ pub mod currencies;
 pub mod error;
 pub mod invoices;
 pub mod exchange;
+pub mod idempotency;
 pub mod ledger;
 pub mod merchants;
 pub mod notifications;

@@ -383,14 +383,6 @@ impl Engine {
         Ok((self.admit(row, dialect, client_ip), secret))
     }
 
-    /// True the first time a signed request (`key`: its timestamp and signature) is
-    /// seen for this merchant; false for a replay. `window_secs` is how far timestamps
-    /// may stray, so entries are kept for three windows.
-    pub async fn first_arrival(&self, merchant: MerchantId, key: &str, window_secs: i64) -> Result<bool, EngineError> {
-        let now = self.now_ms();
-        Ok(self.store.claim_signed_request(merchant, key, now - 3 * window_secs * 1000).await?)
-    }
-
     fn admit(&self, row: ApiKeyRow, dialect: Dialect, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
         if row.revoked_at_ms.is_some() {
             return Err(AuthError::Revoked);

@@ -6,6 +6,7 @@
 mod deposits;
 mod events;
 mod exchange;
+mod idempotency;
 mod invoices;
 mod ledger;
 mod merchants;
@@ -29,6 +30,7 @@ pub use ledger::{
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use events::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
+pub use idempotency::{Claim, ClaimOutcome};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use transfers::{TransferQuery, TransferRow};

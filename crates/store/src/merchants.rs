@@ -152,21 +152,4 @@ impl Store {
             .rows_affected());
         Ok(done == 1)
     }
-
-    /// Records the first arrival of a signed request; false if it was seen before.
-    /// Entries older than `forget_before_ms` are dropped (replays that old are refused
-    /// by their timestamp anyway).
-    pub async fn claim_signed_request(&self, merchant: MerchantId, key: &str, forget_before_ms: i64) -> Result<bool> {
-        let inserted = on_pool!(self, pool => {
-            sqlx::query("DELETE FROM signed_requests WHERE created_at_ms < $1").bind(forget_before_ms).execute(pool).await?;
-            sqlx::query("INSERT INTO signed_requests (merchant_id, request_key, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(merchant.0)
-                .bind(key)
-                .bind(self.now_ms())
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(inserted == 1)
-    }
 }

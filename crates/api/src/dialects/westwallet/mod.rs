@@ -34,6 +34,7 @@ use kassa_engine::merchants::{AuthError, Dialect, Principal, Scope};
 use kassa_engine::notifications::Origin;
 use kassa_engine::transfers::Transfer;
 use kassa_engine::withdrawals::{BulkPayment, Withdrawal, WithdrawalRequest};
+use kassa_engine::idempotency::OnceRequest;
 use kassa_engine::EngineError;
 use kassa_engine::queries::TransferQuery;
 use serde_json::{json, Map, Value};
@@ -372,9 +373,17 @@ async fn balances(State(state): State<AppState>, req: Request) -> Result<Json<Va
     Ok(ok(available(&state, &s.who).await?.into_iter().map(|(c, a)| (c, Value::String(a))).collect()))
 }
 
-/// The replay guard of money-moving requests: false for a signed request seen before.
-async fn first_arrival(state: &AppState, s: &Signed) -> Result<bool, WwError> {
-    Ok(state.engine.first_arrival(s.who.merchant, &s.request_key, state.westwallet.timestamp_window_secs).await?)
+/// A money-moving signed request, to be run once: a replay (same timestamp and
+/// signature) is answered with what the first arrival did. Kept for three timestamp
+/// windows; older replays fail the timestamp check anyway.
+fn once<'a>(state: &AppState, s: &'a Signed, scope: &'a str) -> OnceRequest<'a> {
+    OnceRequest {
+        merchant: s.who.merchant,
+        scope,
+        key: &s.request_key,
+        request: s.request_key.as_bytes(),
+        keep_for: std::time::Duration::from_secs(3 * state.westwallet.timestamp_window_secs.unsigned_abs()),
+    }
 }
 
 async fn create_withdrawal(State(state): State<AppState>, req: Request) -> Result<Json<Value>, WwError> {
@@ -400,12 +409,12 @@ async fn create_withdrawal(State(state): State<AppState>, req: Request) -> Resul
         origin: Origin { dialect: "westwallet".into(), callback_url },
         description,
     };
-    let w = if first_arrival(&state, &s).await? {
-        state.engine.request_withdrawal(request).await?
-    } else {
-        // A replay: what the first arrival did, never a second payment.
-        state.engine.withdrawal_by_key(s.who.merchant, &s.request_key).await?.ok_or(WwError::business("duplicate_request"))?
-    };
+    let w = state
+        .engine
+        .once(once(&state, &s, "westwallet:create_withdrawal"), state.engine.request_withdrawal(request), || {
+            state.engine.withdrawal_by_key(s.who.merchant, &s.request_key)
+        })
+        .await?;
     Ok(ok(transaction_object(&sent(&w)?)))
 }
 
@@ -439,10 +448,16 @@ async fn create_withdrawal_many(State(state): State<AppState>, req: Request) -> 
     let good: Vec<BulkPayment> = shaped.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let outcomes = if good.is_empty() {
         Vec::new()
-    } else if first_arrival(&state, &s).await? {
-        state.engine.request_withdrawals_bulk(s.who.merchant, currency.code.as_str(), priority, good, &s.request_key, "westwallet").await?
     } else {
-        state.engine.bulk_replay(s.who.merchant, &s.request_key, good.len()).await?
+        let n = good.len();
+        let first = state.engine.request_withdrawals_bulk(s.who.merchant, currency.code.as_str(), priority, good, &s.request_key, "westwallet");
+        state
+            .engine
+            // A replay answers payment by payment: what each stored, or duplicate_request.
+            .once(once(&state, &s, "westwallet:create_withdrawal/many"), first, || async {
+                Ok(Some(state.engine.bulk_replay(s.who.merchant, &s.request_key, n).await?))
+            })
+            .await?
     };
     let mut outcomes = outcomes.into_iter();
     let mut results = Vec::new();
