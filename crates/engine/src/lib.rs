@@ -15,6 +15,7 @@ pub mod merchants;
 pub mod notifications;
 pub mod notifier;
 pub mod rates;
+pub mod schemas;
 pub mod transfers;
 pub mod secrets;
 pub mod watcher;
