@@ -36,28 +36,47 @@ pub struct AdjustmentResult {
 }
 
 /// A balance as merchants see it, formatted at the currency's precision.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Balance {
     pub currency: String,
+    /// Total: everything posted.
+    #[schema(value_type = crate::schemas::Amount)]
     pub balance: String,
+    /// What can be spent: balance less pending outgoing holds.
+    #[schema(value_type = crate::schemas::Amount)]
     pub available: String,
+    /// Reserved by pending holds (e.g. withdrawals in flight).
+    #[schema(value_type = crate::schemas::Amount)]
     pub pending_out: String,
+    /// Incoming value held pending.
+    #[schema(value_type = crate::schemas::Amount)]
     pub pending_in: String,
 }
 
 /// A history line as merchants see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = HistoryEntry)]
 pub struct HistoryLine {
+    /// Entry id; pass as `before` to page.
     pub id: i64,
     pub transaction_id: i64,
+    #[schema(schema_with = crate::schemas::history_kind)]
     pub kind: String,
     pub currency: String,
+    /// Signed: negative leaves the account.
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
+    /// True for a hold's reservation (see hold_status).
     pub pending: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schemas::hold_status)]
     pub hold_status: Option<String>,
+    /// The other account of the movement, e.g. system:owner_equity:EUR.
     pub counterparty: String,
+    /// What the movement was, and who made it (adjustments: operator and reason).
+    #[schema(value_type = Object)]
     pub memo: serde_json::Value,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

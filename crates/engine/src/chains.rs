@@ -73,12 +73,16 @@ impl Chains {
 }
 
 /// A deposit address as merchants see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DepositAddress {
     pub address: String,
     pub currency: String,
+    #[schema(required = true)]
     pub label: Option<String>,
+    /// Your id for the address: asking again with it returns the same address.
+    #[schema(required = true)]
     pub foreign_id: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -89,18 +93,26 @@ impl From<DepositAddressRow> for DepositAddress {
 }
 
 /// A deposit as merchants see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Deposit {
     pub id: i64,
     pub currency: String,
     pub address: String,
     pub txid: String,
     pub vout: i64,
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
+    /// seen: in the mempool; confirming: in a block, below the currency's confirmations;
+    /// credited: on the balance; reversed: its block left the chain after it was
+    /// credited (the credit was taken back); dropped: left the mempool unconfirmed.
+    #[schema(schema_with = crate::schemas::deposit_status)]
     pub status: String,
     pub confirmations: i64,
+    #[schema(required = true)]
     pub block_height: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 

@@ -27,35 +27,47 @@ pub enum Side {
     Receiver(String),
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// A price held until `expires_at`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Quote {
     pub id: String,
     pub from_currency: String,
     pub to_currency: String,
+    /// What leaves the sender's balance, fee included.
+    #[schema(value_type = crate::schemas::Amount)]
     pub sender_amount: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub fee_amount: String,
     pub fee_currency: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub receiver_amount: String,
     /// Units of `to_currency` per unit of `from_currency`, spread included.
     pub rate: String,
     pub source: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// An exchange done: value moved between two of the merchant's currencies.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Exchange {
     pub id: String,
     pub client_id: String,
     pub kind: String,
     pub from_currency: String,
     pub to_currency: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub sender_amount: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub fee_amount: String,
     pub fee_currency: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub receiver_amount: String,
     pub rate: String,
     pub status: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -69,7 +81,8 @@ pub struct QuoteCheck {
 }
 
 /// A rate as merchants see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Rate)]
 pub struct RateView {
     pub from_currency: String,
     pub to_currency: String,
@@ -78,19 +91,25 @@ pub struct RateView {
     /// What a quote gives now, spread taken (before the exchange fee).
     pub rate: String,
     pub source: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
 /// A pair as merchants see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Pair)]
 pub struct PairView {
     pub base: String,
     pub quote: String,
     pub spread_percent: String,
+    /// Least amount exchanged, in the base currency (either direction).
     pub min_amount: String,
-    /// The mid rate (base → quote), when a fresh one is known.
+    /// The mid rate (base → quote); null when no fresh rate is known.
+    #[schema(required = true)]
     pub rate: Option<String>,
+    #[schema(required = true)]
     pub source: Option<String>,
+    #[schema(format = DateTime, required = true)]
     pub updated_at: Option<String>,
 }
 

@@ -53,54 +53,73 @@ pub struct InvoiceRequest {
     pub label: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// One currency an invoice can be paid in.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct InvoiceOption {
     pub currency: String,
     pub address: String,
     /// The amount due in this currency.
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
     /// Credited so far in this currency.
+    #[schema(value_type = crate::schemas::Amount)]
     pub paid: String,
     /// Seen or confirming, not yet credited.
+    #[schema(value_type = crate::schemas::Amount)]
     pub pending: String,
     /// Still to pay in this currency.
+    #[schema(value_type = crate::schemas::Amount)]
     pub remaining: String,
+    #[schema(required = true)]
     pub rate: Option<String>,
     /// BIP21 payment URI for the remaining amount.
     pub payment_uri: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// A deposit to one of an invoice's addresses.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct InvoicePayment {
     pub currency: String,
     pub address: String,
     pub txid: String,
     pub vout: i64,
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
+    #[schema(schema_with = crate::schemas::deposit_status)]
     pub status: String,
     pub confirmations: i64,
     /// First seen after the invoice expired.
     pub late: bool,
+    #[schema(format = DateTime)]
     pub seen_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Invoice {
     pub id: String,
     pub order_id: String,
+    /// Only credited payments (at the currency's confirmations) count; a payment reorged
+    /// out stops counting.
+    #[schema(schema_with = crate::schemas::invoice_status)]
     pub status: String,
+    /// In `currency`, a crypto currency or a fiat one.
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
     pub currency: String,
     pub description: String,
+    #[schema(required = true)]
     pub success_url: Option<String>,
     /// The hosted payment page.
     pub url: String,
     /// The page's token (the last part of `url`).
     #[serde(skip)]
     pub token: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
     pub expires_at_ms: i64,
+    #[schema(format = DateTime, required = true)]
     pub paid_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub options: Vec<InvoiceOption>,
     pub payments: Vec<InvoicePayment>,

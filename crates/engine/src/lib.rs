@@ -17,6 +17,7 @@ pub mod merchants;
 pub mod notifications;
 pub mod notifier;
 pub mod rates;
+pub mod schemas;
 pub mod transfers;
 pub mod secrets;
 pub mod watcher;

@@ -42,21 +42,31 @@ impl Default for Origin {
 }
 
 /// A webhook endpoint as merchants see it (never its secret).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     pub url: String,
+    /// standard: Kassa's own webhooks (JSON, Standard Webhooks signatures; every event of
+    /// the merchant it subscribes to). The dialect formats receive the events of objects
+    /// created through that API which carry no callback URL of their own.
+    #[schema(schema_with = crate::schemas::callback_format)]
     pub format: String,
+    /// Subscribed event types: * (all), a type such as deposit.credited, or a prefix
+    /// such as deposit.*
     pub events: Vec<String>,
+    #[schema(schema_with = crate::schemas::endpoint_status)]
     pub status: String,
+    #[schema(required = true)]
     pub disabled_reason: Option<String>,
     /// While a rotated-out secret still signs (every delivery carries both signatures).
+    #[schema(format = DateTime, required = true)]
     pub previous_secret_valid_until: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
 /// An endpoint with its signing secret, shown once (at creation and rotation).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointWithSecret {
     #[serde(flatten)]
     pub endpoint: Endpoint,
@@ -67,25 +77,37 @@ pub struct EndpointWithSecret {
 }
 
 /// A delivery as merchants and operators see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event_id: String,
+    #[schema(schema_with = crate::schemas::event_type)]
     pub event_type: String,
+    #[schema(required = true)]
     pub endpoint_id: Option<i64>,
+    #[schema(schema_with = crate::schemas::callback_format)]
     pub format: String,
     pub url: String,
+    #[schema(schema_with = crate::schemas::delivery_status)]
     pub status: String,
     pub attempts: i32,
+    #[schema(format = DateTime, required = true)]
     pub next_attempt_at: Option<String>,
+    #[schema(required = true)]
     pub last_status_code: Option<i32>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(format = DateTime, required = true)]
     pub delivered_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One attempt to deliver.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Attempt)]
 pub struct AttemptView {
+    #[schema(format = DateTime)]
     pub at: String,
     pub status_code: Option<i32>,
     pub latency_ms: i64,
@@ -93,11 +115,12 @@ pub struct AttemptView {
     pub instance: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: Delivery,
     /// The exact body sent (every attempt sends the same bytes).
+    #[schema(required = true)]
     pub body: Option<String>,
     pub attempt_log: Vec<AttemptView>,
 }

@@ -54,22 +54,33 @@ pub struct BulkPayment {
 const MAX_DESCRIPTION_LEN: usize = 1000;
 
 /// A withdrawal as merchants see it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Withdrawal {
     pub id: i64,
     pub currency: String,
     pub address: String,
+    #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
+    /// Charged on top of the amount.
+    #[schema(value_type = crate::schemas::Amount)]
     pub fee: String,
+    #[schema(schema_with = crate::schemas::priority)]
     pub priority: String,
     pub idempotency_key: String,
+    #[schema(schema_with = crate::schemas::withdrawal_status)]
     pub status: String,
+    #[schema(required = true)]
     pub txid: Option<String>,
     pub confirmations: i64,
+    #[schema(required = true)]
     pub failure: Option<String>,
+    /// The description given with the request (withdrawals made through a dialect
+    /// that takes one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     #[serde(skip)]
     pub created_at_ms: i64,

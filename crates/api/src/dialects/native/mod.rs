@@ -1,8 +1,12 @@
 //! Kassa's own API (`/kassa/v1`), described by the OpenAPI document it serves at
-//! `/kassa/v1/openapi.json`. Bearer keys of the `native` dialect authenticate it.
+//! `/kassa/v1/openapi.json`: the document is generated from the routes and the types
+//! of their bodies (see `openapi.rs`). Bearer keys of the `native` dialect
+//! authenticate it.
 
 mod error;
+mod openapi;
 mod operator;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,18 +15,23 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
+use kassa_engine::chains::DepositAddress;
+use kassa_engine::exchange::{Exchange, Quote, RateView};
+use kassa_engine::invoices::Invoice;
 use kassa_engine::merchants::{Dialect, Principal, Scope};
+use kassa_engine::notifications::{DeliveryDetail, Endpoint, EndpointWithSecret};
 use kassa_engine::queries::HistoryQuery;
-use serde_json::json;
+use kassa_engine::withdrawals::Withdrawal;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
+pub use openapi::document;
+use error::ErrorBody;
+use wire::*;
 
 use crate::AppState;
-
-/// The OpenAPI 3.1 document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Kassa's own API's registration: under `/kassa/v1`. It also words the refusals
 /// on paths no dialect owns.
@@ -38,42 +47,66 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
 pub(crate) fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
     use crate::dialects::Refusal;
     let (status, code, message) = match r {
-        Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-        Refusal::BodyTooLarge => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is larger than the server accepts"),
-        Refusal::Timeout => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took longer than the server allows"),
+        Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
+        Refusal::BodyTooLarge => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "request body is larger than the server accepts"),
+        Refusal::Timeout => (axum::http::StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout, "the request took longer than the server allows"),
     };
     ApiError { status, code, message: message.into() }.into_response()
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .merge(operator::router())
-        .route("/openapi.json", get(openapi))
-        .route("/currencies", get(currencies))
-        .route("/balances", get(balances))
-        .route("/history", get(history))
-        .route("/addresses", post(create_address))
-        .route("/deposits", get(deposits))
-        .route("/withdrawals", post(create_withdrawal).get(list_withdrawals))
-        .route("/withdrawals/{id}", get(get_withdrawal))
-        .route("/webhook-endpoints", post(create_endpoint).get(list_endpoints))
-        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_endpoint_secret))
-        .route("/webhook-endpoints/{id}/enable", post(enable_endpoint))
-        .route("/webhook-endpoints/{id}/disable", post(disable_endpoint))
-        .route("/webhook-endpoints/{id}/test", post(test_endpoint))
-        .route("/events", get(list_events))
-        .route("/events/{id}/redeliver", post(redeliver_event))
-        .route("/deliveries", get(list_deliveries))
-        .route("/deliveries/redeliver", post(redeliver_failed))
-        .route("/deliveries/{id}", get(get_delivery))
-        .route("/pairs", get(list_pairs))
-        .route("/rates", get(get_rate))
-        .route("/quotes", post(create_quote))
-        .route("/exchanges", post(create_exchange).get(list_exchanges))
-        .route("/invoices", post(create_invoice).get(list_invoices))
-        .route("/invoices/{id}", get(get_invoice))
+    routes().into()
 }
 
+/// Every route with its documentation: each is added through `routes!`, which takes
+/// its method and path from the handler's `#[utoipa::path]`, so what is served and
+/// what is documented are one list.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(currencies))
+        .routes(routes!(balances))
+        .routes(routes!(history))
+        .routes(routes!(create_address))
+        .routes(routes!(deposits))
+        .routes(routes!(create_withdrawal, list_withdrawals))
+        .routes(routes!(get_withdrawal))
+        .routes(routes!(create_endpoint, list_endpoints))
+        .routes(routes!(rotate_endpoint_secret))
+        .routes(routes!(enable_endpoint))
+        .routes(routes!(disable_endpoint))
+        .routes(routes!(test_endpoint))
+        .routes(routes!(list_events))
+        .routes(routes!(redeliver_event))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(redeliver_failed))
+        .routes(routes!(get_delivery))
+        .routes(routes!(list_pairs))
+        .routes(routes!(get_rate))
+        .routes(routes!(create_quote))
+        .routes(routes!(create_exchange, list_exchanges))
+        .routes(routes!(create_invoice, list_invoices))
+        .routes(routes!(get_invoice))
+        .merge(operator::routes())
+}
+
+/// A body as JSON with its keys in sorted order, as this API has always sent them.
+fn sorted(body: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(body).expect("API bodies serialize to JSON")
+}
+
+#[utoipa::path(
+    post, path = "/invoices",
+    summary = "Create an invoice (scope receive): an amount in a crypto currency or in fiat, payable in the accepted currencies (an address each, the amount fixed for the invoice's lifetime). Idempotent by order_id.",
+    security(("bearer" = [])),
+    request_body = NewInvoice,
+    responses(
+        (status = 201, description = "The invoice.", body = Invoice),
+        (status = 400, description = "Bad request.", body = ErrorBody),
+        (status = 409, description = "order_id used for another invoice.", body = ErrorBody),
+        (status = 503, description = "Rates unavailable or stale (fiat invoices).", body = ErrorBody),
+    )
+)]
 async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Receive)?;
     body.only(&["order_id", "amount", "currency", "currencies", "ttl_secs", "description", "success_url"])?;
@@ -105,14 +138,24 @@ async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: Js
             },
         )
         .await?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(invoice))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(invoice))))
 }
 
+#[utoipa::path(
+    get, path = "/invoices/{id}", summary = "One invoice with its options and payments (scope read).", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The invoice.", body = Invoice), (status = 404, description = "No such invoice of this merchant.", body = ErrorBody))
+)]
 async fn get_invoice(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    Ok(Json(json!(state.engine.invoice(who.merchant, &id).await?)))
+    Ok(Json(sorted(state.engine.invoice(who.merchant, &id).await?)))
 }
 
+#[utoipa::path(
+    get, path = "/invoices", summary = "Invoices, newest first (scope read).", description = "At most 100 invoices a page.", security(("bearer" = [])),
+    params(PageParams),
+    responses((status = 200, description = "Invoices.", body = InvoiceList), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn list_invoices(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -120,7 +163,7 @@ async fn list_invoices(
 ) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
     let (before, limit) = page_params(&params, &["before", "limit"])?;
-    Ok(Json(json!({ "invoices": state.engine.invoices(who.merchant, before, limit.min(100)).await? })))
+    Ok(Json(sorted(InvoiceList { invoices: state.engine.invoices(who.merchant, before, limit.min(100)).await? })))
 }
 
 fn amount_field(body: &JsonObject, key: &str) -> Result<Option<String>, ApiError> {
@@ -142,11 +185,24 @@ fn side(body: &JsonObject) -> Result<kassa_engine::exchange::Side, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get, path = "/pairs", summary = "Exchangeable pairs with spreads, minimums and current rates (scope read).", security(("bearer" = [])),
+    responses((status = 200, description = "Pairs.", body = PairList), (status = 503, description = "No rate sources configured.", body = ErrorBody))
+)]
 async fn list_pairs(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    Ok(Json(json!({ "pairs": state.engine.pairs()? })))
+    Ok(Json(sorted(PairList { pairs: state.engine.pairs()? })))
 }
 
+#[utoipa::path(
+    get, path = "/rates", summary = "The current rate from one currency to another (scope read): the mid and what a quote gives (spread taken).", security(("bearer" = [])),
+    params(RateParams),
+    responses(
+        (status = 200, description = "The rate.", body = RateView),
+        (status = 400, description = "Unknown currency or pair.", body = ErrorBody),
+        (status = 503, description = "Rates unavailable or stale.", body = ErrorBody),
+    )
+)]
 async fn get_rate(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -156,16 +212,41 @@ async fn get_rate(
     page_params(&params, &["from", "to"])?;
     let from = params.get("from").ok_or_else(|| ApiError::bad_request("from is required"))?;
     let to = params.get("to").ok_or_else(|| ApiError::bad_request("to is required"))?;
-    Ok(Json(json!(state.engine.rate(from, to)?)))
+    Ok(Json(sorted(state.engine.rate(from, to)?)))
 }
 
+#[utoipa::path(
+    post, path = "/quotes",
+    summary = "A quote (scope exchange): give exactly one of sender_amount (fee included) or receiver_amount. Held until expires_at.",
+    security(("bearer" = [])),
+    request_body = NewQuote,
+    responses(
+        (status = 201, description = "The quote.", body = Quote),
+        (status = 400, description = "Unknown currency or pair, bad amount, below the pair's minimum.", body = ErrorBody),
+        (status = 503, description = "Rates unavailable or stale.", body = ErrorBody),
+    )
+)]
 async fn create_quote(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Exchange)?;
     body.only(&["from_currency", "to_currency", "sender_amount", "receiver_amount"])?;
     let q = state.engine.quote(who.merchant, &body.required("from_currency")?, &body.required("to_currency")?, side(&body)?).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(q))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(q))))
 }
 
+#[utoipa::path(
+    post, path = "/exchanges",
+    summary = "Execute a quote ({client_id, quote_id, and optionally the quoted sender_amount, receiver_amount, rate, which must match}) or exchange at the market ({client_id, from_currency, to_currency, sender_amount | receiver_amount}) (scope exchange). Idempotent by client_id; a quote executes once.",
+    security(("bearer" = [])),
+    request_body = NewExchange,
+    responses(
+        (status = 201, description = "The exchange (done).", body = Exchange),
+        (status = 400, description = "Bad request.", body = ErrorBody),
+        (status = 404, description = "No such quote of this merchant.", body = ErrorBody),
+        (status = 409, description = "Quote expired, mismatched or executed already; client_id used for another request.", body = ErrorBody),
+        (status = 422, description = "Insufficient funds.", body = ErrorBody),
+        (status = 503, description = "Rates unavailable or stale.", body = ErrorBody),
+    )
+)]
 async fn create_exchange(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Exchange)?;
     let client_id = body.required("client_id")?;
@@ -185,9 +266,14 @@ async fn create_exchange(State(state): State<AppState>, Auth(who): Auth, body: J
             state.engine.exchange_now(who.merchant, &from, &to, side(&body)?, &client_id).await?
         }
     };
-    Ok((axum::http::StatusCode::CREATED, Json(json!(x))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(x))))
 }
 
+#[utoipa::path(
+    get, path = "/exchanges", summary = "Exchanges, newest first (scope read).", security(("bearer" = [])),
+    params(PageParams),
+    responses((status = 200, description = "Exchanges.", body = ExchangeList), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn list_exchanges(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -196,17 +282,27 @@ async fn list_exchanges(
     who.require(Scope::Read)?;
     let (before, limit) = page_params(&params, &["before", "limit"])?;
     let list = state.engine.exchanges(who.merchant, before, limit).await?;
-    Ok(Json(json!({ "exchanges": list })))
+    Ok(Json(sorted(ExchangeList { exchanges: list })))
 }
 
 fn not_found(what: &str) -> ApiError {
-    ApiError { status: axum::http::StatusCode::NOT_FOUND, code: "not_found", message: format!("{what} not found") }
+    ApiError { status: axum::http::StatusCode::NOT_FOUND, code: ErrorCode::NotFound, message: format!("{what} not found") }
 }
 
 fn path_id(id: &str, what: &str) -> Result<i64, ApiError> {
     id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| not_found(what))
 }
 
+#[utoipa::path(
+    post, path = "/webhook-endpoints",
+    summary = "Register a webhook endpoint (scope manage). The URL must not resolve to loopback, private, link-local or metadata addresses.",
+    security(("bearer" = [])),
+    request_body = NewEndpoint,
+    responses(
+        (status = 201, description = "The endpoint, with its secret (shown once).", body = EndpointWithSecret),
+        (status = 400, description = "Bad URL, refused target, unknown format or event type.", body = ErrorBody),
+    )
+)]
 async fn create_endpoint(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
     body.only(&["url", "format", "events"])?;
@@ -220,14 +316,26 @@ async fn create_endpoint(State(state): State<AppState>, Auth(who): Auth, body: J
     };
     let format = body.string("format")?.unwrap_or_else(|| "standard".into());
     let created = state.engine.create_endpoint(who.merchant, &body.required("url")?, &format, &events).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(created))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(created))))
 }
 
+#[utoipa::path(
+    get, path = "/webhook-endpoints", summary = "The merchant's webhook endpoints (scope read)", security(("bearer" = [])),
+    responses((status = 200, description = "Endpoints.", body = EndpointList))
+)]
 async fn list_endpoints(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    Ok(Json(json!({ "webhook_endpoints": state.engine.endpoints(who.merchant).await? })))
+    Ok(Json(sorted(EndpointList { webhook_endpoints: state.engine.endpoints(who.merchant).await? })))
 }
 
+#[utoipa::path(
+    post, path = "/webhook-endpoints/{id}/rotate-secret",
+    summary = "A new secret (scope manage); the old one keeps signing for overlap_secs (default 86400, at most 604800).",
+    security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body(content = Option<SecretRotation>, description = "Optional."),
+    responses((status = 200, description = "Done.", body = EndpointWithSecret), (status = 404, description = "No such endpoint of this merchant.", body = ErrorBody))
+)]
 async fn rotate_endpoint_secret(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -251,25 +359,49 @@ async fn rotate_endpoint_secret(
         }
     };
     let rotated = state.engine.rotate_endpoint_secret(who.merchant, id, std::time::Duration::from_secs(overlap)).await?;
-    Ok(Json(json!(rotated)))
+    Ok(Json(sorted(rotated)))
 }
 
+#[utoipa::path(
+    post, path = "/webhook-endpoints/{id}/enable", summary = "Enable an endpoint again, e.g. after a 410 Gone (scope manage).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "Done.", body = Endpoint), (status = 404, description = "No such endpoint of this merchant.", body = ErrorBody))
+)]
 async fn enable_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
-    Ok(Json(json!(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, true).await?)))
+    Ok(Json(sorted(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, true).await?)))
 }
 
+#[utoipa::path(
+    post, path = "/webhook-endpoints/{id}/disable", summary = "Disable an endpoint; its pending deliveries fail (scope manage).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "Done.", body = Endpoint), (status = 404, description = "No such endpoint of this merchant.", body = ErrorBody))
+)]
 async fn disable_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
-    Ok(Json(json!(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, false).await?)))
+    Ok(Json(sorted(state.engine.set_endpoint_enabled(who.merchant, path_id(&id, "webhook endpoint")?, false).await?)))
 }
 
+#[utoipa::path(
+    post, path = "/webhook-endpoints/{id}/test", summary = "Send a webhook.test event to this endpoint (scope manage).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses(
+        (status = 202, description = "Done.", body = TestEventSent),
+        (status = 404, description = "No such endpoint of this merchant.", body = ErrorBody),
+        (status = 409, description = "The endpoint is disabled.", body = ErrorBody),
+    )
+)]
 async fn test_endpoint(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
     let event = state.engine.send_test_event(who.merchant, path_id(&id, "webhook endpoint")?).await?;
-    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "event_id": event }))))
+    Ok((axum::http::StatusCode::ACCEPTED, Json(sorted(TestEventSent { event_id: event }))))
 }
 
+#[utoipa::path(
+    get, path = "/events", summary = "Events after a sequence number, oldest first (scope read): reconcile after downtime.", security(("bearer" = [])),
+    params(EventParams),
+    responses((status = 200, description = "Events and the sequence to continue after.", body = EventPage), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn list_events(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -283,15 +415,25 @@ async fn list_events(
     };
     let events = state.engine.events_after(who.merchant, after, limit).await?;
     let next = events.last().and_then(|e| e["sequence"].as_i64()).unwrap_or(after);
-    Ok(Json(json!({ "events": events, "next_after": next })))
+    Ok(Json(sorted(EventPage { events, next_after: next })))
 }
 
+#[utoipa::path(
+    post, path = "/events/{id}/redeliver", summary = "Send every delivery of one event again, now (scope manage).", security(("bearer" = [])),
+    params(("id" = String, Path, description = "evt_…")),
+    responses((status = 202, description = "How many deliveries go again.", body = Redelivering), (status = 404, description = "No such event of this merchant.", body = ErrorBody))
+)]
 async fn redeliver_event(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
     let n = state.engine.redeliver_event(Some(who.merchant), &id).await?;
-    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "redelivering": n }))))
+    Ok((axum::http::StatusCode::ACCEPTED, Json(sorted(Redelivering { redelivering: n }))))
 }
 
+#[utoipa::path(
+    get, path = "/deliveries", summary = "Deliveries, newest first (scope read).", security(("bearer" = [])),
+    params(DeliveryFilters, PageParams),
+    responses((status = 200, description = "Deliveries.", body = DeliveryPage), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn list_deliveries(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -315,12 +457,17 @@ async fn list_deliveries(
         })
         .await?;
     let next = if list.len() == limit as usize { list.last().map(|d| d.id) } else { None };
-    Ok(Json(json!({ "deliveries": list, "next_before": next })))
+    Ok(Json(sorted(DeliveryPage { deliveries: list, next_before: next })))
 }
 
+#[utoipa::path(
+    get, path = "/deliveries/{id}", summary = "One delivery with its body and every attempt (scope read).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "The delivery.", body = DeliveryDetail), (status = 404, description = "No such delivery of this merchant.", body = ErrorBody))
+)]
 async fn get_delivery(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    Ok(Json(json!(state.engine.delivery(Some(who.merchant), path_id(&id, "delivery")?).await?)))
+    Ok(Json(sorted(state.engine.delivery(Some(who.merchant), path_id(&id, "delivery")?).await?)))
 }
 
 /// RFC 3339 time to Unix milliseconds.
@@ -331,14 +478,32 @@ fn parse_time(body: &JsonObject, key: &str) -> Result<i64, ApiError> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+#[utoipa::path(
+    post, path = "/deliveries/redeliver", summary = "Send every failed delivery created in [from, to) again (scope manage).", security(("bearer" = [])),
+    request_body = RedeliverFailed,
+    responses((status = 202, description = "How many deliveries go again.", body = Redelivering), (status = 400, description = "Bad times.", body = ErrorBody))
+)]
 async fn redeliver_failed(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Manage)?;
     body.only(&["from", "to"])?;
     let (from, to) = (parse_time(&body, "from")?, parse_time(&body, "to")?);
     let n = state.engine.redeliver_failed(Some(who.merchant), from, to).await?;
-    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "redelivering": n }))))
+    Ok((axum::http::StatusCode::ACCEPTED, Json(sorted(Redelivering { redelivering: n }))))
 }
 
+#[utoipa::path(
+    post, path = "/withdrawals", summary = "Request a withdrawal (scope withdraw)",
+    description = "The amount plus fee is held at once. Low priority waits for a batch window to share a transaction; medium and high are sent at once. Retrying with the same idempotency_key returns the original withdrawal; the same key with different details is refused.",
+    security(("bearer" = [])),
+    request_body = NewWithdrawal,
+    responses(
+        (status = 201, description = "The withdrawal, queued.", body = Withdrawal),
+        (status = 400, description = "Bad address, amount, currency or body.", body = ErrorBody),
+        (status = 409, description = "The idempotency_key was used for a different withdrawal.", body = ErrorBody),
+        (status = 422, description = "insufficient_funds, or limit_reached (daily count).", body = ErrorBody),
+        (status = 503, description = "The currency's chain is halted or its node is unavailable.", body = ErrorBody),
+    )
+)]
 async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Withdraw)?;
     body.only(&["currency", "address", "amount", "priority", "idempotency_key"])?;
@@ -365,15 +530,25 @@ async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body:
             description: body.string("description")?,
         })
         .await?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(w))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(w))))
 }
 
+#[utoipa::path(
+    get, path = "/withdrawals/{id}", summary = "One withdrawal (scope read)", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "The withdrawal.", body = Withdrawal), (status = 404, description = "No such withdrawal of this merchant.", body = ErrorBody))
+)]
 async fn get_withdrawal(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
-    let id: i64 = id.parse().map_err(|_| ApiError { status: axum::http::StatusCode::NOT_FOUND, code: "not_found", message: "withdrawal not found".into() })?;
-    Ok(Json(json!(state.engine.withdrawal(who.merchant, id).await?)))
+    let id: i64 = id.parse().map_err(|_| ApiError { status: axum::http::StatusCode::NOT_FOUND, code: ErrorCode::NotFound, message: "withdrawal not found".into() })?;
+    Ok(Json(sorted(state.engine.withdrawal(who.merchant, id).await?)))
 }
 
+#[utoipa::path(
+    get, path = "/withdrawals", summary = "The merchant's withdrawals (scope read)", security(("bearer" = [])),
+    params(CurrencyFilter, StatusFilter, PageParams),
+    responses((status = 200, description = "One page, newest first.", body = WithdrawalPage), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn list_withdrawals(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -392,7 +567,7 @@ async fn list_withdrawals(
         })
         .await?;
     let next = if list.len() == limit as usize { list.last().map(|w| w.id) } else { None };
-    Ok(Json(json!({ "withdrawals": list, "next_before": next })))
+    Ok(Json(sorted(WithdrawalPage { withdrawals: list, next_before: next })))
 }
 
 /// A JSON object body, parsed with errors in this API's format. Unknown fields are
@@ -456,14 +631,28 @@ fn page_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(Op
     Ok((before, limit))
 }
 
+#[utoipa::path(
+    post, path = "/addresses", summary = "A new deposit address (scope receive)", security(("bearer" = [])),
+    request_body = NewAddress,
+    responses(
+        (status = 201, description = "The address (the existing one for a known foreign_id).", body = DepositAddress),
+        (status = 400, description = "Bad body, unknown currency, or a currency that cannot receive.", body = ErrorBody),
+        (status = 503, description = "The currency's node is not configured or not answering.", body = ErrorBody),
+    )
+)]
 async fn create_address(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Receive)?;
     body.only(&["currency", "label", "foreign_id"])?;
     let currency = body.required("currency")?;
     let address = state.engine.create_deposit_address(who.merchant, &currency, body.string("label")?, body.string("foreign_id")?).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(address))))
+    Ok((axum::http::StatusCode::CREATED, Json(sorted(address))))
 }
 
+#[utoipa::path(
+    get, path = "/deposits", summary = "Deposits to the merchant's addresses (scope read)", security(("bearer" = [])),
+    params(CurrencyFilter, StatusFilter, PageParams),
+    responses((status = 200, description = "One page, newest first.", body = DepositPage), (status = 400, description = "Bad parameter.", body = ErrorBody))
+)]
 async fn deposits(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -482,7 +671,7 @@ async fn deposits(
         })
         .await?;
     let next = if list.len() == limit as usize { list.last().map(|d| d.id) } else { None };
-    Ok(Json(json!({ "deposits": list, "next_before": next })))
+    Ok(Json(sorted(DepositPage { deposits: list, next_before: next })))
 }
 
 /// The authenticated merchant of a request.
@@ -500,58 +689,70 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+#[utoipa::path(
+    get, path = "/openapi.json", summary = "This document",
+    responses((status = 200, description = "The OpenAPI document.", content_type = "application/json"))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], openapi::served())
 }
 
+#[utoipa::path(
+    get, path = "/currencies", summary = "Configured currencies with their limits and fees",
+    responses((status = 200, description = "All currencies.", body = CurrencyList))
+)]
 async fn currencies(State(state): State<AppState>) -> impl IntoResponse {
-    let list: Vec<_> = state
+    let fee = |c: &kassa_core::Currency, f: kassa_core::Fee| Fee {
+        fixed: c.amount(f.fixed_units).map(|a| a.to_string()).unwrap_or_default(),
+        percent: kassa_core::Amount::from_units(f.percent_e6, kassa_core::currency::PERCENT_SCALE).map(|a| a.to_string()).unwrap_or_default(),
+    };
+    let currencies = state
         .engine
         .currencies
         .all()
-        .map(|c| {
-            let fee = |f: kassa_core::Fee| {
-                json!({
-                    "fixed": c.amount(f.fixed_units).map(|a| a.to_string()).unwrap_or_default(),
-                    "percent": kassa_core::Amount::from_units(f.percent_e6, kassa_core::currency::PERCENT_SCALE)
-                        .map(|a| a.to_string()).unwrap_or_default(),
-                })
-            };
-            json!({
-                "code": c.code,
-                "name": c.name,
-                "kind": c.kind,
-                "chain": c.chain,
-                "precision": c.precision,
-                "confirmations": c.confirmations,
-                "min_receive": c.min_receive.to_string(),
-                "min_withdrawal": c.min_withdrawal.to_string(),
-                "max_withdrawal": c.max_withdrawal.map(|a| a.to_string()),
-                "max_withdrawals_per_day": c.max_withdrawals_per_day,
-                "fees": {
-                    "deposit": fee(c.fees.deposit),
-                    "withdrawal": fee(c.fees.withdrawal),
-                    "internal_move": fee(c.fees.internal_move),
-                    "exchange": fee(c.fees.exchange),
-                },
-                "active": c.active,
-                "can_send": c.can_send,
-                "can_receive": c.can_receive,
-            })
+        .map(|c| Currency {
+            code: c.code.as_str().to_string(),
+            name: c.name.clone(),
+            kind: c.kind,
+            chain: c.chain.clone(),
+            precision: c.precision,
+            confirmations: c.confirmations,
+            min_receive: c.min_receive.to_string(),
+            min_withdrawal: c.min_withdrawal.to_string(),
+            max_withdrawal: c.max_withdrawal.map(|a| a.to_string()),
+            max_withdrawals_per_day: c.max_withdrawals_per_day,
+            fees: Fees {
+                deposit: fee(c, c.fees.deposit),
+                withdrawal: fee(c, c.fees.withdrawal),
+                internal_move: fee(c, c.fees.internal_move),
+                exchange: fee(c, c.fees.exchange),
+            },
+            active: c.active,
+            can_send: c.can_send,
+            can_receive: c.can_receive,
         })
         .collect();
-    Json(json!({ "currencies": list }))
+    Json(sorted(CurrencyList { currencies }))
 }
 
+#[utoipa::path(
+    get, path = "/balances", summary = "Balances of the authenticated merchant, one per currency", security(("bearer" = [])),
+    responses((status = 200, description = "Balances.", body = BalanceList))
+)]
 async fn balances(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Read)?;
     let balances = state.engine.balances(who.merchant, None).await?;
-    Ok(Json(json!({ "balances": balances })))
+    Ok(Json(sorted(BalanceList { balances })))
 }
 
 /// Most history lines per page.
 const MAX_PAGE: u32 = 500;
 
+#[utoipa::path(
+    get, path = "/history", summary = "Ledger history of the authenticated merchant, newest first", security(("bearer" = [])),
+    params(CurrencyFilter, PageParams),
+    responses((status = 200, description = "One page of entries.", body = HistoryPage), (status = 400, description = "Bad parameter or unknown currency.", body = ErrorBody))
+)]
 async fn history(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -564,5 +765,5 @@ async fn history(
         .history(HistoryQuery { merchant: who.merchant, user: None, currency: params.get("currency").cloned(), before_entry: before, limit })
         .await?;
     let next = if lines.len() == limit as usize { lines.last().map(|l| l.id) } else { None };
-    Ok(Json(json!({ "entries": lines, "next_before": next })))
+    Ok(Json(sorted(HistoryPage { entries: lines, next_before: next })))
 }
