@@ -5,7 +5,8 @@
 
 use std::borrow::Cow;
 
-use kassa_core::events::{Format, EVENT_TYPES};
+use kassa_core::deposit::DepositStatus;
+use kassa_core::events::{EVENT_TYPES, STANDARD_FORMAT};
 use kassa_core::invoices::InvoiceStatus;
 use kassa_core::ledger::{HoldStatus, TxKind};
 use kassa_core::merchant::MerchantStatus;
@@ -32,7 +33,7 @@ fn words(list: impl IntoIterator<Item = &'static str>) -> Object {
 }
 
 pub fn deposit_status() -> Object {
-    words(["seen", "confirming", "credited", "reversed", "dropped"])
+    words(DepositStatus::ALL.map(DepositStatus::as_str))
 }
 
 pub fn withdrawal_status() -> Object {
@@ -68,9 +69,15 @@ pub fn merchant_status() -> Object {
     words([MerchantStatus::Active, MerchantStatus::Blocked].map(MerchantStatus::as_str))
 }
 
-/// How a webhook endpoint's callbacks are rendered.
+/// How a webhook endpoint's callbacks are rendered: `standard` (Kassa's own) or a
+/// format a registered dialect provides (the dialects register theirs at start-up,
+/// so the list is not fixed here).
 pub fn callback_format() -> Object {
-    words(Format::ALL.map(Format::as_str))
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!("`{STANDARD_FORMAT}` (Kassa's own webhooks), or the callback format of a registered API dialect (see the README)")))
+        .examples([STANDARD_FORMAT])
+        .build()
 }
 
 /// Every event type.
