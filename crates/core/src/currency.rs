@@ -140,6 +140,12 @@ pub struct Currency {
 }
 
 impl Currency {
+    /// The fee a deposit of `units` pays: none below the minimum deposit (that is
+    /// dust, never credited), otherwise the deposit fee rule, at most the deposit.
+    pub fn deposit_fee_units(&self, units: i128) -> Result<i128, AmountError> {
+        Ok(if units < self.min_receive.units() { 0 } else { self.fees.deposit.on(units)?.min(units) })
+    }
+
     /// Parses an amount in this currency's precision.
     pub fn parse_amount(&self, text: &str, sign: SignPolicy) -> Result<Amount, AmountError> {
         Amount::parse(text, self.precision, sign)

@@ -55,7 +55,7 @@ impl CallbackEvent<'_> {
     pub fn fee(&self) -> Result<String, EngineError> {
         if self.is_deposit() {
             let c = self.currency()?;
-            Ok(c.amount(crate::notifications::deposit_fee_of(self.data(), c)?)?.to_string())
+            Ok(c.amount(deposit_fee_of(self.data(), c)?)?.to_string())
         } else {
             self.amount("fee_units")
         }
@@ -67,6 +67,16 @@ impl CallbackEvent<'_> {
         let kind = if self.is_deposit() { TransferKind::Receive } else { TransferKind::Send };
         self.event.data["id"].as_i64().and_then(|row| transfer_id(kind, row)).ok_or_else(|| EngineError::invalid("event", "no id"))
     }
+}
+
+/// The fee of a deposit snapshot: the one its credit booked, or (not credited yet)
+/// what the current rule would charge.
+pub(crate) fn deposit_fee_of(d: &Value, c: &Currency) -> Result<i128, EngineError> {
+    if let Some(fixed) = d["fee_units"].as_str().and_then(|s| s.parse().ok()) {
+        return Ok(fixed);
+    }
+    let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(c.deposit_fee_units(units)?)
 }
 
 /// One dialect's callback format.

@@ -457,24 +457,24 @@ fn validate_client_id(id: &str) -> Result<(), EngineError> {
 /// are configured); they stop when `shutdown` turns true.
 pub fn spawn_exchange_workers(engine: &Engine, shutdown: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let Some(rates) = engine.rates.clone() else { return Vec::new() };
-    let mut handles = vec![tokio::spawn(rates.run(shutdown.clone()))];
-    let engine = engine.clone();
-    let mut shutdown = shutdown;
-    handles.push(tokio::spawn(async move {
-        loop {
-            match engine.recover_exchanges().await {
+    let pace = crate::worker::Pace { name: "rates".into(), interval: rates.options.refresh_interval, lease: None, wake: None };
+    let refresh = crate::worker::Sweep(move || {
+        let rates = rates.clone();
+        async move { rates.refresh_cycle().await }
+    });
+    let mut handles = vec![tokio::spawn(crate::worker::run(engine.clone(), pace, refresh, shutdown.clone()))];
+    let pace = crate::worker::Pace { name: "exchange recovery".into(), interval: std::time::Duration::from_secs(30), lease: None, wake: None };
+    let e = engine.clone();
+    let sweep = crate::worker::Sweep(move || {
+        let e = e.clone();
+        async move {
+            match e.recover_exchanges().await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(exchanges = n, "finished exchanges a crash had interrupted"),
-                Err(e) => tracing::warn!(error = %e, "cannot look for interrupted exchanges"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
+                Err(err) => tracing::warn!(error = %err, "cannot look for interrupted exchanges"),
             }
         }
-    }));
+    });
+    handles.push(tokio::spawn(crate::worker::run(engine.clone(), pace, sweep, shutdown)));
     handles
 }

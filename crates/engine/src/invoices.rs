@@ -378,22 +378,18 @@ impl Engine {
 }
 
 /// Expires unpaid invoices as their time runs out; stops when `shutdown` turns true.
-pub fn spawn_invoice_expiry(engine: &Engine, mut shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        loop {
-            match engine.store.expire_invoices().await {
+pub fn spawn_invoice_expiry(engine: &Engine, shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let pace = crate::worker::Pace { name: "invoice expiry".into(), interval: Duration::from_secs(1), lease: None, wake: None };
+    let e = engine.clone();
+    let sweep = crate::worker::Sweep(move || {
+        let e = e.clone();
+        async move {
+            match e.store.expire_invoices().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(invoices = n, "invoices expired"),
-                Err(e) => tracing::warn!(error = %e, "cannot expire invoices; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
+                Err(err) => tracing::warn!(error = %err, "cannot expire invoices; retrying"),
             }
         }
-    })
+    });
+    tokio::spawn(crate::worker::run(engine.clone(), pace, sweep, shutdown))
 }

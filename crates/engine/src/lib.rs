@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod watcher;
 pub mod webhooks;
 pub mod withdrawals;
+pub mod worker;
 
 use std::sync::Arc;
 

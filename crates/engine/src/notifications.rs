@@ -414,22 +414,7 @@ impl Engine {
 }
 
 fn deposit_fee(d: &Value, c: &Currency) -> Result<String, EngineError> {
-    Ok(c.amount(deposit_fee_of(d, c)?)?.to_string())
-}
-
-/// The fee of a deposit snapshot: the one its credit booked, or (not credited yet)
-/// what the current rule would charge.
-pub(crate) fn deposit_fee_of(d: &Value, c: &Currency) -> Result<i128, EngineError> {
-    if let Some(fixed) = d["fee_units"].as_str().and_then(|s| s.parse().ok()) {
-        return Ok(fixed);
-    }
-    let units: i128 = d["amount_units"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    deposit_fee_units(c, units)
-}
-
-/// The fee a deposit of `units` pays (none below the minimum deposit: that is dust).
-pub(crate) fn deposit_fee_units(c: &Currency, units: i128) -> Result<i128, EngineError> {
-    Ok(if units < c.min_receive.units() { 0 } else { c.fees.deposit.on(units)?.min(units) })
+    Ok(c.amount(crate::callbacks::deposit_fee_of(d, c)?)?.to_string())
 }
 
 fn deposit_view(d: &Value, c: Option<&Currency>, amount: &dyn Fn(&str) -> Result<String, EngineError>) -> Result<Value, EngineError> {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use kassa_core::rates::{Rate, RateError};
 use serde_json::Value;
-use tokio::sync::watch;
 
 use kassa_core::Clock;
 use crate::EngineError;
@@ -234,24 +233,15 @@ impl Rates {
         }
     }
 
-    /// Refreshes until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let failed = self.refresh().await;
-            for (pair, l) in self.latest.read().expect("rates").iter() {
-                let age = (self.clock.now_ms() - l.fetched_at_ms).max(0) as f64 / 1000.0;
-                metrics::gauge!("kassa_rate_age_seconds", "pair" => format!("{}/{}", pair.0, pair.1)).set(age);
-            }
-            if !failed.is_empty() {
-                tracing::warn!(pairs = ?failed, "rates not refreshed; quotes stop once they are older than the staleness limit");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.options.refresh_interval) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
+    /// One refresh of every pair, with its metrics and warnings.
+    pub async fn refresh_cycle(&self) {
+        let failed = self.refresh().await;
+        for (pair, l) in self.latest.read().expect("rates").iter() {
+            let age = (self.clock.now_ms() - l.fetched_at_ms).max(0) as f64 / 1000.0;
+            metrics::gauge!("kassa_rate_age_seconds", "pair" => format!("{}/{}", pair.0, pair.1)).set(age);
+        }
+        if !failed.is_empty() {
+            tracing::warn!(pairs = ?failed, "rates not refreshed; quotes stop once they are older than the staleness limit");
         }
     }
 }

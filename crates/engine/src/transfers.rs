@@ -5,7 +5,6 @@ use kassa_core::ledger::MerchantId;
 use kassa_core::transfers::{parse_transfer_id, transfer_id, TransferKind};
 use kassa_store::{TransferQuery, TransferRow};
 
-use crate::notifications::deposit_fee_units;
 use crate::withdrawals::Withdrawal;
 use crate::{Engine, EngineError};
 
@@ -57,7 +56,7 @@ impl Engine {
         let fee = match r.kind {
             TransferKind::Receive => match r.fee_units {
                 Some(fixed) => fixed,
-                None => deposit_fee_units(c, r.amount_units)?,
+                None => c.deposit_fee_units(r.amount_units)?,
             },
             TransferKind::Send => r.fee_units.unwrap_or(0),
         };

@@ -82,40 +82,16 @@ impl Watcher {
     }
 
     /// Polls until `shutdown` turns true; `wake` (node hooks) starts a cycle at once.
-    pub async fn run(mut self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(chain = %self.chain, "watcher started");
-        let ttl = (self.settings.poll_interval * 3).max(Duration::from_secs(2));
-        loop {
-            let leader = match self.engine.lease(&self.chain, ttl).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(chain = %self.chain, error = %e, "cannot take the watcher lease");
-                    false
-                }
-            };
-            let result = if leader { self.cycle().await } else { Ok(CycleReport::default()) };
-            match result {
-                Ok(r) if r.blocks > 0 || r.credited > 0 || r.reversed > 0 || r.reorg_depth.is_some() => {
-                    tracing::info!(chain = %self.chain, scanned_to = r.scanned_to, blocks = r.blocks, credited = r.credited,
-                        reversed = r.reversed, reorg_depth = ?r.reorg_depth, "watcher cycle");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // The node may have restarted without Kassa's wallet: prepare again.
-                    self.prepared = false;
-                    tracing::warn!(chain = %self.chain, error = %e, "watcher cycle failed; retrying")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                _ = wake.notified() => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                tracing::info!(chain = %self.chain, "watcher stopped");
-                return;
-            }
-        }
+    /// Scans until `shutdown` turns true: one instance at a time (the chain's lease),
+    /// every poll interval or when a node hook wakes it.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) {
+        let pace = crate::worker::Pace {
+            name: format!("watcher {}", self.chain),
+            interval: self.settings.poll_interval,
+            lease: Some((self.chain.clone(), (self.settings.poll_interval * 3).max(Duration::from_secs(2)))),
+            wake: Some(wake),
+        };
+        crate::worker::run(self.engine.clone(), pace, self, shutdown).await
     }
 
     /// Loads addresses created since the last refresh; returns how many are new.
@@ -332,8 +308,7 @@ impl Watcher {
         // A deposit credited before (then reversed) pays the fee it paid then.
         let fee = match d.fee_units {
             Some(fee) => fee,
-            None if below_minimum => 0,
-            None => currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+            None => currency.deposit_fee_units(d.amount_units)?,
         };
         if fee > 0 && !below_minimum {
             let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
@@ -367,8 +342,7 @@ impl Watcher {
         // Mirrors the credit: the fee it booked, whatever the fee rule says now.
         let fee = match d.fee_units {
             Some(fee) => fee,
-            None if below_minimum => 0,
-            None => currency.fees.deposit.on(d.amount_units)?.min(d.amount_units),
+            None => currency.deposit_fee_units(d.amount_units)?,
         };
         let credited = d.amount_units - fee;
         let key = format!("deposit:{}:reversal:{k}", d.id);
@@ -411,6 +385,23 @@ impl Watcher {
         self.engine.store.mark_deposit_reversed(d.id, k).await?;
         tracing::warn!(chain = %self.chain, deposit = d.id, txid = %d.txid, "credited deposit reorged out; credit reversed");
         Ok(())
+    }
+}
+
+impl crate::worker::Worker for Watcher {
+    async fn cycle(&mut self) {
+        match Watcher::cycle(self).await {
+            Ok(r) if r.blocks > 0 || r.credited > 0 || r.reversed > 0 || r.reorg_depth.is_some() => {
+                tracing::info!(chain = %self.chain, scanned_to = r.scanned_to, blocks = r.blocks, credited = r.credited,
+                    reversed = r.reversed, reorg_depth = ?r.reorg_depth, "watcher cycle");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // The node may have restarted without Kassa's wallet: prepare again.
+                self.prepared = false;
+                tracing::warn!(chain = %self.chain, error = %e, "watcher cycle failed; retrying")
+            }
+        }
     }
 }
 

@@ -1,4 +1,6 @@
-//! Chain scanning state, deposit addresses and deposits.
+//! Deposit addresses and deposits: each scanned block and mempool pass recorded with
+//! its deposits in one transaction, and every deposit transition applied as the
+//! deposit state machine (`kassa_core::deposit`) says.
 
 use kassa_core::deposit::{DepositInput, DepositState, DepositStatus};
 use kassa_core::ledger::MerchantId;
@@ -237,24 +239,6 @@ impl Store {
             .await?))
     }
 
-    /// The highest scanned block of a chain.
-    pub async fn chain_checkpoint(&self, chain: &str) -> Result<Option<(u64, String)>> {
-        let row: Option<(i64, String)> = on_pool!(self, pool => sqlx::query_as(
-                "SELECT height, hash FROM chain_blocks WHERE chain = $1 ORDER BY height DESC LIMIT 1")
-            .bind(chain)
-            .fetch_optional(pool)
-            .await?);
-        Ok(row.map(|(h, hash)| (h as u64, hash)))
-    }
-
-    pub async fn chain_block_hash(&self, chain: &str, height: u64) -> Result<Option<String>> {
-        Ok(on_pool!(self, pool => sqlx::query_scalar("SELECT hash FROM chain_blocks WHERE chain = $1 AND height = $2")
-            .bind(chain)
-            .bind(height as i64)
-            .fetch_optional(pool)
-            .await?))
-    }
-
     /// Records one scanned block and the deposits it carries, in one database
     /// transaction, so a crash leaves either all of it or none. Re-recording a block
     /// only refreshes its deposits' block data.
@@ -304,19 +288,6 @@ impl Store {
                 .await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Sets the starting checkpoint of a chain never scanned before.
-    pub async fn init_chain_checkpoint(&self, chain: &str, height: u64, hash: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("INSERT INTO chain_blocks (chain, height, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(chain)
-                .bind(height as i64)
-                .bind(hash)
-                .execute(pool)
-                .await?;
         });
         Ok(())
     }
@@ -500,60 +471,6 @@ impl Store {
         rows.into_iter().map(deposit_from).collect()
     }
 
-    /// Stops a chain (a reorg deeper than allowed): crediting and sending halt until an
-    /// operator resumes it.
-    pub async fn halt_chain(&self, chain: &str, reason: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO chain_state (chain, halted_reason, halted_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (chain) DO UPDATE SET halted_reason = excluded.halted_reason, halted_at_ms = excluded.halted_at_ms")
-            .bind(chain)
-            .bind(reason)
-            .bind(self.now_ms())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    pub async fn chain_halted(&self, chain: &str) -> Result<Option<String>> {
-        let r: Option<Option<String>> = on_pool!(self, pool => sqlx::query_scalar("SELECT halted_reason FROM chain_state WHERE chain = $1")
-            .bind(chain)
-            .fetch_optional(pool)
-            .await?);
-        Ok(r.flatten())
-    }
-
-    pub async fn resume_chain(&self, chain: &str) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query("UPDATE chain_state SET halted_reason = NULL, halted_at_ms = NULL WHERE chain = $1 AND halted_reason IS NOT NULL")
-            .bind(chain)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(n == 1)
-    }
-
-    /// Takes or renews the lease that makes one instance the scanner of `chain`.
-    pub async fn acquire_chain_lease(&self, chain: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
-        let now = self.now_ms();
-        let n = on_pool!(self, pool => {
-            sqlx::query("INSERT INTO chain_state (chain) VALUES ($1) ON CONFLICT (chain) DO NOTHING")
-                .bind(chain)
-                .execute(pool)
-                .await?;
-            sqlx::query(
-                "UPDATE chain_state SET lease_owner = $1, lease_until_ms = $2
-                 WHERE chain = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until_ms < $4)")
-                .bind(owner)
-                .bind(now + ttl_ms)
-                .bind(chain)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n == 1)
-    }
 }
 
 impl Store {

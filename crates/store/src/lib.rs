@@ -3,7 +3,10 @@
 //! PostgreSQL (production, several instances side by side), with versioned migrations
 //! per backend. Amounts cross this boundary as `i128` units only.
 
+mod chains;
+mod deliveries;
 mod deposits;
+mod endpoints;
 mod events;
 mod exchange;
 mod idempotency;
@@ -28,7 +31,9 @@ pub use ledger::{
     AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
 };
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
-pub use events::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow, EndpointRow, EventRow, NewEndpoint, NewEvent};
+pub use deliveries::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow};
+pub use endpoints::{EndpointRow, NewEndpoint};
+pub use events::{EventRow, NewEvent};
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
 pub use idempotency::{Claim, ClaimOutcome};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
