@@ -68,6 +68,8 @@ pub struct Engine {
     pub balance_cache: Arc<BalanceCache>,
     /// The dialects' callback formats (Kassa's own `standard` is built in).
     pub callbacks: Arc<callbacks::CallbackFormats>,
+    /// How each dialect's API keys look (registered by the dialects).
+    pub key_kinds: Arc<Vec<&'static merchants::KeyKind>>,
 }
 
 impl Engine {
@@ -83,6 +85,7 @@ impl Engine {
             key_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
             balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
             callbacks: Arc::default(),
+            key_kinds: Arc::default(),
         }
     }
 
@@ -127,6 +130,12 @@ impl Engine {
     pub fn with_callback_formats(mut self, formats: callbacks::CallbackFormats) -> Self {
         self.store.set_callback_routes(formats.routes());
         self.callbacks = Arc::new(formats);
+        self
+    }
+
+    /// The same engine issuing and checking API keys of these kinds.
+    pub fn with_key_kinds(mut self, kinds: Vec<&'static merchants::KeyKind>) -> Self {
+        self.key_kinds = Arc::new(kinds);
         self
     }
 

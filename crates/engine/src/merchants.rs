@@ -15,45 +15,33 @@ use serde::Serialize;
 use crate::secrets::{random_alphanumeric, random_hex, token_hash};
 use crate::{Engine, EngineError};
 
-/// The API dialects a key can be issued for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    Westwallet,
-    Coinspaid,
-    Wallets3,
-    Whir,
-    Native,
+/// How one dialect's API keys look. Each dialect registers its own (`kassa-api`'s
+/// dialect registry); the engine issues and checks keys by it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyKind {
+    /// The dialect's name (`key create --dialect NAME`, and the key row's dialect).
+    pub dialect: &'static str,
+    pub shape: KeyShape,
 }
 
-impl Dialect {
-    pub const ALL: [Dialect; 5] = [Dialect::Westwallet, Dialect::Coinspaid, Dialect::Wallets3, Dialect::Whir, Dialect::Native];
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyShape {
+    /// A public key (32 letters and digits) and an HMAC secret (48).
+    Hmac,
+    /// A bearer token that begins with its public id: `{prefix}{12}_{40}`.
+    NamedToken { prefix: &'static str },
+    /// A public id `{prefix}{12}` and a bearer token (64 lowercase hex characters,
+    /// or 48 letters and digits), with a response-signing secret when asked.
+    Token { prefix: &'static str, hex: bool, response_secret: bool },
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Westwallet => "westwallet",
-            Dialect::Coinspaid => "coinspaid",
-            Dialect::Wallets3 => "wallets3",
-            Dialect::Whir => "whir",
-            Dialect::Native => "native",
-        }
-    }
-
+impl KeyKind {
     /// HMAC-signed dialects get key + secret; the others get bearer tokens.
-    pub fn style(self) -> KeyStyle {
-        match self {
-            Dialect::Westwallet | Dialect::Coinspaid => KeyStyle::Hmac,
-            Dialect::Wallets3 | Dialect::Whir | Dialect::Native => KeyStyle::Bearer,
+    pub fn style(&self) -> KeyStyle {
+        match self.shape {
+            KeyShape::Hmac => KeyStyle::Hmac,
+            _ => KeyStyle::Bearer,
         }
-    }
-}
-
-impl FromStr for Dialect {
-    type Err = EngineError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| {
-            EngineError::invalid("dialect", format!("{s:?} is not one of westwallet, coinspaid, wallets3, whir, native"))
-        })
     }
 }
 
@@ -140,7 +128,7 @@ pub fn parse_ip_allowlist(text: &str) -> Result<Vec<IpNet>, EngineError> {
 #[derive(Clone, Serialize)]
 pub struct CreatedKey {
     pub merchant_id: i64,
-    pub dialect: Dialect,
+    pub dialect: &'static str,
     pub style: KeyStyle,
     /// The key's public identifier (sent as the API key by HMAC dialects; used to revoke).
     pub public_key: String,
@@ -167,7 +155,7 @@ pub struct Principal {
     pub merchant: MerchantId,
     pub key_id: i64,
     pub public_key: String,
-    pub dialect: Dialect,
+    pub dialect: &'static str,
     pub scopes: Vec<Scope>,
 }
 
@@ -223,6 +211,14 @@ fn validate_merchant_name(name: &str) -> Result<(), EngineError> {
 }
 
 impl Engine {
+    /// The registered key kind of `dialect`.
+    pub fn key_kind(&self, dialect: &str) -> Result<&'static KeyKind, EngineError> {
+        self.key_kinds.iter().copied().find(|k| k.dialect == dialect).ok_or_else(|| {
+            let names: Vec<&str> = self.key_kinds.iter().map(|k| k.dialect).collect();
+            EngineError::invalid("dialect", format!("{dialect:?} is not one of {}", names.join(", ")))
+        })
+    }
+
     pub async fn create_merchant(&self, name: &str) -> Result<MerchantRow, EngineError> {
         validate_merchant_name(name)?;
         self.store.create_merchant(name).await.map_err(|e| match e {
@@ -276,7 +272,7 @@ impl Engine {
     pub async fn create_key(
         &self,
         merchant: MerchantId,
-        dialect: Dialect,
+        dialect: &str,
         scopes: Vec<Scope>,
         ip_allowlist: Vec<IpNet>,
         label: &str,
@@ -284,18 +280,20 @@ impl Engine {
         if label.len() > 200 {
             return Err(EngineError::invalid("label", "at most 200 characters"));
         }
-        let style = dialect.style();
-        let (public_key, token, secret) = match dialect {
-            Dialect::Westwallet | Dialect::Coinspaid => (random_alphanumeric(32), None, Some(random_alphanumeric(48))),
-            // wallets3 keys are 64 lowercase hex characters (as its clients expect).
-            Dialect::Wallets3 => (format!("w3_{}", random_alphanumeric(12)), Some(random_hex(32)), None),
-            Dialect::Whir => {
-                (format!("whir_{}", random_alphanumeric(12)), Some(random_alphanumeric(48)), Some(random_alphanumeric(48)))
-            }
-            Dialect::Native => {
+        let kind = self.key_kind(dialect)?;
+        let dialect = kind.dialect;
+        let style = kind.style();
+        let (public_key, token, secret) = match kind.shape {
+            KeyShape::Hmac => (random_alphanumeric(32), None, Some(random_alphanumeric(48))),
+            KeyShape::NamedToken { prefix } => {
                 let id = random_alphanumeric(12);
-                (format!("ksk_{id}"), Some(format!("ksk_{id}_{}", random_alphanumeric(40))), None)
+                (format!("{prefix}{id}"), Some(format!("{prefix}{id}_{}", random_alphanumeric(40))), None)
             }
+            KeyShape::Token { prefix, hex, response_secret } => (
+                format!("{prefix}{}", random_alphanumeric(12)),
+                Some(if hex { random_hex(32) } else { random_alphanumeric(48) }),
+                response_secret.then(|| random_alphanumeric(48)),
+            ),
         };
         let (nonce, ciphertext) = match &secret {
             Some(s) => {
@@ -309,7 +307,7 @@ impl Engine {
             .store
             .insert_api_key(&NewApiKey {
                 merchant,
-                dialect: dialect.as_str().to_string(),
+                dialect: dialect.to_string(),
                 style: style.as_str().to_string(),
                 public_key: public_key.clone(),
                 token_hash: token.as_deref().map(token_hash),
@@ -320,7 +318,7 @@ impl Engine {
                 label: label.to_string(),
             })
             .await?;
-        tracing::info!(merchant = merchant.0, dialect = dialect.as_str(), public_key = %row.public_key, "API key created");
+        tracing::info!(merchant = merchant.0, dialect, public_key = %row.public_key, "API key created");
         Ok(CreatedKey { merchant_id: merchant.0, dialect, style, public_key, secret, token, scopes, ip_allowlist: nets, label: label.to_string() })
     }
 
@@ -344,7 +342,7 @@ impl Engine {
     }
 
     /// Authenticates a bearer token for `dialect`, from `client_ip`.
-    pub async fn authenticate_bearer(&self, token: &str, dialect: Dialect, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
+    pub async fn authenticate_bearer(&self, token: &str, dialect: &str, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -359,7 +357,7 @@ impl Engine {
     pub async fn hmac_key(
         &self,
         public_key: &str,
-        dialect: Dialect,
+        dialect: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<(Result<Principal, AuthError>, Vec<u8>), AuthError> {
         if public_key.is_empty() {
@@ -383,11 +381,12 @@ impl Engine {
         Ok((self.admit(row, dialect, client_ip), secret))
     }
 
-    fn admit(&self, row: ApiKeyRow, dialect: Dialect, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
+    fn admit(&self, row: ApiKeyRow, dialect: &str, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
+        let dialect = self.key_kind(dialect)?.dialect;
         if row.revoked_at_ms.is_some() {
             return Err(AuthError::Revoked);
         }
-        if row.dialect != dialect.as_str() {
+        if row.dialect != dialect {
             return Err(AuthError::WrongDialect);
         }
         if MerchantStatus::parse(&row.merchant_status) != Some(MerchantStatus::Active) {

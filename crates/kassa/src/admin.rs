@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use kassa_core::ledger::MerchantId;
 use kassa_engine::adjustments::{format_ms, AdjustmentRequest};
-use kassa_engine::merchants::{parse_ip_allowlist, Dialect, Scope};
+use kassa_engine::merchants::{parse_ip_allowlist, Scope};
 use kassa_engine::{Store, StoreOptions};
 use serde_json::json;
 
@@ -191,11 +191,10 @@ pub async fn key(settings: &Settings, cmd: KeyCommand) -> anyhow::Result<ExitCod
     let engine = engine(settings).await?;
     match cmd {
         KeyCommand::Create { merchant, dialect, scopes, ip_allowlist, label, json } => {
-            let dialect: Dialect = dialect.parse()?;
             let scopes = Scope::parse_list(&scopes)?;
             let nets = parse_ip_allowlist(&ip_allowlist)?;
             let m = engine.find_merchant(&merchant).await?;
-            let key = engine.create_key(MerchantId(m.id), dialect, scopes, nets, &label).await?;
+            let key = engine.create_key(MerchantId(m.id), &dialect, scopes, nets, &label).await?;
             if json {
                 print_json(&serde_json::to_value(&key)?);
             } else {

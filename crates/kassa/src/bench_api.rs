@@ -28,7 +28,7 @@ use kassa_core::ledger::MerchantId;
 use kassa_engine::adjustments::AdjustmentRequest;
 use kassa_engine::currencies::Currencies;
 use kassa_engine::ledger::LedgerOptions;
-use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::merchants::Scope;
 use kassa_engine::secrets::{random_alphanumeric, MasterKey};
 use kassa_engine::{Engine, Store, StoreOptions};
 use kassa_store::{DepositQuery, FoundDeposit, NewDepositAddress};
@@ -182,7 +182,7 @@ async fn bench(args: &ApiBench, url: &str, run_id: &str) -> anyhow::Result<ExitC
     store.migrate().await?;
     let cfg: CurrencyConfig = serde_json::from_str(LTC)?;
     let currency = cfg.validate("LTC").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Engine::new(store.clone(), Currencies::new(vec![currency]), MasterKey::from_hex(&"00".repeat(32))?, LedgerOptions::default())
+    let engine = kassa_api::dialects::register(Engine::new(store.clone(), Currencies::new(vec![currency]), MasterKey::from_hex(&"00".repeat(32))?, LedgerOptions::default()))
         .with_read_caches(Duration::from_millis(args.key_cache_ms), Duration::from_millis(args.balance_cache_ms));
     let durability: Vec<String> = store.durability().await?.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -203,7 +203,7 @@ async fn bench(args: &ApiBench, url: &str, run_id: &str) -> anyhow::Result<ExitC
 
     // A merchant with a WestWallet key, a balance, and one deposit to look up.
     let merchant = MerchantId(engine.create_merchant(&format!("bench-api-{run_id}")).await?.id);
-    let created = engine.create_key(merchant, Dialect::Westwallet, vec![Scope::Read], vec![], "bench").await?;
+    let created = engine.create_key(merchant, "westwallet", vec![Scope::Read], vec![], "bench").await?;
     let key = Arc::new(Key { public: created.public_key, secret: created.secret.context("a WestWallet key has a secret")?.into_bytes() });
     let adjusted = engine
         .adjust(AdjustmentRequest {

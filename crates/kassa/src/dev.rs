@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use kassa_chain_bitcoind::{Bitcoind, BitcoindConfig, Coin, ConfTargets, Network};
 use kassa_core::ledger::MerchantId;
 use kassa_engine::adjustments::AdjustmentRequest;
-use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::merchants::Scope;
 use serde_json::json;
 
 use crate::config::Config;
@@ -245,8 +245,8 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
             m
         }
     };
-    let key = engine.create_key(MerchantId(merchant.id), Dialect::Native, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
-    let ww = engine.create_key(MerchantId(merchant.id), Dialect::Westwallet, Scope::ALL.to_vec(), vec![], "kassa dev").await?;
+    let key = engine.create_key(MerchantId(merchant.id), "native", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
+    let ww = engine.create_key(MerchantId(merchant.id), "westwallet", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
     let deposit = engine.create_deposit_address(MerchantId(merchant.id), "LTC", Some("demo".into()), Some("demo-deposit".into())).await?;
     let token = key.token.as_deref().unwrap_or_default();
     let api = format!("http://{}", settings.listen);

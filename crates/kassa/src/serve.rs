@@ -39,8 +39,7 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     if settings.config.notifications.allow_loopback && !settings.config.dev_mode {
         tracing::warn!("notifications.allow_loopback is on: callbacks may reach services on this machine (development only)");
     }
-    let engine = Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options())
-        .with_callback_formats(kassa_api::dialects::callback_formats())
+    let engine = kassa_api::dialects::register(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()))
         .with_chains(settings.chains())
         .with_target_policy(settings.target_policy())
         .with_invoice_settings(settings.invoice_settings());

@@ -2,7 +2,7 @@
 //! health/ready/metrics, request ids, authentication (revocation, scopes, IP
 //! allowlists), tenant isolation (A3), malformed requests, and the OpenAPI document.
 
-use kassa_engine::merchants::{parse_ip_allowlist, Dialect, Scope};
+use kassa_engine::merchants::{parse_ip_allowlist, Scope};
 use kassa_testkit::{both_backends, Backend, TestApp};
 use serde_json::json;
 
@@ -120,21 +120,21 @@ async fn authentication_is_enforced(backend: Backend) {
     assert_eq!(body["error"]["message"], "the API key has been revoked");
 
     // A key without the read scope is forbidden.
-    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Receive], vec![], "").await.unwrap();
+    let key = app.t.engine.create_key(m, "native", vec![Scope::Receive], vec![], "").await.unwrap();
     let (status, body) = app.get("/kassa/v1/history", key.token.as_deref()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
     assert_eq!(body["error"]["message"], "the API key lacks the read scope");
 
     // IP allowlists: this client is 127.0.0.1.
     let elsewhere = parse_ip_allowlist("10.1.2.0/24").unwrap();
-    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Read], elsewhere, "").await.unwrap();
+    let key = app.t.engine.create_key(m, "native", vec![Scope::Read], elsewhere, "").await.unwrap();
     assert_eq!(app.get("/kassa/v1/balances", key.token.as_deref()).await.0, 403);
     let here = parse_ip_allowlist("127.0.0.0/8").unwrap();
-    let key = app.t.engine.create_key(m, Dialect::Native, vec![Scope::Read], here, "").await.unwrap();
+    let key = app.t.engine.create_key(m, "native", vec![Scope::Read], here, "").await.unwrap();
     assert_eq!(app.get("/kassa/v1/balances", key.token.as_deref()).await.0, 200);
 
     // A key of another dialect is not a native key.
-    let w3 = app.t.engine.create_key(m, Dialect::Wallets3, vec![Scope::Read], vec![], "").await.unwrap();
+    let w3 = app.t.engine.create_key(m, "wallets3", vec![Scope::Read], vec![], "").await.unwrap();
     let w3_token = w3.token.unwrap();
     assert_eq!(w3_token.len(), 64);
     assert!(w3_token.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));

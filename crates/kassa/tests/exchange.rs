@@ -275,7 +275,7 @@ async fn quotes_and_exchanges(backend: Backend) {
     assert_eq!(status, 403);
 
     // Each exchange raised its event.
-    let key = app.t.engine.create_key(m, kassa_engine::merchants::Dialect::Native, vec![Scope::Read], vec![], "pull").await.unwrap();
+    let key = app.t.engine.create_key(m, "native", vec![Scope::Read], vec![], "pull").await.unwrap();
     let (_, events) = app.get("/kassa/v1/events", key.token.as_deref()).await;
     let done: Vec<&Value> = events["events"].as_array().unwrap().iter().filter(|e| e["type"] == "exchange.done").collect();
     assert_eq!(done.len(), 2);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use kassa_chain::Priority;
 use kassa_engine::chains::ChainSettings;
-use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::merchants::Scope;
 use kassa_engine::notifications::Origin;
 use kassa_engine::notifier::{Notifier, NotifierOptions};
 use kassa_engine::webhooks::TargetPolicy;
@@ -309,7 +309,7 @@ async fn n3_real_events_in_every_format(backend: Backend) {
     let secret = std_ep.secret.clone().unwrap();
     engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
     engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
-    let cp_key = engine.create_key(m, Dialect::Coinspaid, Scope::ALL.to_vec(), vec![], "callbacks").await.unwrap();
+    let cp_key = engine.create_key(m, "coinspaid", Scope::ALL.to_vec(), vec![], "callbacks").await.unwrap();
     let cp_secret = cp_key.secret.clone().unwrap();
     let notifier = Notifier::new(engine.clone(), fast_options(vec![1])).unwrap();
     let mut watcher = kassa_engine::watcher::Watcher::new(engine.clone(), "litecoin").unwrap();
@@ -389,7 +389,7 @@ async fn n3_real_events_in_every_format(backend: Backend) {
     assert_eq!(delivered[&9]["data"]["amount"], "0.30000000");
 
     // N3: the pull API returns exactly what was delivered, from any point.
-    let token = engine.create_key(m, Dialect::Native, vec![Scope::Read], vec![], "pull").await.unwrap().token.unwrap();
+    let token = engine.create_key(m, "native", vec![Scope::Read], vec![], "pull").await.unwrap().token.unwrap();
     let (_, pulled) = app.get("/kassa/v1/events?after=0", Some(&token)).await;
     let pulled_list = pulled["events"].as_array().unwrap();
     assert_eq!(pulled_list.len(), 9);

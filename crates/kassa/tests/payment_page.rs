@@ -154,7 +154,7 @@ async fn payment_page_in_a_browser(backend: Backend) {
     }, db.clock.clone())
     .unwrap();
     rates.refresh().await;
-    let engine = Engine::new(db.store().await, currencies, MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), LedgerOptions::default())
+    let engine = kassa_api::dialects::register(Engine::new(db.store().await, currencies, MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), LedgerOptions::default()))
         .with_chains(chains)
         .with_rates(rates)
         .with_invoice_settings(InvoiceSettings { public_url: "http://kassa.invalid".into(), ..InvoiceSettings::default() });

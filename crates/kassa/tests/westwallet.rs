@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use kassa_engine::chains::ChainSettings;
-use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::merchants::Scope;
 use kassa_engine::notifier::{Notifier, NotifierOptions};
 use kassa_engine::watcher::Watcher;
 use kassa_engine::webhooks::TargetPolicy;
@@ -49,7 +49,7 @@ async fn call(app: &TestApp, key: &Key, method: &str, path: &str, body: Option<&
 
 async fn key(app: &TestApp, name: &str, scopes: &[Scope]) -> (kassa_core::ledger::MerchantId, Key) {
     let m = app.t.merchant(name).await;
-    let k = app.t.engine.create_key(m, Dialect::Westwallet, scopes.to_vec(), vec![], "ww").await.unwrap();
+    let k = app.t.engine.create_key(m, "westwallet", scopes.to_vec(), vec![], "ww").await.unwrap();
     (m, Key { public: k.public_key, secret: k.secret.unwrap() })
 }
 

@@ -11,7 +11,7 @@ use kassa_core::{Clock, CurrencyCode};
 use kassa_engine::adjustments::AdjustmentRequest;
 use kassa_engine::currencies::Currencies;
 use kassa_engine::ledger::LedgerOptions;
-use kassa_engine::merchants::{Dialect, Scope};
+use kassa_engine::merchants::Scope;
 use kassa_engine::secrets::MasterKey;
 use kassa_engine::{Engine, Store, StoreOptions};
 pub use kassa_store::Backend;
@@ -220,8 +220,7 @@ impl TestEngine {
 
 async fn engine_on(db: &TestDb, options: LedgerOptions) -> Engine {
     let store = db.store().await;
-    Engine::new(store, test_currencies(), MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), options)
-        .with_callback_formats(kassa_api::dialects::callback_formats())
+    kassa_api::dialects::register(Engine::new(store, test_currencies(), MasterKey::from_hex(TEST_MASTER_KEY).unwrap(), options))
 }
 
 /// An engine with a node configured as its chain (`N::CHAIN`, currency `N::CURRENCY`;
@@ -292,7 +291,7 @@ impl TestApp {
     /// A merchant with a native bearer token of the given scopes.
     pub async fn merchant_with_token(&self, name: &str, scopes: &[Scope]) -> (MerchantId, String) {
         let m = self.t.merchant(name).await;
-        let key = self.t.engine.create_key(m, Dialect::Native, scopes.to_vec(), vec![], "test").await.unwrap();
+        let key = self.t.engine.create_key(m, "native", scopes.to_vec(), vec![], "test").await.unwrap();
         (m, key.token.unwrap())
     }
 

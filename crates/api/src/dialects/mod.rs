@@ -7,12 +7,16 @@
 
 pub mod coinspaid;
 pub mod native;
+pub mod wallets3;
 pub mod westwallet;
+pub mod whir;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kassa_engine::callbacks::{CallbackFormat, CallbackFormats};
+use kassa_engine::merchants::KeyKind;
+use kassa_engine::Engine;
 
 use axum::response::Response;
 use axum::Router;
@@ -42,15 +46,27 @@ pub struct Dialect {
     pub refusal: fn(Refusal) -> Response,
     /// Its callback formats (how its objects' notifications look and are signed).
     pub callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>,
+    /// How its API keys look, if it has keys of its own.
+    pub keys: Option<&'static KeyKind>,
 }
 
 /// Every dialect, in the order their errors are matched (the first that owns a path
 /// words its refusals; Kassa's own API words the rest).
-pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, coinspaid::DIALECT, native::DIALECT];
+pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, coinspaid::DIALECT, wallets3::DIALECT, whir::DIALECT, native::DIALECT];
 
 /// Every registered dialect's callback formats, for the engine.
 pub fn callback_formats() -> CallbackFormats {
     CallbackFormats::new(DIALECTS.iter().flat_map(|d| (d.callbacks)()).collect()).expect("the registered dialects' callback formats do not clash")
+}
+
+/// Every registered dialect's key kind.
+pub fn key_kinds() -> Vec<&'static KeyKind> {
+    DIALECTS.iter().filter_map(|d| d.keys).collect()
+}
+
+/// `engine` with every registered dialect's callback formats and key kinds.
+pub fn register(engine: Engine) -> Engine {
+    engine.with_callback_formats(callback_formats()).with_key_kinds(key_kinds())
 }
 
 /// Looks a dialect up by name.
@@ -128,7 +144,7 @@ mod tests {
 
     #[test]
     fn bad_mounts_name_their_key() {
-        assert_eq!(mounted(&[("stripe", &["/s"])]).unwrap_err(), "http.mounts.stripe: no such dialect (known: westwallet, coinspaid, native)");
+        assert_eq!(mounted(&[("stripe", &["/s"])]).unwrap_err(), "http.mounts.stripe: no such dialect (known: westwallet, coinspaid, wallets3, whir, native)");
         assert!(mounted(&[("westwallet", &["/ww/"])]).unwrap_err().starts_with("http.mounts.westwallet: \"/ww/\" is not a mount prefix"));
         assert!(mounted(&[("westwallet", &["ww"])]).is_err());
         assert!(mounted(&[("westwallet", &["/a//b"])]).is_err());
@@ -141,6 +157,12 @@ mod tests {
     #[test]
     fn callback_formats_of_every_dialect() {
         assert_eq!(callback_formats().names(), ["standard", "westwallet", "coinspaid_v1", "coinspaid_v2"]);
+    }
+
+    #[test]
+    fn every_key_kind_is_registered_once() {
+        let names: Vec<&str> = key_kinds().iter().map(|k| k.dialect).collect();
+        assert_eq!(names, ["westwallet", "coinspaid", "wallets3", "whir", "native"]);
     }
 
     #[test]

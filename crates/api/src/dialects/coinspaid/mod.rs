@@ -18,7 +18,12 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns: |_| false,
     refusal: crate::dialects::native::refusal,
     callbacks,
+    keys: Some(&KEYS),
 };
+
+/// A public key (`X-Processing-Key`) and an HMAC secret.
+pub static KEYS: kassa_engine::merchants::KeyKind =
+    kassa_engine::merchants::KeyKind { dialect: "coinspaid", shape: kassa_engine::merchants::KeyShape::Hmac };
 
 fn callbacks() -> Vec<Arc<dyn CallbackFormat>> {
     vec![Arc::new(callbacks::Callback::V1), Arc::new(callbacks::Callback::V2)]

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use kassa_engine::chains::DepositAddress;
 use kassa_engine::exchange::{Exchange, Quote, RateView};
 use kassa_engine::invoices::Invoice;
-use kassa_engine::merchants::{Dialect, Principal, Scope};
+use kassa_engine::merchants::{Principal, Scope};
 use kassa_engine::notifications::{DeliveryDetail, Endpoint, EndpointWithSecret};
 use kassa_engine::queries::HistoryQuery;
 use kassa_engine::withdrawals::Withdrawal;
@@ -42,7 +42,12 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns: |_| true,
     refusal,
     callbacks: Vec::new,
+    keys: Some(&KEYS),
 };
+
+/// Bearer tokens that begin with their public id (`ksk_…`).
+pub static KEYS: kassa_engine::merchants::KeyKind =
+    kassa_engine::merchants::KeyKind { dialect: "native", shape: kassa_engine::merchants::KeyShape::NamedToken { prefix: "ksk_" } };
 
 pub(crate) fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
     use crate::dialects::Refusal;
@@ -684,7 +689,7 @@ impl FromRequestParts<AppState> for Auth {
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let principal = state.engine.authenticate_bearer(token, Dialect::Native, ip).await?;
+        let principal = state.engine.authenticate_bearer(token, KEYS.dialect, ip).await?;
         Ok(Auth(principal))
     }
 }

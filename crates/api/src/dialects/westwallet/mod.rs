@@ -30,7 +30,7 @@ use kassa_core::ledger::LedgerError;
 use kassa_core::transfers::TransferKind;
 use kassa_core::Currency;
 use kassa_engine::invoices::InvoiceRequest;
-use kassa_engine::merchants::{AuthError, Dialect, Principal, Scope};
+use kassa_engine::merchants::{AuthError, Principal, Scope};
 use kassa_engine::notifications::Origin;
 use kassa_engine::transfers::Transfer;
 use kassa_engine::withdrawals::{BulkPayment, Withdrawal, WithdrawalRequest};
@@ -72,7 +72,12 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns,
     refusal,
     callbacks: || vec![std::sync::Arc::new(callbacks::Ipn)],
+    keys: Some(&KEYS),
 };
+
+/// A public key and an HMAC secret, as the official clients send them.
+pub static KEYS: kassa_engine::merchants::KeyKind =
+    kassa_engine::merchants::KeyKind { dialect: "westwallet", shape: kassa_engine::merchants::KeyShape::Hmac };
 
 /// True for paths (relative to a mount) of this dialect.
 fn owns(path: &str) -> bool {
@@ -190,7 +195,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
         return Err(AuthError::Unknown.into());
     }
     let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (admitted, secret) = state.engine.hmac_key(key, Dialect::Westwallet, ip).await?;
+    let (admitted, secret) = state.engine.hmac_key(key, KEYS.dialect, ip).await?;
     let query = parts.uri.query().unwrap_or("");
     let verified = verify(&secret, ts, sign, parts.method == Method::GET, query, &bytes).map_err(|_| WwError::from(AuthError::Unknown))?;
     // Only a correctly signed request learns why its key is refused.
