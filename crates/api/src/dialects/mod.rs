@@ -50,6 +50,18 @@ pub struct Dialect {
     pub keys: Option<&'static KeyKind>,
 }
 
+impl Dialect {
+    /// A dialect registered for its keys (and callback formats) only: its API is not
+    /// served yet, so it has no mounts and owns no path.
+    pub const fn unmounted(name: &'static str, keys: &'static KeyKind, callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>) -> Dialect {
+        Dialect { name, default_mounts: &[], router: Router::<AppState>::new, owns: owns_nothing, refusal: native::refusal, callbacks, keys: Some(keys) }
+    }
+}
+
+fn owns_nothing(_: &str) -> bool {
+    false
+}
+
 /// Every dialect, in the order their errors are matched (the first that owns a path
 /// words its refusals; Kassa's own API words the rest).
 pub const DIALECTS: &[Dialect] = &[westwallet::DIALECT, coinspaid::DIALECT, wallets3::DIALECT, whir::DIALECT, native::DIALECT];

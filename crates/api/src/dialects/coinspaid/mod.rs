@@ -6,20 +6,9 @@ pub mod callbacks;
 
 use std::sync::Arc;
 
-use axum::Router;
 use kassa_engine::callbacks::CallbackFormat;
 
-use crate::AppState;
-
-pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
-    name: "coinspaid",
-    default_mounts: &[],
-    router: Router::<AppState>::new,
-    owns: |_| false,
-    refusal: crate::dialects::native::refusal,
-    callbacks,
-    keys: Some(&KEYS),
-};
+pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect::unmounted("coinspaid", &KEYS, callbacks);
 
 /// A public key (`X-Processing-Key`) and an HMAC secret.
 pub static KEYS: kassa_engine::merchants::KeyKind =
