@@ -10,6 +10,7 @@ pub mod events;
 pub mod invoices;
 pub mod ledger;
 pub mod merchant;
+pub mod payout_plan;
 pub mod rates;
 pub mod transfers;
 
