@@ -93,16 +93,10 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Checks what the router cannot be built without (mount prefixes); the message
-/// names the configuration key.
-pub fn check_options(options: &HttpOptions) -> Result<(), String> {
-    dialects::mounts(&options.mounts).map(|_| ())
-}
-
 /// The complete application router.
 ///
 /// # Panics
-/// On options [`check_options`] refuses.
+/// On mount prefixes [`dialects::mounts`] refuses (the configuration checks them first).
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
     let mounts = std::sync::Arc::new(dialects::mounts(&options.mounts).unwrap_or_else(|e| panic!("{e}")));
     let state = AppState(std::sync::Arc::new(Shared {

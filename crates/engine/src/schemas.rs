@@ -80,6 +80,15 @@ pub fn callback_format() -> Object {
         .build()
 }
 
+/// An amount given as a JSON number: read from its exact text like a decimal string
+/// (never through floating point), with the same precision rules.
+pub fn amount_number() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .description(Some("a decimal amount as a JSON number, read from its exact text (never rounded through floating point)"))
+        .build()
+}
+
 /// Every event type.
 pub fn event_type() -> Object {
     words(EVENT_TYPES.iter().copied())

@@ -530,8 +530,8 @@ impl Config {
         if n.jitter_percent > 100 {
             bail!("notifications.jitter_percent: must be 0-100");
         }
+        let formats = kassa_api::dialects::callback_formats();
         for (format, delays) in &n.retry_schedule_secs {
-            let formats = kassa_api::dialects::callback_formats();
             if !formats.knows(format) {
                 bail!("notifications.retry_schedule_secs.{format}: not a callback format ({})", formats.names().join(", "));
             }
@@ -555,7 +555,7 @@ impl Config {
         if self.operator_token.as_ref().is_some_and(|t| t.len() < 32 || !t.chars().all(|c| c.is_ascii_graphic())) {
             bail!("operator_token: must be at least 32 printable ASCII characters (e.g. head -c 32 /dev/urandom | xxd -p -c 64)");
         }
-        if let Err(e) = kassa_api::check_options(&kassa_api::HttpOptions { mounts: self.http.mounts.clone(), ..Default::default() }) {
+        if let Err(e) = kassa_api::dialects::mounts(&self.http.mounts) {
             bail!("{e}");
         }
         if self.http.key_cache_ms > 60_000 {

@@ -180,11 +180,12 @@ fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
     })
 }
 
-/// A value bound to a deposit update.
-enum Bind {
-    I(i64),
-    S(String),
-    Now,
+/// What a deposit transition writes besides the state machine's fields.
+#[derive(Clone, Copy)]
+enum DepositUpdate {
+    Status,
+    /// A credit: its confirmations and the fee it booked.
+    Credited { confirmations: i64, fee_units: i128 },
 }
 
 impl Store {
@@ -390,42 +391,30 @@ impl Store {
     /// Records credit number `k` (1-based) and the fee it booked (kept from the
     /// first credit on); a repeat is a no-op.
     pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64, fee_units: i128) -> Result<()> {
-        let sql = format!(
-            "UPDATE deposits SET credits = $1, status = $2, confirmations = $3, updated_at_ms = $4,
-                 fee_units = COALESCE(fee_units, $5{n}) WHERE id = $6",
-            n = self.numeric()
-        );
-        self.apply_deposit(id, DepositInput::Credit { k }, |next, q| {
-            q.push((sql.clone(), vec![Bind::I(next.credits), Bind::S(next.status.as_str().into()), Bind::I(confirmations), Bind::Now,
-                Bind::S(fee_units.to_string())]))
-        })
-        .await
+        self.apply_deposit(id, DepositInput::Credit { k }, DepositUpdate::Credited { confirmations, fee_units }).await
     }
 
     /// Records reversal number `k` (1-based); a repeat is a no-op.
     pub async fn mark_deposit_reversed(&self, id: i64, k: i64) -> Result<()> {
-        self.apply_deposit(id, DepositInput::Reverse { k }, |next, q| {
-            q.push(("UPDATE deposits SET reversals = $1, status = $2, updated_at_ms = $3 WHERE id = $4".into(),
-                vec![Bind::I(next.reversals), Bind::S(next.status.as_str().into()), Bind::Now]))
-        })
-        .await
+        self.apply_deposit(id, DepositInput::Reverse { k }, DepositUpdate::Status).await
     }
 
     /// Marks a deposit still only in the mempool as dropped (otherwise a no-op).
     pub async fn mark_deposit_dropped(&self, id: i64) -> Result<()> {
-        self.apply_deposit(id, DepositInput::LeftMempool, |next, q| {
-            q.push(("UPDATE deposits SET status = $1, updated_at_ms = $2 WHERE id = $3".into(), vec![Bind::S(next.status.as_str().into()), Bind::Now]))
-        })
-        .await
+        self.apply_deposit(id, DepositInput::LeftMempool, DepositUpdate::Status).await
     }
 
     /// Applies `input` to deposit `id` as the state machine says, in one transaction
     /// with its events; a transition the machine refuses (a repeat) changes nothing.
-    /// `update` gives the statement(s) for the new state; each gets `id` bound last.
-    async fn apply_deposit(&self, id: i64, input: DepositInput, update: impl Fn(DepositState, &mut Vec<(String, Vec<Bind>)>)) -> Result<()> {
+    async fn apply_deposit(&self, id: i64, input: DepositInput, update: DepositUpdate) -> Result<()> {
+        let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
+        let credited_sql = format!(
+            "UPDATE deposits SET status = $1, credits = $2, reversals = $3, updated_at_ms = $4, confirmations = $5,
+                 fee_units = COALESCE(fee_units, $6{n}) WHERE id = $7",
+            n = self.numeric()
+        );
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
             let row: Option<StateTuple> = sqlx::query_as(&format!("{STATE_BY_ID}{lock}")).bind(id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { return Err(StoreError::Corrupt(format!("no deposit {id}"))) };
             let next = match row.state()?.after(input) {
@@ -435,19 +424,17 @@ impl Store {
                     return Ok(());
                 }
             };
-            let mut statements = Vec::new();
-            update(next, &mut statements);
-            for (sql, binds) in statements {
-                let mut q = sqlx::query(&sql);
-                for b in binds {
-                    q = match b {
-                        Bind::I(v) => q.bind(v),
-                        Bind::S(v) => q.bind(v),
-                        Bind::Now => q.bind(self.now_ms()),
-                    };
-                }
-                q.bind(id).execute(&mut *tx).await?;
-            }
+            let q = match update {
+                DepositUpdate::Status => sqlx::query(
+                    "UPDATE deposits SET status = $1, credits = $2, reversals = $3, updated_at_ms = $4 WHERE id = $5"),
+                DepositUpdate::Credited { .. } => sqlx::query(&credited_sql),
+            };
+            let q = q.bind(next.status.as_str()).bind(next.credits).bind(next.reversals).bind(self.now_ms());
+            let q = match update {
+                DepositUpdate::Status => q,
+                DepositUpdate::Credited { confirmations, fee_units } => q.bind(confirmations).bind(fee_units.to_string()),
+            };
+            q.bind(id).execute(&mut *tx).await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });

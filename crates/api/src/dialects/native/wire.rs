@@ -171,8 +171,20 @@ pub struct Event {
 pub enum AmountInput {
     #[schema(value_type = Amount)]
     Text(String),
-    Number(f64),
+    #[schema(value_type = JsonAmount)]
+    Number(serde_json::Number),
 }
+
+/// The schema of an amount sent as a JSON number (no floating point: its exact text is read).
+pub struct JsonAmount;
+
+impl utoipa::PartialSchema for JsonAmount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::Schema::Object(schemas::amount_number()).into()
+    }
+}
+
+impl ToSchema for JsonAmount {}
 
 #[derive(ToSchema)]
 pub struct NewAddress {

@@ -386,6 +386,8 @@ fn once<'a>(state: &AppState, s: &'a Signed, scope: &'a str) -> OnceRequest<'a> 
         merchant: s.who.merchant,
         scope,
         key: &s.request_key,
+        // The key is the timestamp and the signature over the body: the same key
+        // cannot carry another request, so the key itself identifies it.
         request: s.request_key.as_bytes(),
         keep_for: std::time::Duration::from_secs(3 * state.westwallet.timestamp_window_secs.unsigned_abs()),
     }
