@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod merchant;
 pub mod rates;
 pub mod transfers;
+pub mod withdrawal;
 
 pub use amount::{Amount, AmountError, SignPolicy};
 pub use clock::Clock;
