@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::deposit::DepositStatus;
+use crate::withdrawal::WithdrawalStatus;
 
 /// Every event type Kassa raises, as merchants see them.
 pub const EVENT_TYPES: &[&str] = &[
@@ -111,18 +112,20 @@ pub fn deposit_events(reported: Option<DepositStatus>, new: DepositStatus) -> Ve
     out
 }
 
-/// The event a withdrawal raises entering `new` (internal steps raise none).
-pub fn withdrawal_event(reported: &str, new: &str) -> Option<&'static str> {
-    if reported == new {
+/// The event a withdrawal raises moving from the status last reported (`None`: never
+/// reported) to `new`. Internal steps raise none; so does `pending`, until the
+/// approval feature names its event.
+pub fn withdrawal_event(reported: Option<WithdrawalStatus>, new: WithdrawalStatus) -> Option<&'static str> {
+    if reported == Some(new) {
         return None;
     }
     match new {
-        "queued" => Some("withdrawal.queued"),
-        "broadcast" => Some("withdrawal.broadcast"),
-        "confirmed" => Some("withdrawal.confirmed"),
-        "failed" => Some("withdrawal.failed"),
-        "cancelled" => Some("withdrawal.cancelled"),
-        _ => None,
+        WithdrawalStatus::Queued => Some("withdrawal.queued"),
+        WithdrawalStatus::Broadcast => Some("withdrawal.broadcast"),
+        WithdrawalStatus::Confirmed => Some("withdrawal.confirmed"),
+        WithdrawalStatus::Failed => Some("withdrawal.failed"),
+        WithdrawalStatus::Cancelled => Some("withdrawal.cancelled"),
+        WithdrawalStatus::Requested | WithdrawalStatus::Pending | WithdrawalStatus::Signed => None,
     }
 }
 
@@ -238,14 +241,25 @@ mod tests {
 
     #[test]
     fn withdrawal_transitions() {
-        assert_eq!(withdrawal_event("", "requested"), None);
-        assert_eq!(withdrawal_event("requested", "queued"), Some("withdrawal.queued"));
-        assert_eq!(withdrawal_event("queued", "signed"), None);
-        assert_eq!(withdrawal_event("signed", "broadcast"), Some("withdrawal.broadcast"));
-        assert_eq!(withdrawal_event("queued", "broadcast"), Some("withdrawal.broadcast"));
-        assert_eq!(withdrawal_event("broadcast", "confirmed"), Some("withdrawal.confirmed"));
-        assert_eq!(withdrawal_event("queued", "failed"), Some("withdrawal.failed"));
-        assert_eq!(withdrawal_event("failed", "failed"), None);
+        use WithdrawalStatus::*;
+        assert_eq!(withdrawal_event(Some(Requested), Requested), None);
+        assert_eq!(withdrawal_event(None, Requested), None);
+        assert_eq!(withdrawal_event(None, Queued), Some("withdrawal.queued"));
+        assert_eq!(withdrawal_event(Some(Requested), Queued), Some("withdrawal.queued"));
+        assert_eq!(withdrawal_event(Some(Requested), Pending), None);
+        assert_eq!(withdrawal_event(Some(Pending), Queued), Some("withdrawal.queued"));
+        assert_eq!(withdrawal_event(Some(Pending), Cancelled), Some("withdrawal.cancelled"));
+        assert_eq!(withdrawal_event(Some(Queued), Signed), None);
+        assert_eq!(withdrawal_event(Some(Signed), Broadcast), Some("withdrawal.broadcast"));
+        assert_eq!(withdrawal_event(Some(Queued), Broadcast), Some("withdrawal.broadcast"));
+        assert_eq!(withdrawal_event(Some(Broadcast), Confirmed), Some("withdrawal.confirmed"));
+        assert_eq!(withdrawal_event(Some(Queued), Failed), Some("withdrawal.failed"));
+        assert_eq!(withdrawal_event(Some(Failed), Failed), None);
+        for s in WithdrawalStatus::ALL {
+            if let Some(t) = withdrawal_event(Some(Requested), s) {
+                assert!(EVENT_TYPES.contains(&t), "{t}");
+            }
+        }
     }
 
     #[test]

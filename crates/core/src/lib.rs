@@ -13,6 +13,7 @@ pub mod merchant;
 pub mod payout_plan;
 pub mod rates;
 pub mod transfers;
+pub mod withdrawal;
 
 pub use amount::{Amount, AmountError, SignPolicy};
 pub use clock::Clock;

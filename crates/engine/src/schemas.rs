@@ -10,6 +10,7 @@ use kassa_core::events::{EVENT_TYPES, STANDARD_FORMAT};
 use kassa_core::invoices::InvoiceStatus;
 use kassa_core::ledger::{HoldStatus, TxKind};
 use kassa_core::merchant::MerchantStatus;
+use kassa_core::withdrawal::WithdrawalStatus;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
@@ -37,7 +38,7 @@ pub fn deposit_status() -> Object {
 }
 
 pub fn withdrawal_status() -> Object {
-    words(["requested", "queued", "signed", "broadcast", "confirmed", "failed", "cancelled"])
+    words(WithdrawalStatus::ALL.into_iter().filter(|s| s.is_stored()).map(WithdrawalStatus::as_str))
 }
 
 pub fn priority() -> Object {

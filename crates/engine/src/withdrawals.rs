@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kassa_chain::{Asset, ChainAdapter, ChainError, Payment, Priority};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxId, TxRequest};
+use kassa_core::withdrawal::{PayoutStatus, WithdrawalInput, WithdrawalStatus};
 use kassa_core::{Currency, SignPolicy};
 use kassa_store::{NewWithdrawal, PayoutRow, StoreError, WithdrawalQuery, WithdrawalRow};
 use serde::Serialize;
@@ -116,7 +117,7 @@ impl Engine {
             fee: c.amount(w.fee_units)?.to_string(),
             priority: w.priority,
             idempotency_key: w.idempotency_key,
-            status: w.status,
+            status: w.status.as_str().to_string(),
             txid: w.txid,
             confirmations: w.confirmations,
             failure: w.failure,
@@ -345,7 +346,8 @@ impl Engine {
             tracing::warn!(error = %e, "held bulk withdrawals not queued yet; the broadcaster's recovery queues them");
         }
         for (i, row) in held {
-            let status = if row.status == "requested" { "queued".to_string() } else { row.status.clone() };
+            // As queued, whether or not the queueing above got through: it will be.
+            let status = row.state().after(WithdrawalInput::Held).map_or(row.status, |next| next.status);
             results[i] = Some(self.withdrawal_view(WithdrawalRow { status, ..row }));
         }
         tracing::info!(merchant = merchant.0, currency = %currency.code, payments = results.len(),
@@ -531,13 +533,13 @@ impl Broadcaster {
             report.recovered += 1;
         }
         // Payouts never signed: nothing left Kassa; their withdrawals return to the queue.
-        for p in store.payouts_in(&self.chain, &["preparing"]).await? {
+        for p in store.payouts_in(&self.chain, &[PayoutStatus::Preparing]).await? {
             store.abandon_payout(p.id, "interrupted before signing").await?;
             report.recovered += 1;
         }
         // Signed payouts: broadcast the stored bytes (the node may already have them).
         // Never re-signed, never failed here: the bytes may already be on the network.
-        for p in store.payouts_in(&self.chain, &["signed"]).await? {
+        for p in store.payouts_in(&self.chain, &[PayoutStatus::Signed]).await? {
             match self.broadcast_signed(&p).await {
                 Ok(()) => report.recovered += 1,
                 Err(e) => tracing::error!(chain = %self.chain, payout = p.id, txid = ?p.txid, error = %e,
@@ -551,7 +553,7 @@ impl Broadcaster {
 
     async fn send_due(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
         let store = &self.engine.store;
-        let queued: Vec<WithdrawalRow> = store.withdrawals_in(&self.chain, &["queued"], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
+        let queued: Vec<WithdrawalRow> = store.withdrawals_in(&self.chain, &[WithdrawalStatus::Queued], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
         // One payout pays one asset.
         let mut by_currency: Vec<(String, Vec<WithdrawalRow>)> = Vec::new();
         for w in queued {
@@ -638,7 +640,7 @@ impl Broadcaster {
         let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(signed.indexes.iter().copied()).collect();
         store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
         crash_point("after_record_signed");
-        let row = store.payouts_in(&self.chain, &["signed"]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
+        let row = store.payouts_in(&self.chain, &[PayoutStatus::Signed]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
         Ok(self.broadcast_signed(&row).await?)
     }
 
@@ -697,7 +699,7 @@ impl Broadcaster {
                 .await?;
             store.set_hold_posted(w.id).await?;
         }
-        let p = store.payouts_in(&self.chain, &["broadcast", "confirmed"]).await?.into_iter().find(|p| p.id == payout);
+        let p = store.payouts_in(&self.chain, &[PayoutStatus::Broadcast, PayoutStatus::Confirmed]).await?.into_iter().find(|p| p.id == payout);
         if let Some(p) = p.filter(|p| !p.fee_booked) {
             let fee = p.network_fee_units.unwrap_or(0);
             if fee > 0 {
@@ -733,7 +735,7 @@ impl Broadcaster {
 
     async fn follow_broadcast(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
         let store = &self.engine.store;
-        for p in store.payouts_in(&self.chain, &["broadcast"]).await? {
+        for p in store.payouts_in(&self.chain, &[PayoutStatus::Broadcast]).await? {
             self.book_payout(p.id).await?; // in case a crash came between broadcast and booking
             let Some(txid) = &p.txid else { continue };
             let status = self.adapter.payment_status(txid).await?;
@@ -755,7 +757,7 @@ impl Broadcaster {
                     if pays_all {
                         adopted = true;
                         tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
-                        store.payout_broadcast(p.id, candidate).await?;
+                        store.payout_replaced(p.id, candidate).await?;
                         // A fee bump pays more network fee: book the difference once.
                         let new_fee = self.adapter.payment_status(candidate).await?.fee.unwrap_or(0);
                         let extra = new_fee - p.network_fee_units.unwrap_or(0);

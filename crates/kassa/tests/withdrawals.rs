@@ -2,12 +2,14 @@
 //! has: 20 queued withdrawals paid in one transaction with exact fee accounting and a
 //! reconciled hot wallet, and 50 concurrent withdrawals against a balance covering one
 //! (L1). On Litecoin Core: refusals (bad addresses for every coin and network, limits,
-//! idempotency), a dust payment the node refuses, and a replaced (RBF) payout (C2).
+//! idempotency), a dust payment the node refuses, and a replaced (RBF) payout (C2). Without
+//! a node: the store applies the withdrawal and payout state machines.
 
 use std::time::Duration;
 
 use kassa_chain::Priority;
 use kassa_core::ledger::{MerchantId, SystemAccount};
+use kassa_core::withdrawal::{PayoutStatus, WithdrawalState, WithdrawalStatus};
 use kassa_engine::chains::ChainSettings;
 use kassa_engine::withdrawals::{Broadcaster, WithdrawalRequest};
 use kassa_engine::EngineError;
@@ -282,3 +284,95 @@ async fn c2_replaced_payout_is_matched_by_outputs(backend: Backend) {
     w.t.assert_books_balance().await;
 }
 both_backends!(c2, c2_replaced_payout_is_matched_by_outputs);
+
+async fn withdrawal_row(store: &kassa_store::Store, id: i64) -> kassa_store::WithdrawalRow {
+    store.withdrawal(id).await.unwrap().unwrap()
+}
+
+async fn payout_row(store: &kassa_store::Store, id: i64) -> kassa_store::PayoutRow {
+    store.payouts_in("litecoin", &PayoutStatus::ALL).await.unwrap().into_iter().find(|p| p.id == id).unwrap()
+}
+
+// The store writes the statuses core's machines return: repeats and refused
+// transitions change nothing, and each status a withdrawal enters raises its event once.
+async fn the_store_applies_the_state_machines(backend: Backend) {
+    let t = kassa_testkit::TestEngine::new(backend).await;
+    let m = t.merchant("shop").await;
+    let store = &t.engine.store;
+    let new = |key: &str| kassa_store::NewWithdrawal {
+        merchant: m,
+        currency: "LTC".into(),
+        chain: "litecoin".into(),
+        address: format!("address-{key}"),
+        amount_units: 1000,
+        fee_units: 10,
+        priority: "high".into(),
+        idempotency_key: key.into(),
+        request_hash: vec![1],
+        origin: "native".into(),
+        callback_url: None,
+        description: None,
+        daily_limit: None,
+    };
+    let a = store.insert_withdrawal(&new("a")).await.unwrap();
+    let b = store.insert_withdrawal(&new("b")).await.unwrap();
+    assert_eq!(withdrawal_row(store, a).await.status, WithdrawalStatus::Requested);
+    store.set_withdrawal_queued(a, 101).await.unwrap();
+    store.set_withdrawals_queued(&[(b, 102)]).await.unwrap();
+    store.set_withdrawal_queued(a, 999).await.unwrap();
+    let row = withdrawal_row(store, a).await;
+    assert_eq!((row.status, row.hold_tx_id), (WithdrawalStatus::Queued, Some(101)), "held once");
+
+    // Claimed by a payout: not failed; a second claim is refused and stores nothing.
+    let p1 = store.create_payout("litecoin", "LTC", &[a, b]).await.unwrap();
+    assert!(store.create_payout("litecoin", "LTC", &[a]).await.is_err());
+    assert_eq!(store.payouts_in("litecoin", &[PayoutStatus::Preparing]).await.unwrap().len(), 1);
+    assert!(!store.fail_queued_withdrawal(a, "no").await.unwrap());
+    // Abandoned: back to the queue (once); then failing works, once.
+    store.abandon_payout(p1, "interrupted").await.unwrap();
+    store.abandon_payout(p1, "again").await.unwrap();
+    assert_eq!(payout_row(store, p1).await.status, PayoutStatus::Failed);
+    assert_eq!(withdrawal_row(store, a).await.state(), WithdrawalState { status: WithdrawalStatus::Queued, payout: None });
+    assert!(store.fail_queued_withdrawal(b, "bad address").await.unwrap());
+    assert!(!store.fail_queued_withdrawal(b, "bad address").await.unwrap());
+    assert_eq!(withdrawal_row(store, b).await.status, WithdrawalStatus::Failed);
+
+    let p2 = store.create_payout("litecoin", "LTC", &[a]).await.unwrap();
+    store.payout_signed(p2, "tx1", "00", 5, &[(a, 0)]).await.unwrap();
+    store.payout_signed(p2, "tx9", "99", 9, &[(a, 1)]).await.unwrap();
+    let (row, p) = (withdrawal_row(store, a).await, payout_row(store, p2).await);
+    assert_eq!((row.status, row.txid.as_deref(), row.vout), (WithdrawalStatus::Signed, Some("tx1"), Some(0)), "signed once");
+    assert_eq!((p.status, p.txid.as_deref(), p.network_fee_units), (PayoutStatus::Signed, Some("tx1"), Some(5)));
+    // Signed bytes may be on the network: never abandoned; not confirmed before broadcast.
+    store.abandon_payout(p2, "too late").await.unwrap();
+    store.payout_confirmations(p2, 1, true).await.unwrap();
+    assert_eq!(withdrawal_row(store, a).await.state(), WithdrawalState { status: WithdrawalStatus::Signed, payout: Some(p2) });
+    assert_eq!(payout_row(store, p2).await.status, PayoutStatus::Signed);
+
+    store.payout_broadcast(p2, "tx1").await.unwrap();
+    store.payout_broadcast(p2, "tx1").await.unwrap();
+    store.payout_replaced(p2, "tx2").await.unwrap();
+    let (row, p) = (withdrawal_row(store, a).await, payout_row(store, p2).await);
+    assert_eq!((row.status, row.txid.as_deref()), (WithdrawalStatus::Broadcast, Some("tx2")), "follows the replacement");
+    assert_eq!((p.status, p.txid.as_deref()), (PayoutStatus::Broadcast, Some("tx2")));
+    store.payout_confirmations(p2, 1, false).await.unwrap();
+    assert_eq!(withdrawal_row(store, a).await.confirmations, 1);
+    store.payout_confirmations(p2, 3, true).await.unwrap();
+    store.payout_confirmations(p2, 4, true).await.unwrap();
+    let row = withdrawal_row(store, a).await;
+    assert_eq!((row.status, row.confirmations), (WithdrawalStatus::Confirmed, 4));
+    assert_eq!(payout_row(store, p2).await.status, PayoutStatus::Confirmed);
+    assert!(!store.fail_queued_withdrawal(a, "no").await.unwrap());
+
+    let events: Vec<(i64, String)> = store
+        .events_after(m, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.object_kind == "withdrawal")
+        .map(|e| (e.object_id, e.event_type))
+        .collect();
+    let expected = [(a, "withdrawal.queued"), (b, "withdrawal.queued"), (b, "withdrawal.failed"), (a, "withdrawal.broadcast"), (a, "withdrawal.confirmed")];
+    assert_eq!(events, expected.map(|(id, t)| (id, t.to_string())));
+}
+both_backends!(store_machines, the_store_applies_the_state_machines);

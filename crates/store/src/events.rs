@@ -12,6 +12,7 @@ use std::sync::Arc;
 use kassa_core::deposit::DepositStatus;
 use kassa_core::events::{self, CallbackRoute, STANDARD_FORMAT};
 use kassa_core::ledger::MerchantId;
+use kassa_core::withdrawal::WithdrawalStatus;
 use serde_json::json;
 
 use crate::{on_pool, parse_units, Db, Result, Store, StoreError};
@@ -176,7 +177,9 @@ pub(crate) const WITHDRAWAL_CHANGES: &str = "SELECT id, merchant_id, status, rep
 
 impl WithdrawalChange {
     pub(crate) fn event(&self) -> Result<Option<NewEvent>> {
-        let Some(t) = events::withdrawal_event(&self.reported_status, &self.status) else { return Ok(None) };
+        let status = |s: &str| WithdrawalStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("withdrawal {} status {s:?}", self.id)));
+        let reported = if self.reported_status.is_empty() { None } else { Some(status(&self.reported_status)?) };
+        let Some(t) = events::withdrawal_event(reported, status(&self.status)?) else { return Ok(None) };
         let data = json!({
             "id": self.id, "currency": self.currency, "address": self.address,
             "amount_units": parse_units(&self.amount_units, "withdrawal amount")?.to_string(),

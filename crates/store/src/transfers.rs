@@ -3,6 +3,7 @@
 
 use kassa_core::ledger::MerchantId;
 use kassa_core::transfers::TransferKind;
+use kassa_core::withdrawal::WithdrawalState;
 
 use crate::{on_pool, parse_units, Result, Store, StoreError};
 
@@ -132,7 +133,7 @@ fn transfers_from(q: &TransferQuery, binds: &mut Vec<Bind>) -> Option<String> {
     }
     if q.kind != Some(TransferKind::Receive) && !receive_only && q.send_statuses != Some(&[]) {
         // A withdrawal still `requested` is not yet holding funds: not a transaction yet.
-        let mut cond = vec!["w.status <> 'requested'".to_string()];
+        let mut cond = vec![format!("w.status <> '{}'", WithdrawalState::NEW.status)];
         if let Some(m) = q.merchant {
             cond.push(format!("w.merchant_id = {}", param(Bind::Int(m.0), binds)));
         }

@@ -1,6 +1,11 @@
-//! Withdrawals and payouts (the on-chain transactions that pay them).
+//! Withdrawals and payouts (the on-chain transactions that pay them). Every status
+//! written here is the one core's state machines return: a writing transaction reads
+//! the current states (`FOR UPDATE` on PostgreSQL, under SQLite's write lock taken by
+//! `BEGIN IMMEDIATE`), asks the machine for the next ones and writes them with their
+//! events; a refused transition changes nothing.
 
 use kassa_core::ledger::MerchantId;
+use kassa_core::withdrawal::{PayoutInput, PayoutStatus, WithdrawalInput, WithdrawalState, WithdrawalStatus};
 
 use crate::events::report_changes;
 use crate::{duplicate_as, on_pool, parse_units, Db, Result, Store, StoreError};
@@ -38,7 +43,7 @@ pub struct WithdrawalRow {
     pub priority: String,
     pub idempotency_key: String,
     pub request_hash: Vec<u8>,
-    pub status: String,
+    pub status: WithdrawalStatus,
     pub hold_tx_id: Option<i64>,
     pub hold_posted: bool,
     pub payout_id: Option<i64>,
@@ -76,6 +81,13 @@ struct WithdrawalRecord {
     updated_at_ms: i64,
 }
 
+impl WithdrawalRow {
+    /// Its state-machine fields.
+    pub fn state(&self) -> WithdrawalState {
+        WithdrawalState { status: self.status, payout: self.payout_id }
+    }
+}
+
 impl TryFrom<WithdrawalRecord> for WithdrawalRow {
     type Error = StoreError;
     fn try_from(r: WithdrawalRecord) -> Result<Self> {
@@ -90,7 +102,7 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
             priority: r.priority,
             idempotency_key: r.idempotency_key,
             request_hash: r.request_hash,
-            status: r.status,
+            status: WithdrawalStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt(format!("withdrawal {} status {:?}", r.id, r.status)))?,
             hold_tx_id: r.hold_tx_id,
             hold_posted: r.hold_posted,
             payout_id: r.payout_id,
@@ -114,7 +126,7 @@ pub struct PayoutRow {
     pub id: i64,
     pub chain: String,
     pub currency: String,
-    pub status: String,
+    pub status: PayoutStatus,
     pub txid: Option<String>,
     pub raw_hex: Option<String>,
     pub network_fee_units: Option<i128>,
@@ -135,7 +147,92 @@ fn rows(records: Vec<WithdrawalRecord>) -> Result<Vec<WithdrawalRow>> {
     records.into_iter().map(WithdrawalRow::try_from).collect()
 }
 
+/// Statuses as an SQL list (`'failed', 'cancelled'`): fixed words, never input.
+fn status_list(statuses: impl IntoIterator<Item = &'static str>) -> String {
+    statuses.into_iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+/// The statuses not counted against the daily limit.
+fn uncounted() -> String {
+    status_list(WithdrawalStatus::ALL.into_iter().filter(|s| !s.counts_toward_limit()).map(WithdrawalStatus::as_str))
+}
+
+/// A withdrawal's state-machine fields, as a writing transaction reads them.
+#[derive(sqlx::FromRow)]
+struct StateTuple {
+    id: i64,
+    status: String,
+    payout_id: Option<i64>,
+}
+
+impl StateTuple {
+    fn state(&self) -> Result<WithdrawalState> {
+        let status = WithdrawalStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt(format!("withdrawal {} status {:?}", self.id, self.status)))?;
+        Ok(WithdrawalState { status, payout: self.payout_id })
+    }
+
+    /// The state `input` leads to; `None` (logged) when the machine refuses it.
+    fn after(&self, input: WithdrawalInput) -> Result<Option<WithdrawalState>> {
+        Ok(match self.state()?.after(input) {
+            Ok(next) => Some(next),
+            Err(refused) => {
+                tracing::debug!(withdrawal = self.id, %refused, "withdrawal transition not applied");
+                None
+            }
+        })
+    }
+}
+
+/// The states of withdrawals (`$where` with one parameter), read for update in id
+/// order, inside the open transaction `$tx`.
+macro_rules! withdrawal_states {
+    ($store:expr, $tx:expr, $where:literal, $bind:expr) => {{
+        let sql = format!("SELECT id, status, payout_id FROM withdrawals WHERE {} ORDER BY id{}", $where, $store.for_update());
+        let rows: Vec<StateTuple> = sqlx::query_as(&sql).bind($bind).fetch_all(&mut *$tx).await?;
+        rows
+    }};
+}
+
+/// The status `input` leads payout `$payout` to, read for update inside the open
+/// transaction `$tx`; `None` (logged) when the machine refuses it or there is no payout.
+macro_rules! payout_after {
+    ($store:expr, $tx:expr, $payout:expr, $input:expr) => {{
+        let sql = format!("SELECT status FROM payouts WHERE id = $1{}", $store.for_update());
+        let status: Option<String> = sqlx::query_scalar(&sql).bind($payout).fetch_optional(&mut *$tx).await?;
+        match status {
+            None => None,
+            Some(text) => {
+                let status = PayoutStatus::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("payout {} status {text:?}", $payout)))?;
+                match status.after($input) {
+                    Ok(next) => Some(next),
+                    Err(refused) => {
+                        tracing::debug!(payout = $payout, %refused, "payout transition not applied");
+                        None
+                    }
+                }
+            }
+        }
+    }};
+}
+
 impl Store {
+    /// How a transaction that reads states and writes their successors begins: on
+    /// SQLite with the write lock, so nothing changes between the read and the write.
+    fn begin_write(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        }
+    }
+
+    /// Row locks for the states a transaction reads (PostgreSQL; SQLite holds its write lock).
+    fn for_update(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE",
+        }
+    }
+
     /// Inserts a withdrawal as `requested`; a repeated key is `Duplicate`, a full day
     /// `LimitReached`. The daily count is taken after the insert and under the
     /// merchant's row lock (PostgreSQL) or SQLite's write lock, so concurrent requests
@@ -144,7 +241,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
                  request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, 'requested', $10, $10, $11, $12, 'requested', $13) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13) RETURNING id",
             n = self.numeric()
         );
         let now = self.now_ms();
@@ -172,13 +269,14 @@ impl Store {
                 .bind(&w.origin)
                 .bind(&w.callback_url)
                 .bind(&w.description)
+                .bind(WithdrawalState::NEW.status.as_str())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?;
             if let Some(limit) = w.daily_limit {
-                let today: i64 = sqlx::query_scalar(
+                let today: i64 = sqlx::query_scalar(&format!(
                         "SELECT COUNT(*) FROM withdrawals WHERE merchant_id = $1 AND currency = $2 AND created_at_ms >= $3
-                         AND status NOT IN ('failed', 'cancelled')")
+                         AND status NOT IN ({})", uncounted()))
                     .bind(w.merchant.0)
                     .bind(&w.currency)
                     .bind(day_start)
@@ -223,9 +321,11 @@ impl Store {
 
     /// Withdrawals of a merchant in a currency created since `since_ms`, not failed or cancelled.
     pub async fn count_withdrawals_since(&self, merchant: MerchantId, currency: &str, since_ms: i64) -> Result<i64> {
-        Ok(on_pool!(self, pool => sqlx::query_scalar(
-                "SELECT COUNT(*) FROM withdrawals WHERE merchant_id = $1 AND currency = $2 AND created_at_ms >= $3
-                 AND status NOT IN ('failed', 'cancelled')")
+        let sql = format!(
+            "SELECT COUNT(*) FROM withdrawals WHERE merchant_id = $1 AND currency = $2 AND created_at_ms >= $3 AND status NOT IN ({})",
+            uncounted()
+        );
+        Ok(on_pool!(self, pool => sqlx::query_scalar(&sql)
             .bind(merchant.0)
             .bind(currency)
             .bind(since_ms)
@@ -234,8 +334,8 @@ impl Store {
     }
 
     /// Withdrawals of a chain in the given statuses, oldest first.
-    pub async fn withdrawals_in(&self, chain: &str, statuses: &[&str], limit: u32) -> Result<Vec<WithdrawalRow>> {
-        let list = statuses.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    pub async fn withdrawals_in(&self, chain: &str, statuses: &[WithdrawalStatus], limit: u32) -> Result<Vec<WithdrawalRow>> {
+        let list = status_list(statuses.iter().map(|s| s.as_str()));
         let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status IN ({list}) ORDER BY id LIMIT $2");
         let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(chain).bind(i64::from(limit)).fetch_all(pool).await?);
         rows(r)
@@ -247,34 +347,30 @@ impl Store {
         rows(r)
     }
 
+    /// A withdrawal's funds are held: it joins the queue (a repeat changes nothing).
     pub async fn set_withdrawal_queued(&self, id: i64, hold_tx_id: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
-                .bind(hold_tx_id)
-                .bind(self.now_ms())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            report_changes!(tx, self.write_ctx());
-            tx.commit().await?;
-        });
-        Ok(())
+        self.set_withdrawals_queued(&[(id, hold_tx_id)]).await
     }
 
     /// Queues several held withdrawals in one transaction, so a broadcaster sees all
     /// of them or none (a bulk request is paid by one transaction).
     pub async fn set_withdrawals_queued(&self, held: &[(i64, i64)]) -> Result<()> {
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             let now = self.now_ms();
-            for (id, hold_tx_id) in held {
-                sqlx::query("UPDATE withdrawals SET status = 'queued', hold_tx_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'requested'")
-                    .bind(hold_tx_id)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+            let mut held = held.to_vec();
+            held.sort_unstable(); // rows locked in id order
+            for (id, hold_tx_id) in &held {
+                for row in withdrawal_states!(self, tx, "id = $1", id) {
+                    let Some(next) = row.after(WithdrawalInput::Held)? else { continue };
+                    sqlx::query("UPDATE withdrawals SET status = $1, hold_tx_id = $2, updated_at_ms = $3 WHERE id = $4")
+                        .bind(next.status.as_str())
+                        .bind(hold_tx_id)
+                        .bind(now)
+                        .bind(row.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
@@ -285,32 +381,36 @@ impl Store {
     /// Removes a withdrawal that never held funds (refused for insufficient funds).
     pub async fn delete_requested_withdrawal(&self, id: i64) -> Result<()> {
         on_pool!(self, pool => {
-            sqlx::query("DELETE FROM withdrawals WHERE id = $1 AND status = 'requested' AND hold_tx_id IS NULL")
+            sqlx::query("DELETE FROM withdrawals WHERE id = $1 AND status = $2 AND hold_tx_id IS NULL")
                 .bind(id)
+                .bind(WithdrawalState::NEW.status.as_str())
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    /// Fails a withdrawal that no payout holds (still queued); false if it is not in that state.
+    /// Fails a withdrawal that no payout holds (still queued); false if the machine
+    /// refuses (claimed by a payout, or no longer queued).
     pub async fn fail_queued_withdrawal(&self, id: i64, failure: &str) -> Result<bool> {
-        let n = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query(
-                "UPDATE withdrawals SET status = 'failed', failure = $1, updated_at_ms = $2
-                 WHERE id = $3 AND status = 'queued' AND payout_id IS NULL")
-                .bind(failure)
-                .bind(self.now_ms())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            let mut failed = false;
+            for row in withdrawal_states!(self, tx, "id = $1", id) {
+                let Some(next) = row.after(WithdrawalInput::Failed)? else { continue };
+                sqlx::query("UPDATE withdrawals SET status = $1, failure = $2, updated_at_ms = $3 WHERE id = $4")
+                    .bind(next.status.as_str())
+                    .bind(failure)
+                    .bind(self.now_ms())
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+                failed = true;
+            }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
-            n
-        });
-        Ok(n == 1)
+            failed
+        }))
     }
 
     /// Failed withdrawals of a chain whose hold is still pending (a crash came between
@@ -318,42 +418,55 @@ impl Store {
     pub async fn failed_withdrawals_with_pending_hold(&self, chain: &str) -> Result<Vec<(i64, i64)>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
                 "SELECT w.id, w.hold_tx_id FROM withdrawals w JOIN ledger_transactions h ON h.id = w.hold_tx_id
-                 WHERE w.chain = $1 AND w.status = 'failed' AND h.hold_status = 'pending' LIMIT 1000")
+                 WHERE w.chain = $1 AND w.status = $2 AND h.hold_status = 'pending' LIMIT 1000")
             .bind(chain)
+            .bind(WithdrawalStatus::Failed.as_str())
             .fetch_all(pool)
             .await?))
     }
 
     /// Withdrawals still `requested` (no hold yet) created before `before_ms`.
     pub async fn stale_requested_withdrawals(&self, chain: &str, before_ms: i64) -> Result<Vec<WithdrawalRow>> {
-        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = 'requested' AND created_at_ms < $2 ORDER BY id LIMIT 1000");
-        let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(chain).bind(before_ms).fetch_all(pool).await?);
+        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = $3 AND created_at_ms < $2 ORDER BY id LIMIT 1000");
+        let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(chain)
+            .bind(before_ms)
+            .bind(WithdrawalState::NEW.status.as_str())
+            .fetch_all(pool)
+            .await?);
         rows(r)
     }
 
-    /// Creates a payout (`preparing`) for queued withdrawals, claiming them.
+    /// Creates a payout (`preparing`) for queued withdrawals, claiming them; refused
+    /// (nothing stored) if one of them cannot be claimed.
     pub async fn create_payout(&self, chain: &str, currency: &str, withdrawals: &[i64]) -> Result<i64> {
         let now = self.now_ms();
         Ok(on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO payouts (chain, currency, status, created_at_ms, updated_at_ms) VALUES ($1, $2, 'preparing', $3, $3) RETURNING id")
+                "INSERT INTO payouts (chain, currency, status, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $4) RETURNING id")
                 .bind(chain)
                 .bind(currency)
+                .bind(PayoutStatus::Preparing.as_str())
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
             for w in withdrawals {
-                let n = sqlx::query("UPDATE withdrawals SET payout_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'queued' AND payout_id IS NULL")
-                    .bind(id)
+                let rows = withdrawal_states!(self, tx, "id = $1", w);
+                let claimed = match rows.first() {
+                    Some(row) => row.after(WithdrawalInput::Batched { payout: id })?,
+                    None => None,
+                };
+                let Some(next) = claimed else {
+                    return Err(StoreError::Corrupt(format!("withdrawal {w} was claimed by another payout")));
+                };
+                sqlx::query("UPDATE withdrawals SET status = $1, payout_id = $2, updated_at_ms = $3 WHERE id = $4")
+                    .bind(next.status.as_str())
+                    .bind(next.payout)
                     .bind(now)
                     .bind(w)
                     .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n != 1 {
-                    return Err(StoreError::Corrupt(format!("withdrawal {w} was claimed by another payout")));
-                }
+                    .await?;
             }
             tx.commit().await?;
             id
@@ -364,22 +477,33 @@ impl Store {
     pub async fn payout_signed(&self, payout: i64, txid: &str, raw_hex: &str, network_fee_units: i128, vouts: &[(i64, u32)]) -> Result<()> {
         let now = self.now_ms();
         let sql = format!(
-            "UPDATE payouts SET status = 'signed', txid = $1, raw_hex = $2, network_fee_units = $3{n}, updated_at_ms = $4
-             WHERE id = $5 AND status = 'preparing'",
+            "UPDATE payouts SET status = $1, txid = $2, raw_hex = $3, network_fee_units = $4{n}, updated_at_ms = $5 WHERE id = $6",
             n = self.numeric()
         );
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(&sql).bind(txid).bind(raw_hex).bind(network_fee_units.to_string()).bind(now).bind(payout).execute(&mut *tx).await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            let Some(status) = payout_after!(self, tx, payout, PayoutInput::Signed) else { return Ok(()) };
+            sqlx::query(&sql)
+                .bind(status.as_str())
+                .bind(txid)
+                .bind(raw_hex)
+                .bind(network_fee_units.to_string())
+                .bind(now)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
             for (w, vout) in vouts {
-                sqlx::query("UPDATE withdrawals SET status = 'signed', txid = $1, vout = $2, updated_at_ms = $3 WHERE id = $4 AND payout_id = $5")
-                    .bind(txid)
-                    .bind(i64::from(*vout))
-                    .bind(now)
-                    .bind(w)
-                    .bind(payout)
-                    .execute(&mut *tx)
-                    .await?;
+                for row in withdrawal_states!(self, tx, "id = $1", w) {
+                    let Some(next) = row.after(WithdrawalInput::Signed { payout })? else { continue };
+                    sqlx::query("UPDATE withdrawals SET status = $1, txid = $2, vout = $3, updated_at_ms = $4 WHERE id = $5")
+                        .bind(next.status.as_str())
+                        .bind(txid)
+                        .bind(i64::from(*vout))
+                        .bind(now)
+                        .bind(row.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
@@ -387,23 +511,39 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a payout and its withdrawals broadcast (under `txid`, which may be a replacement's).
+    /// Marks a payout and its withdrawals broadcast under `txid` (a repeat changes nothing).
     pub async fn payout_broadcast(&self, payout: i64, txid: &str) -> Result<()> {
+        self.payout_on_network(payout, txid, PayoutInput::Broadcast, WithdrawalInput::Broadcast).await
+    }
+
+    /// A broadcast payout replaced on the network by `txid`, which pays the same
+    /// withdrawals: followed from now on.
+    pub async fn payout_replaced(&self, payout: i64, txid: &str) -> Result<()> {
+        self.payout_on_network(payout, txid, PayoutInput::Replaced, WithdrawalInput::Replaced).await
+    }
+
+    async fn payout_on_network(&self, payout: i64, txid: &str, input: PayoutInput, each: WithdrawalInput) -> Result<()> {
         let now = self.now_ms();
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE payouts SET status = 'broadcast', txid = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ('signed', 'broadcast')")
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            let Some(status) = payout_after!(self, tx, payout, input) else { return Ok(()) };
+            sqlx::query("UPDATE payouts SET status = $1, txid = $2, updated_at_ms = $3 WHERE id = $4")
+                .bind(status.as_str())
                 .bind(txid)
                 .bind(now)
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE withdrawals SET status = 'broadcast', txid = $1, updated_at_ms = $2 WHERE payout_id = $3 AND status IN ('signed', 'broadcast')")
-                .bind(txid)
-                .bind(now)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
+            for row in withdrawal_states!(self, tx, "payout_id = $1", payout) {
+                let Some(next) = row.after(each)? else { continue };
+                sqlx::query("UPDATE withdrawals SET status = $1, txid = $2, updated_at_ms = $3 WHERE id = $4")
+                    .bind(next.status.as_str())
+                    .bind(txid)
+                    .bind(now)
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
@@ -414,18 +554,25 @@ impl Store {
     pub async fn abandon_payout(&self, payout: i64, failure: &str) -> Result<()> {
         let now = self.now_ms();
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE payouts SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'preparing'")
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            let Some(status) = payout_after!(self, tx, payout, PayoutInput::Abandoned) else { return Ok(()) };
+            sqlx::query("UPDATE payouts SET status = $1, failure = $2, updated_at_ms = $3 WHERE id = $4")
+                .bind(status.as_str())
                 .bind(failure)
                 .bind(now)
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE withdrawals SET payout_id = NULL, updated_at_ms = $1 WHERE payout_id = $2 AND status = 'queued'")
-                .bind(now)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
+            for row in withdrawal_states!(self, tx, "payout_id = $1", payout) {
+                let Some(next) = row.after(WithdrawalInput::ReturnedToQueue { payout })? else { continue };
+                sqlx::query("UPDATE withdrawals SET status = $1, payout_id = $2, updated_at_ms = $3 WHERE id = $4")
+                    .bind(next.status.as_str())
+                    .bind(next.payout)
+                    .bind(now)
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -453,26 +600,31 @@ impl Store {
         Ok(())
     }
 
+    /// A broadcast payout's confirmations; `confirmed` once they reach the currency's threshold.
     pub async fn payout_confirmations(&self, payout: i64, confirmations: i64, confirmed: bool) -> Result<()> {
         let now = self.now_ms();
+        let each = if confirmed { WithdrawalInput::Confirmed } else { WithdrawalInput::Confirmations };
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             if confirmed {
-                sqlx::query("UPDATE payouts SET status = 'confirmed', updated_at_ms = $1 WHERE id = $2")
+                let Some(status) = payout_after!(self, tx, payout, PayoutInput::Confirmed) else { return Ok(()) };
+                sqlx::query("UPDATE payouts SET status = $1, updated_at_ms = $2 WHERE id = $3")
+                    .bind(status.as_str())
                     .bind(now)
                     .bind(payout)
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(
-                "UPDATE withdrawals SET confirmations = $1, status = CASE WHEN $2 THEN 'confirmed' ELSE status END, updated_at_ms = $3
-                 WHERE payout_id = $4 AND status IN ('broadcast', 'confirmed')")
-                .bind(confirmations)
-                .bind(confirmed)
-                .bind(now)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
+            for row in withdrawal_states!(self, tx, "payout_id = $1", payout) {
+                let Some(next) = row.after(each)? else { continue };
+                sqlx::query("UPDATE withdrawals SET status = $1, confirmations = $2, updated_at_ms = $3 WHERE id = $4")
+                    .bind(next.status.as_str())
+                    .bind(confirmations)
+                    .bind(now)
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
         });
@@ -480,8 +632,8 @@ impl Store {
     }
 
     /// Payouts of a chain in the given statuses, oldest first.
-    pub async fn payouts_in(&self, chain: &str, statuses: &[&str]) -> Result<Vec<PayoutRow>> {
-        let list = statuses.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    pub async fn payouts_in(&self, chain: &str, statuses: &[PayoutStatus]) -> Result<Vec<PayoutRow>> {
+        let list = status_list(statuses.iter().map(|s| s.as_str()));
         let sql = format!(
             "SELECT id, chain, currency, status, txid, raw_hex, CAST(network_fee_units AS TEXT), fee_booked, created_at_ms
              FROM payouts WHERE chain = $1 AND status IN ({list}) ORDER BY id LIMIT 1000"
@@ -494,7 +646,7 @@ impl Store {
                     id,
                     chain,
                     currency,
-                    status,
+                    status: PayoutStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("payout {id} status {status:?}")))?,
                     txid,
                     raw_hex,
                     network_fee_units: fee.map(|f| parse_units(&f, "network fee")).transpose()?,
