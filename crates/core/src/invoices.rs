@@ -3,6 +3,12 @@
 //! their currency's confirmations) count toward payment, so a 0-conf payment that is
 //! double-spent never settles an invoice, and a credit reversed by a reorg stops
 //! counting. Pure and exact (fractions in parts per billion, rounded against the payer).
+//!
+//! [`InvoiceState::restate`] is the transition: from an invoice's state and payments
+//! at a moment, the status it moves to, when it was paid and the event that raises.
+//! The store applies that change in the transaction that read the payments.
+
+use crate::deposit::DepositStatus;
 
 /// Parts per billion of the invoice.
 const WHOLE: i128 = 1_000_000_000;
@@ -37,6 +43,52 @@ impl InvoiceStatus {
     pub fn is_settled(self) -> bool {
         matches!(self, InvoiceStatus::Paid | InvoiceStatus::Overpaid | InvoiceStatus::PaidLate)
     }
+
+    /// The event an invoice raises entering this status.
+    pub fn event(self) -> &'static str {
+        match self {
+            InvoiceStatus::New => "invoice.new",
+            InvoiceStatus::PartiallyPaid => "invoice.partially_paid",
+            InvoiceStatus::Paid => "invoice.paid",
+            InvoiceStatus::Overpaid => "invoice.overpaid",
+            InvoiceStatus::PaidLate => "invoice.paid_late",
+            InvoiceStatus::Expired => "invoice.expired",
+        }
+    }
+}
+
+/// What the invoice machine reads of an invoice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvoiceState {
+    pub status: InvoiceStatus,
+    /// When it was first settled, if it was.
+    pub paid_at_ms: Option<i64>,
+    /// Percent × 10^6 a payment may be short or over and still count as exact.
+    pub tolerance_e6: i128,
+    pub expires_at_ms: i64,
+}
+
+/// A change of an invoice's status: what to write and the event it raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvoiceChange {
+    pub status: InvoiceStatus,
+    /// Kept from the first settlement; cleared when the invoice is no longer settled
+    /// (a reorg took a payment back).
+    pub paid_at_ms: Option<i64>,
+    pub event: &'static str,
+}
+
+impl InvoiceState {
+    /// The change `payments` (those that count: at or above the minimum) make to this
+    /// invoice at `now_ms`; `None` when its status stays.
+    pub fn restate(&self, payments: &[Payment], now_ms: i64) -> Option<InvoiceChange> {
+        let new = status(payments, self.tolerance_e6, self.expires_at_ms, now_ms);
+        if new == self.status {
+            return None;
+        }
+        let paid_at_ms = if new.is_settled() { self.paid_at_ms.or(Some(now_ms)) } else { None };
+        Some(InvoiceChange { status: new, paid_at_ms, event: new.event() })
+    }
 }
 
 /// One payment (a deposit output) to one of the invoice's addresses.
@@ -47,20 +99,20 @@ pub struct Payment {
     /// What this payment's currency option asks for, in that currency's units.
     pub due_units: i128,
     pub units: i128,
-    /// Deposit status: seen, confirming, credited, reversed, dropped.
-    pub status: String,
+    pub status: DepositStatus,
     pub first_seen_ms: i64,
 }
 
 impl Payment {
-    fn credited(&self) -> bool {
-        self.status == "credited"
+    /// Credited: counts toward payment.
+    pub fn credited(&self) -> bool {
+        self.status == DepositStatus::Credited
     }
 
-    fn pending(&self) -> bool {
-        self.status == "seen" || self.status == "confirming"
+    /// Seen, not yet credited: on its way.
+    pub fn pending(&self) -> bool {
+        matches!(self.status, DepositStatus::Seen | DepositStatus::Confirming)
     }
-
 }
 
 /// What an invoice's payments add up to.
@@ -139,7 +191,23 @@ mod tests {
     use super::*;
 
     fn pay(units: i128, status: &str, at: i64) -> Payment {
-        Payment { currency: "LTC".into(), due_units: 1000, units, status: status.into(), first_seen_ms: at }
+        Payment { currency: "LTC".into(), due_units: 1000, units, status: DepositStatus::parse(status).unwrap(), first_seen_ms: at }
+    }
+
+    #[test]
+    fn restate_keeps_first_payment_time_and_clears_it_when_taken_back() {
+        let open = InvoiceState { status: InvoiceStatus::New, paid_at_ms: None, tolerance_e6: 0, expires_at_ms: 100 };
+        assert_eq!(open.restate(&[], 50), None, "no change, no event");
+        let paid = open.restate(&[pay(1000, "credited", 10)], 60).unwrap();
+        assert_eq!(paid, InvoiceChange { status: InvoiceStatus::Paid, paid_at_ms: Some(60), event: "invoice.paid" });
+        let settled = InvoiceState { status: paid.status, paid_at_ms: paid.paid_at_ms, ..open };
+        let over = settled.restate(&[pay(1000, "credited", 10), pay(5, "credited", 20)], 90).unwrap();
+        assert_eq!(over, InvoiceChange { status: InvoiceStatus::Overpaid, paid_at_ms: Some(60), event: "invoice.overpaid" }, "first settlement time kept");
+        let reorged = settled.restate(&[pay(1000, "reversed", 10)], 95).unwrap();
+        assert_eq!(reorged, InvoiceChange { status: InvoiceStatus::New, paid_at_ms: None, event: "invoice.new" });
+        let expired = open.restate(&[], 101).unwrap();
+        assert_eq!(expired.event, "invoice.expired");
+        assert_eq!(InvoiceState { status: InvoiceStatus::Expired, ..open }.restate(&[], 500), None);
     }
 
     #[test]

@@ -307,11 +307,7 @@ impl Engine {
         let options = self.store.invoice_options(inv.id).await?;
         let payments = self.store.invoice_payments(inv.id).await?;
         let share_of = |pays: &[&kassa_store::InvoicePaymentRow]| {
-            let list: Vec<Payment> = pays
-                .iter()
-                .filter(|p| !p.below_minimum)
-                .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
-                .collect();
+            let list: Vec<Payment> = pays.iter().filter_map(|p| p.counted()).collect();
             totals(&list, i64::MAX)
         };
         let all: Vec<&kassa_store::InvoicePaymentRow> = payments.iter().collect();
@@ -320,9 +316,9 @@ impl Engine {
         for o in &options {
             let c = self.currencies.get(&o.currency)?;
             let mine: Vec<&kassa_store::InvoicePaymentRow> = payments.iter().filter(|p| p.currency == o.currency).collect();
-            let counted = || mine.iter().filter(|p| !p.below_minimum);
-            let paid: i128 = counted().filter(|p| p.status == "credited").map(|p| p.units).sum();
-            let pending: i128 = counted().filter(|p| p.status == "seen" || p.status == "confirming").map(|p| p.units).sum();
+            let counted = || mine.iter().filter_map(|p| p.counted());
+            let paid: i128 = counted().filter(Payment::credited).map(|p| p.units).sum();
+            let pending: i128 = counted().filter(Payment::pending).map(|p| p.units).sum();
             // Paid or on its way in other currencies (a pending payment elsewhere is not
             // asked for twice).
             let mine_share = share_of(&mine);
@@ -350,7 +346,7 @@ impl Engine {
                     txid: p.txid.clone(),
                     vout: p.vout,
                     amount: c.amount(p.units)?.to_string(),
-                    status: p.status.clone(),
+                    status: p.status.as_str().into(),
                     confirmations: p.confirmations,
                     late: p.first_seen_ms > inv.expires_at_ms,
                     seen_at: format_ms(p.first_seen_ms),
@@ -360,7 +356,7 @@ impl Engine {
         Ok(Invoice {
             id: inv.public_id.clone(),
             order_id: inv.order_id.clone(),
-            status: inv.status.clone(),
+            status: inv.status.as_str().into(),
             amount: currency.amount(inv.amount_units)?.to_string(),
             currency: inv.currency.clone(),
             description: inv.description.clone(),

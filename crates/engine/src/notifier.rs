@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::notifications::{signing_keys};
 use crate::webhooks::{self, TargetPolicy};
 use crate::withdrawals::crash_point;
+use crate::worker::{self, Pace, Worker};
 use crate::{Engine, EngineError};
 
 /// How the notifier works.
@@ -159,43 +160,14 @@ impl Notifier {
         }))
     }
 
-    /// Delivers until `shutdown` turns true; in-flight attempts get the response
-    /// timeout to finish, after which their leases lapse and they are sent again later.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(instance = %self.engine.instance, "notifier started");
-        let mut tasks: JoinSet<bool> = JoinSet::new();
-        let mut last_sweep = Instant::now() - Duration::from_secs(60);
-        let mut last_metrics = Instant::now() - Duration::from_secs(60);
-        loop {
-            if last_sweep.elapsed() >= Duration::from_secs(10) {
-                last_sweep = Instant::now();
-                match self.engine.store.report_pending_changes().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(events = n, "wrote events for status changes no transaction had reported"),
-                    Err(e) => tracing::warn!(error = %e, "cannot look for unreported status changes"),
-                }
-            }
-            if last_metrics.elapsed() >= Duration::from_secs(2) {
-                last_metrics = Instant::now();
-                self.update_backlog_metrics().await;
-            }
-            if let Err(e) = self.dispatch(&mut tasks).await {
-                tracing::warn!(error = %e, "cannot claim deliveries; retrying");
-            }
-            while tasks.try_join_next().is_some() {}
-            tokio::select! {
-                _ = tokio::time::sleep(self.opts.poll_interval) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                let _ = tokio::time::timeout(self.opts.response_timeout + self.opts.connect_timeout, async {
-                    while tasks.join_next().await.is_some() {}
-                })
-                .await;
-                tracing::info!("notifier stopped");
-                return;
-            }
-        }
+    /// Delivers until `shutdown` turns true (every instance runs one; claims keep
+    /// them apart); in-flight attempts get the response timeout to finish, after which
+    /// their leases lapse and they are sent again later.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let pace = Pace { name: format!("notifier@{}", self.engine.instance), interval: self.opts.poll_interval, lease: None, wake: None };
+        let never = Instant::now() - Duration::from_secs(60);
+        let worker = Dispatching { notifier: self.clone(), tasks: JoinSet::new(), last_sweep: never, last_metrics: never };
+        worker::run(self.engine.clone(), pace, worker, shutdown).await
     }
 
     /// Claims what is due now and delivers it, waiting for every attempt (tests and
@@ -461,6 +433,45 @@ fn describe(e: &reqwest::Error) -> String {
         format!("timed out: {text}")
     } else {
         text
+    }
+}
+
+/// The notifier's cycle: claim what is due and start its attempts; now and then look
+/// for unreported status changes and update the backlog gauges.
+struct Dispatching {
+    notifier: Arc<Notifier>,
+    tasks: JoinSet<bool>,
+    last_sweep: Instant,
+    last_metrics: Instant,
+}
+
+impl Worker for Dispatching {
+    async fn cycle(&mut self) {
+        let n = &self.notifier;
+        if self.last_sweep.elapsed() >= Duration::from_secs(10) {
+            self.last_sweep = Instant::now();
+            match n.engine.store.report_pending_changes().await {
+                Ok(0) => {}
+                Ok(count) => tracing::warn!(events = count, "wrote events for status changes no transaction had reported"),
+                Err(e) => tracing::warn!(error = %e, "cannot look for unreported status changes"),
+            }
+        }
+        if self.last_metrics.elapsed() >= Duration::from_secs(2) {
+            self.last_metrics = Instant::now();
+            n.update_backlog_metrics().await;
+        }
+        if let Err(e) = n.dispatch(&mut self.tasks).await {
+            tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+        }
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    async fn stop(&mut self) {
+        let grace = self.notifier.opts.response_timeout + self.notifier.opts.connect_timeout;
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 

@@ -28,6 +28,12 @@ pub struct Pace {
 /// One cycle of a worker (bounded: it must return).
 pub trait Worker: Send {
     fn cycle(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Runs once at shutdown, after the last cycle (e.g. to let work in flight
+    /// finish, bounded by the worker's own timeout).
+    fn stop(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Runs `worker` on `pace` until `shutdown` turns true.
@@ -59,6 +65,7 @@ pub async fn run<W: Worker>(engine: Engine, pace: Pace, mut worker: W, mut shutd
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
+            worker.stop().await;
             tracing::info!(worker = %pace.name, "worker stopped");
             return;
         }

@@ -73,7 +73,7 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
     let store = engine.store.clone();
     let (workers_stop, workers_stopping) = tokio::sync::watch::channel(false);
     let mut workers = kassa_engine::watcher::spawn_watchers(&engine, workers_stopping.clone())?;
-    workers.extend(kassa_engine::withdrawals::spawn_broadcasters(
+    workers.extend(kassa_engine::broadcaster::spawn_broadcasters(
         &engine,
         Duration::from_millis(settings.config.withdrawals.poll_interval_ms),
         Duration::from_secs(settings.config.withdrawals.batch_window_secs),

@@ -249,7 +249,7 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
     watcher.cycle().await.unwrap();
     let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: Default::default(), ..NotifierOptions::default() }).unwrap();
-    let broadcaster = kassa_engine::withdrawals::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let broadcaster = kassa_engine::broadcaster::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
 
     // A real deposit to a labelled address; found again by its label.
     let (_, a) = post(&app, &k, "/address/generate", &json!({"currency": "LTC", "label": "cust-1"})).await;
@@ -583,7 +583,7 @@ async fn official_clients_work(backend: Backend) {
     let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
     watcher.cycle().await.unwrap();
     let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: Default::default(), ..NotifierOptions::default() }).unwrap();
-    let broadcaster = kassa_engine::withdrawals::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    let broadcaster = kassa_engine::broadcaster::Broadcaster::new(app.t.engine.clone(), "litecoin", Duration::ZERO).unwrap();
     let base = app.url("");
     let prefixed = app.url("/westwallet");
     let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();

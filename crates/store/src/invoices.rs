@@ -3,7 +3,8 @@
 //! transaction that changes one of its deposits (`report_changes!`), and by the expiry
 //! sweep, and each change writes its `invoice.<status>` event in that transaction.
 
-use kassa_core::invoices::{status as invoice_status, InvoiceStatus, Payment};
+use kassa_core::deposit::DepositStatus;
+use kassa_core::invoices::{InvoiceChange, InvoiceState, InvoiceStatus, Payment};
 use kassa_core::ledger::MerchantId;
 use serde_json::json;
 
@@ -55,11 +56,18 @@ pub struct InvoiceRow {
     pub description: String,
     pub success_url: Option<String>,
     pub tolerance_e6: i64,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub expires_at_ms: i64,
     pub paid_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl InvoiceRow {
+    /// What the invoice machine reads of this row.
+    pub fn state(&self) -> InvoiceState {
+        InvoiceState { status: self.status, paid_at_ms: self.paid_at_ms, tolerance_e6: i128::from(self.tolerance_e6), expires_at_ms: self.expires_at_ms }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -97,7 +105,7 @@ impl TryFrom<InvoiceRecord> for InvoiceRow {
             description: r.description,
             success_url: r.success_url,
             tolerance_e6: r.tolerance_e6,
-            status: r.status,
+            status: InvoiceStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt(format!("invoice {}: unknown status {:?}", r.id, r.status)))?,
             expires_at_ms: r.expires_at_ms,
             paid_at_ms: r.paid_at_ms,
             created_at_ms: r.created_at_ms,
@@ -127,11 +135,24 @@ pub struct InvoicePaymentRow {
     pub vout: i64,
     pub units: i128,
     pub due_units: i128,
-    pub status: String,
+    pub status: DepositStatus,
     pub confirmations: i64,
     pub first_seen_ms: i64,
     /// Below the currency's minimum deposit: booked as dust, so it pays nothing.
     pub below_minimum: bool,
+}
+
+impl InvoicePaymentRow {
+    /// This payment as the invoice machine counts it; `None` below the minimum.
+    pub fn counted(&self) -> Option<Payment> {
+        (!self.below_minimum).then(|| Payment {
+            currency: self.currency.clone(),
+            due_units: self.due_units,
+            units: self.units,
+            status: self.status,
+            first_seen_ms: self.first_seen_ms,
+        })
+    }
 }
 
 pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.vout, CAST(d.amount_units AS TEXT), CAST(o.due_units AS TEXT),
@@ -142,6 +163,7 @@ pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.v
 pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String);
 
 pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
+    let status = DepositStatus::parse(&t.6).ok_or_else(|| StoreError::Corrupt(format!("deposit {}:{}: unknown status {:?}", t.2, t.3, t.6)))?;
     Ok(InvoicePaymentRow {
         currency: t.0,
         address: t.1,
@@ -149,7 +171,7 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
         vout: t.3,
         units: parse_units(&t.4, "payment amount")?,
         due_units: parse_units(&t.5, "invoice due amount")?,
-        status: t.6,
+        status,
         confirmations: t.7,
         first_seen_ms: t.8,
         below_minimum: parse_units(&t.4, "payment amount")? < parse_units(&t.9, "invoice minimum")?,
@@ -158,32 +180,25 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
 
 /// The status an invoice has now, from its row and payments; with the event to write
 /// when it changed.
-pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceStatus, NewEvent)> {
-    let pays: Vec<Payment> = payments
-        .iter()
-        .filter(|p| !p.below_minimum)
-        .map(|p| Payment { currency: p.currency.clone(), due_units: p.due_units, units: p.units, status: p.status.clone(), first_seen_ms: p.first_seen_ms })
-        .collect();
-    let new = invoice_status(&pays, i128::from(inv.tolerance_e6), inv.expires_at_ms, now);
-    if new.as_str() == inv.status {
-        return None;
-    }
-    let paid_at = if new.is_settled() { inv.paid_at_ms.or(Some(now)) } else { None };
+pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceChange, NewEvent)> {
+    let pays: Vec<Payment> = payments.iter().filter_map(InvoicePaymentRow::counted).collect();
+    let change = inv.state().restate(&pays, now)?;
+    let (new, paid_at) = (change.status, change.paid_at_ms);
     let event = NewEvent {
         merchant_id: inv.merchant_id,
-        event_type: format!("invoice.{}", new.as_str()),
+        event_type: change.event.into(),
         object_kind: "invoice".into(),
         object_id: inv.id,
         origin: "native".into(),
         callback_url: None,
         data: json!({
-            "id": inv.public_id, "order_id": inv.order_id, "status": new.as_str(), "previous_status": inv.status,
+            "id": inv.public_id, "order_id": inv.order_id, "status": new.as_str(), "previous_status": inv.status.as_str(),
             "currency": inv.currency, "amount_units": inv.amount_units.to_string(), "expires_at_ms": inv.expires_at_ms,
             "paid_at_ms": paid_at, "created_at_ms": inv.created_at_ms,
         }),
         only_endpoint: None,
     };
-    Some((new, event))
+    Some((change, event))
 }
 
 /// Recomputes the invoices `$ids` inside the open transaction `$tx`, updating their
@@ -203,14 +218,14 @@ macro_rules! restate_invoices {
             let inv = $crate::invoices::InvoiceRow::try_from(rec)?;
             let rows: Vec<$crate::invoices::PaymentTuple> = sqlx::query_as($crate::invoices::PAYMENTS_SQL).bind(id).fetch_all(&mut *$tx).await?;
             let payments = rows.into_iter().map($crate::invoices::payment_from).collect::<$crate::Result<Vec<_>>>()?;
-            if let Some((status, event)) = $crate::invoices::restate(&inv, &payments, now) {
+            if let Some((change, event)) = $crate::invoices::restate(&inv, &payments, now) {
                 let n = sqlx::query(
                     "UPDATE invoices SET status = $1, paid_at_ms = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
-                    .bind(status.as_str())
-                    .bind(event.data["paid_at_ms"].as_i64())
+                    .bind(change.status.as_str())
+                    .bind(change.paid_at_ms)
                     .bind(now)
                     .bind(id)
-                    .bind(&inv.status)
+                    .bind(inv.status.as_str())
                     .execute(&mut *$tx)
                     .await?
                     .rows_affected();
