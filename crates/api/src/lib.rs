@@ -9,6 +9,7 @@ mod health;
 mod hooks;
 mod middleware;
 mod pages;
+pub mod wire;
 
 use std::sync::OnceLock;
 use std::time::Duration;

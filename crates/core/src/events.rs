@@ -203,24 +203,6 @@ fn parse_http_date(v: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + s)
 }
 
-/// JSON text with every non-ASCII character escaped as `\uXXXX` (CoinsPaid-style
-/// callbacks are ASCII-only). Non-ASCII can only occur inside JSON strings, so the
-/// escapes are valid wherever they land.
-pub fn ascii_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut buf = [0u16; 2];
-            for unit in c.encode_utf16(&mut buf) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,12 +292,5 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 - 30), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777 + 30), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", 0), None);
-    }
-
-    #[test]
-    fn ascii_only_json() {
-        assert_eq!(ascii_json(r#"{"label":"Café 😀"}"#), r#"{"label":"Caf\u00e9 \ud83d\ude00"}"#);
-        let v: serde_json::Value = serde_json::from_str(&ascii_json(r#"{"label":"Café 😀"}"#)).unwrap();
-        assert_eq!(v["label"], "Café 😀");
     }
 }

@@ -7,6 +7,7 @@ use kassa_core::{Amount, SignPolicy};
 use kassa_store::{HistoryEntry, HistoryQuery};
 use serde::Serialize;
 
+use crate::timefmt::format_ms;
 use crate::{Engine, EngineError};
 
 /// Longest reason accepted for an adjustment.
@@ -187,12 +188,4 @@ impl Engine {
             })
             .collect()
     }
-}
-
-/// RFC 3339 UTC with milliseconds.
-pub fn format_ms(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.format(&f).unwrap_or_default()
 }

@@ -11,7 +11,7 @@ use kassa_store::{DepositAddressRow, DepositQuery, DepositRow, NewDepositAddress
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::adjustments::format_ms;
+use crate::timefmt::format_ms;
 use crate::notifications::Origin;
 use crate::{Engine, EngineError};
 

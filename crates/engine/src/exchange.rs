@@ -13,7 +13,7 @@ use kassa_store::{ExchangeRow, NewExchange, NewQuote, QuoteRow, StoreError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::adjustments::format_ms;
+use crate::timefmt::format_ms;
 use crate::rates::Rates;
 use crate::secrets::random_alphanumeric;
 use crate::{Engine, EngineError};

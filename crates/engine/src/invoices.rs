@@ -14,7 +14,7 @@ use kassa_store::{InvoiceRow, NewInvoice, NewInvoiceOption, StoreError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::adjustments::format_ms;
+use crate::timefmt::format_ms;
 use crate::secrets::random_alphanumeric;
 use crate::{Engine, EngineError};
 

@@ -21,6 +21,7 @@ pub mod rates;
 pub mod schemas;
 pub mod transfers;
 pub mod secrets;
+pub mod timefmt;
 pub mod watcher;
 pub mod webhooks;
 pub mod withdrawals;

@@ -14,7 +14,7 @@ use kassa_store::{AttemptRow, DeliveryQuery, DeliveryRow, EndpointRow, EventRow,
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::adjustments::format_ms;
+use crate::timefmt::format_ms;
 use crate::callbacks::CallbackEvent;
 use crate::webhooks::{self, TargetPolicy, SECRET_PREFIX};
 use crate::{Engine, EngineError};

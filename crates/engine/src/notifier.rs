@@ -332,7 +332,7 @@ impl Notifier {
                 format, %url, attempt = attempt_no, status = ?status, latency_ms, "callback delivered"),
             AttemptResult::Retry { next_attempt_at_ms } => tracing::warn!(delivery = d.id, event = %event, format, %url,
                 attempt = attempt_no, status = ?status, latency_ms, error = ?error,
-                retry_at = %crate::adjustments::format_ms(*next_attempt_at_ms), "callback not delivered; will retry"),
+                retry_at = %crate::timefmt::format_ms(*next_attempt_at_ms), "callback not delivered; will retry"),
             AttemptResult::Failed => tracing::error!(delivery = d.id, event = %event, format, %url, attempt = attempt_no,
                 status = ?status, error = ?error, "callback failed for good (redeliver it once the receiver is fixed)"),
             AttemptResult::Gone => tracing::warn!(delivery = d.id, event = %event, %url, "receiver answered 410 Gone; its endpoint is disabled"),

@@ -14,7 +14,7 @@ use kassa_store::{NewWithdrawal, StoreError, WithdrawalQuery, WithdrawalRow};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::adjustments::format_ms;
+use crate::timefmt::format_ms;
 use crate::{Engine, EngineError};
 
 /// Most withdrawals paid by one transaction.

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use kassa_core::ledger::MerchantId;
-use kassa_engine::adjustments::{format_ms, AdjustmentRequest};
+use kassa_engine::adjustments::AdjustmentRequest;
+use kassa_engine::timefmt::format_ms;
 use kassa_engine::merchants::{parse_ip_allowlist, Scope};
 use kassa_engine::{Store, StoreOptions};
 use serde_json::json;
@@ -384,9 +385,7 @@ pub enum NotificationsCommand {
 }
 
 fn parse_rfc3339(key: &str, text: &str) -> anyhow::Result<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| anyhow::anyhow!("--{key}: {text:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z"))?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    kassa_engine::timefmt::parse_rfc3339_ms(text).ok_or_else(|| anyhow::anyhow!("--{key}: {text:?} is not an RFC 3339 time like 2026-01-31T12:00:00Z"))
 }
 
 pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> anyhow::Result<ExitCode> {

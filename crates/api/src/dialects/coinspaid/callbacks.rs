@@ -3,7 +3,7 @@
 //! (`X-Processing-Key`, `X-Processing-Signature`: hex HMAC-SHA512 of the body).
 
 use hmac::{Hmac, Mac};
-use kassa_core::events::ascii_json;
+use crate::wire::ascii_json;
 use kassa_engine::callbacks::{CallbackEvent, CallbackFormat};
 use kassa_engine::EngineError;
 use serde_json::{json, Value};

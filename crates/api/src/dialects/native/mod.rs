@@ -172,12 +172,7 @@ async fn list_invoices(
 }
 
 fn amount_field(body: &JsonObject, key: &str) -> Result<Option<String>, ApiError> {
-    match body.0.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(ApiError::bad_request(format!("{key} must be a decimal string or number"))),
-    }
+    crate::wire::amount_text(body.0.get(key)).map_err(|_| ApiError::bad_request(format!("{key} must be a decimal string or number")))
 }
 
 /// Exactly one of sender_amount / receiver_amount.
@@ -478,9 +473,7 @@ async fn get_delivery(State(state): State<AppState>, Auth(who): Auth, axum::extr
 /// RFC 3339 time to Unix milliseconds.
 fn parse_time(body: &JsonObject, key: &str) -> Result<i64, ApiError> {
     let text = body.required(key)?;
-    let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time like 2026-01-31T12:00:00Z")))?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+    crate::wire::parse_rfc3339_ms(&text).ok_or_else(|| ApiError::bad_request(format!("{key} must be an RFC 3339 time like 2026-01-31T12:00:00Z")))
 }
 
 #[utoipa::path(
@@ -512,12 +505,7 @@ async fn redeliver_failed(State(state): State<AppState>, Auth(who): Auth, body: 
 async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Withdraw)?;
     body.only(&["currency", "address", "amount", "priority", "idempotency_key"])?;
-    let amount = match body.0.get("amount") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(ApiError::bad_request("amount must be a decimal string or number")),
-        None => return Err(ApiError::bad_request("amount is required")),
-    };
+    let amount = amount_field(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount is required"))?;
     let priority = match body.string("priority")? {
         Some(p) => kassa_chain::Priority::parse(&p).ok_or_else(|| ApiError::bad_request("priority must be low, medium or high"))?,
         None => kassa_chain::Priority::Medium,

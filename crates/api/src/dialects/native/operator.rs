@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use kassa_engine::adjustments::format_ms;
+use kassa_engine::timefmt::format_ms;
 use kassa_engine::merchants::MerchantRow;
 use serde::Serialize;
 use subtle::ConstantTimeEq;

@@ -40,6 +40,7 @@ use kassa_engine::queries::TransferQuery;
 use serde_json::{json, Map, Value};
 
 use auth::{verify, Verified};
+use crate::wire;
 use crate::AppState;
 
 /// Longest address label the dialect accepts (the service's own limit).
@@ -218,24 +219,12 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
 /// A string parameter; empty strings count as absent (the PHP client sends every key).
 /// Another type is refused with `bad`.
 fn param(p: &Map<String, Value>, key: &str, bad: &'static str) -> Result<Option<String>, WwError> {
-    match p.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(WwError::business(bad)),
-    }
+    wire::amount_text(wire::non_blank(p.get(key))).map_err(|_| WwError::business(bad))
 }
 
 /// A whole-number parameter (a number, or a string of digits as the PHP client sends).
 fn integer(p: &Map<String, Value>, key: &str, bad: &'static str) -> Result<Option<i64>, WwError> {
-    match p.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or(WwError::business(bad)),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| WwError::business(bad)),
-        Some(_) => Err(WwError::business(bad)),
-    }
+    wire::whole_number(wire::non_blank(p.get(key))).map_err(|_| WwError::business(bad))
 }
 
 /// A currency this dialect offers (`[westwallet] currencies`, else every active
@@ -259,12 +248,6 @@ fn offered_all(state: &AppState) -> Vec<&Currency> {
 fn required_currency<'a>(state: &'a AppState, p: &Map<String, Value>) -> Result<&'a Currency, WwError> {
     let code = param(p, "currency", "currency_not_found")?.ok_or(WwError::business("currency_not_found"))?;
     offered(state, &code)
-}
-
-/// `YYYY-MM-DD hh:mm:ss`, UTC.
-fn ww_time(ms: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok().and_then(|t| t.format(&format).ok()).unwrap_or_default()
 }
 
 /// The dialect's status of a deposit or withdrawal.
@@ -302,8 +285,8 @@ fn sent(w: &Withdrawal) -> Result<Transfer, WwError> {
 /// A list item: the transaction object with its times and description.
 fn history_item(t: &Transfer) -> Value {
     let mut o = transaction_object(t);
-    o.insert("created_at".into(), json!(ww_time(t.created_at_ms)));
-    o.insert("updated_at".into(), json!(ww_time(t.updated_at_ms)));
+    o.insert("created_at".into(), json!(wire::datetime_seconds(t.created_at_ms)));
+    o.insert("updated_at".into(), json!(wire::datetime_seconds(t.updated_at_ms)));
     o.insert("description".into(), json!(t.description.clone().unwrap_or_default()));
     Value::Object(o)
 }
@@ -566,17 +549,7 @@ async fn generate(State(state): State<AppState>, req: Request) -> Result<Json<Va
 }
 
 fn boolean(p: &Map<String, Value>, key: &str, bad: &'static str) -> Result<bool, WwError> {
-    match p.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Ok(n.as_i64() == Some(1)),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "" | "false" | "0" => Ok(false),
-            "true" | "1" => Ok(true),
-            _ => Err(WwError::business(bad)),
-        },
-        Some(_) => Err(WwError::business(bad)),
-    }
+    Ok(wire::flag(p.get(key)).map_err(|_| WwError::business(bad))?.unwrap_or(false))
 }
 
 async fn create_invoice(State(state): State<AppState>, req: Request) -> Result<Json<Value>, WwError> {
@@ -633,7 +606,7 @@ async fn create_invoice(State(state): State<AppState>, req: Request) -> Result<J
         .collect();
     Ok(Json(json!({
         "allowed_currencies_data": options,
-        "expire_at": ww_time(invoice.expires_at_ms),
+        "expire_at": wire::datetime_seconds(invoice.expires_at_ms),
         "token": invoice.token,
         "url": invoice.url,
         "error": "ok",
