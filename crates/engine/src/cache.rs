@@ -2,28 +2,34 @@
 //! is served while it is younger than the cache's lifetime and, for caches tied to
 //! the ledger, while no ledger batch has been committed by this process since it was
 //! read. Writes made elsewhere (another instance, a CLI command) are therefore seen
-//! within one lifetime; a lifetime of zero turns the cache off.
+//! within one lifetime; a lifetime of zero turns the cache off. Age is measured on
+//! the engine's clock.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use kassa_core::Clock;
 
 /// Entries kept at most; past this the cache starts over.
 const CAPACITY: usize = 10_000;
 
 pub struct ReadCache<K, V> {
-    lifetime: Duration,
-    entries: Mutex<HashMap<K, (Instant, u64, V)>>,
+    lifetime_ms: i64,
+    clock: Clock,
+    /// Per key: when it was read (clock milliseconds), the ledger generation, the value.
+    entries: Mutex<HashMap<K, (i64, u64, V)>>,
 }
 
 impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
-    pub fn new(lifetime: Duration) -> Self {
-        Self { lifetime, entries: Mutex::new(HashMap::new()) }
+    pub fn new(lifetime: Duration, clock: Clock) -> Self {
+        let lifetime_ms = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+        Self { lifetime_ms, clock, entries: Mutex::new(HashMap::new()) }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.lifetime.is_zero()
+        self.lifetime_ms > 0
     }
 
     /// The entry for `key`, if it is younger than the lifetime and was read at
@@ -32,9 +38,10 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         if !self.enabled() {
             return None;
         }
+        let now = self.clock.now_ms();
         let entries = self.entries.lock().expect("cache lock");
         match entries.get(key) {
-            Some((at, g, v)) if *g == generation && at.elapsed() < self.lifetime => Some(v.clone()),
+            Some((at, g, v)) if *g == generation && now.saturating_sub(*at) < self.lifetime_ms => Some(v.clone()),
             _ => None,
         }
     }
@@ -48,7 +55,7 @@ impl<K: Eq + Hash, V: Clone> ReadCache<K, V> {
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(key, (Instant::now(), generation, value));
+        entries.insert(key, (self.clock.now_ms(), generation, value));
     }
 
     pub fn forget(&self, key: &K) {
@@ -66,16 +73,19 @@ mod tests {
 
     #[test]
     fn entries_expire_and_follow_the_generation() {
-        let c = ReadCache::new(Duration::from_millis(50));
+        let clock = Clock::adjustable();
+        let c = ReadCache::new(Duration::from_millis(50), clock.clone());
         c.put("a", 1, 7);
         assert_eq!(c.get(&"a", 7), Some(1));
         assert_eq!(c.get(&"a", 8), None, "a ledger commit since the read");
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(49));
+        assert_eq!(c.get(&"a", 7), Some(1), "younger than the lifetime");
+        clock.advance(Duration::from_millis(1));
         assert_eq!(c.get(&"a", 7), None, "older than the lifetime");
         c.put("b", 2, 1);
         c.forget(&"b");
         assert_eq!(c.get(&"b", 1), None);
-        let off = ReadCache::new(Duration::ZERO);
+        let off = ReadCache::new(Duration::ZERO, clock);
         off.put("a", 1, 0);
         assert_eq!(off.get(&"a", 0), None);
     }

@@ -71,8 +71,8 @@ pub struct Exchange {
     pub created_at: String,
 }
 
-/// What a client believes a quote says (CoinsPaid's `exchange/fixed` sends the
-/// price and amounts back); anything given must match.
+/// What a client believes a quote says (a dialect may send the quoted price and
+/// amounts back when it executes); anything given must match.
 #[derive(Clone, Debug, Default)]
 pub struct QuoteCheck {
     pub sender_amount: Option<String>,

@@ -23,7 +23,7 @@ use crate::{Engine, EngineError};
 pub struct OnceRequest<'a> {
     pub merchant: MerchantId,
     /// What kind of request (keys of different kinds never meet), e.g.
-    /// `westwallet:create_withdrawal`.
+    /// `<dialect>:create_withdrawal`.
     pub scope: &'a str,
     pub key: &'a str,
     /// What is asked (any bytes that identify it, e.g. the body).

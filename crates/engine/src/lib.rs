@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod chains;
 pub mod check;
 pub mod currencies;
+pub mod event_bodies;
 pub mod error;
 pub mod invoices;
 pub mod exchange;
@@ -78,14 +79,15 @@ impl Engine {
     /// Builds the services and starts the ledger writer (stopped when the last clone drops).
     pub fn new(store: Store, currencies: Currencies, master_key: MasterKey, ledger: LedgerOptions) -> Self {
         let ledger = Ledger::start(store.clone(), ledger);
+        let clock = store.clock().clone();
         Self { store, currencies: Arc::new(currencies), ledger, master_key: Arc::new(master_key),
             chains: Arc::new(Chains::default()),
             instance: format!("kassa-{}-{}", std::process::id(), secrets::random_alphanumeric(8)).into(),
             target_policy: webhooks::TargetPolicy::default(),
             rates: None,
             invoices: Arc::new(invoices::InvoiceSettings::default()),
-            key_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
-            balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO)),
+            key_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO, clock.clone())),
+            balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO, clock)),
             callbacks: Arc::default(),
             key_kinds: Arc::default(),
         }
@@ -96,8 +98,8 @@ impl Engine {
     /// `keys`; balances: writes by another process are seen within `balances` (this
     /// process's own ledger commits are seen at once).
     pub fn with_read_caches(mut self, keys: std::time::Duration, balances: std::time::Duration) -> Self {
-        self.key_cache = Arc::new(cache::ReadCache::new(keys));
-        self.balance_cache = Arc::new(cache::ReadCache::new(balances));
+        self.key_cache = Arc::new(cache::ReadCache::new(keys, self.clock().clone()));
+        self.balance_cache = Arc::new(cache::ReadCache::new(balances, self.clock().clone()));
         self
     }
 

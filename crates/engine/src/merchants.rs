@@ -132,7 +132,7 @@ pub struct CreatedKey {
     pub style: KeyStyle,
     /// The key's public identifier (sent as the API key by HMAC dialects; used to revoke).
     pub public_key: String,
-    /// HMAC secret (HMAC dialects) or response-signing secret (whir).
+    /// HMAC secret (HMAC dialects) or response-signing secret (dialects that sign responses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Bearer token (bearer dialects).

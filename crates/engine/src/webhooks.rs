@@ -1,11 +1,10 @@
-//! Building blocks of outgoing notifications: the signatures each format uses, and
-//! the guard that keeps callback targets away from internal addresses (SSRF).
+//! Building blocks of outgoing notifications: the signature of Kassa's own webhooks,
+//! and the guard that keeps callback targets away from internal addresses (SSRF).
 //!
-//! - Kassa's own webhooks follow the Standard Webhooks scheme: headers `webhook-id`,
-//!   `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256(id.timestamp.body)>`,
-//!   with several space-separated signatures while a secret is being rotated.
-//! - CoinsPaid-style callbacks: `X-Processing-Signature` = hex HMAC-SHA512 of the exact body.
-//! - WestWallet IPNs are form-encoded and unsigned (merchants put a token in the URL).
+//! Kassa's own webhooks follow the Standard Webhooks scheme: headers `webhook-id`,
+//! `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256(id.timestamp.body)>`,
+//! with several space-separated signatures while a secret is being rotated. A dialect's
+//! callbacks are signed (or not) by its own `CallbackFormat`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -746,21 +746,25 @@ both_backends!(daily_limit, daily_limit_under_concurrency);
 
 // The read caches `kassa serve` turns on (`http.key_cache_ms`, `http.balance_cache_ms`):
 // this process's own writes and revocations are seen at once; another process's
-// within one lifetime, never later.
+// within one lifetime, never later. The lifetime is measured on the engine's clock,
+// which the test moves.
 async fn read_caches_stay_within_their_lifetime(backend: Backend) {
     let mut t = kassa_testkit::TestEngine::new(backend).await;
-    let lifetime = Duration::from_millis(800);
+    let lifetime = Duration::from_secs(60);
+    // The test's clock still flows with the wall clock; the steps below take far less than this.
+    let margin = Duration::from_secs(10);
     t.engine = t.engine.clone().with_read_caches(lifetime, lifetime);
     let other = t.another_instance(Default::default()).await;
     let app = TestApp::serve(t, Default::default()).await;
+    // Requests are signed at the engine's time, which runs ahead of the wall clock here.
+    let at = || (app.t.engine.now_ms() / 1000).to_string();
     let (m, k) = key(&app, "shop", &[Scope::Read]).await;
-    let balance = || async { call(&app, &k, "GET", "/wallet/balance?currency=LTC", None, r#"{"currency":"LTC"}"#, &now()).await.1["balance"].clone() };
+    let balance = || async { call(&app, &k, "GET", "/wallet/balance?currency=LTC", None, r#"{"currency":"LTC"}"#, &at()).await.1["balance"].clone() };
     assert_eq!(balance().await, "0.00000000");
     // A ledger write of this process: seen by the very next read.
     app.t.fund(m, "LTC", "1").await;
     assert_eq!(balance().await, "1.00000000");
-    // Another instance's write: seen within the lifetime.
-    let started = std::time::Instant::now();
+    // Another instance's write: served from the cache until the lifetime has passed, then seen.
     other
         .adjust(kassa_engine::adjustments::AdjustmentRequest {
             merchant: m,
@@ -772,21 +776,23 @@ async fn read_caches_stay_within_their_lifetime(backend: Backend) {
         })
         .await
         .unwrap();
-    while balance().await != "3.00000000" {
-        assert!(started.elapsed() < lifetime + Duration::from_millis(300), "another instance's write not seen within the cache lifetime");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // A merchant blocked elsewhere: refused within the lifetime.
+    app.t.advance(lifetime - margin);
+    assert_eq!(balance().await, "1.00000000", "the cached balance is served within its lifetime");
+    app.t.advance(margin);
+    assert_eq!(balance().await, "3.00000000", "another instance's write seen once the lifetime has passed");
+    // A merchant blocked elsewhere: served from the cached key within the lifetime, refused after it.
+    assert_eq!(call(&app, &k, "GET", "/wallet/balances", None, "", &at()).await.0, 200);
     other.block_merchant(&m.0.to_string(), "blocked by another instance", "test").await.unwrap();
-    let started = std::time::Instant::now();
-    while call(&app, &k, "GET", "/wallet/balances", None, "", &now()).await.0 != 403 {
-        assert!(started.elapsed() < lifetime + Duration::from_millis(300), "a blocked merchant still served after the cache lifetime");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.t.advance(lifetime - margin);
+    assert_eq!(call(&app, &k, "GET", "/wallet/balances", None, "", &at()).await.0, 200, "the cached key is served within its lifetime");
+    app.t.advance(margin);
+    assert_eq!(call(&app, &k, "GET", "/wallet/balances", None, "", &at()).await.0, 403, "a blocked merchant refused once the lifetime has passed");
+    app.t.engine.unblock_merchant(&m.0.to_string(), "test").await.unwrap();
+    app.t.advance(lifetime);
     // A key revoked through this process: refused at once.
     let (_, k2) = key(&app, "second", &[Scope::Read]).await;
-    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &now()).await.0, 200);
+    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &at()).await.0, 200);
     app.t.engine.revoke_key(&k2.public).await.unwrap();
-    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &now()).await.0, 401);
+    assert_eq!(call(&app, &k2, "GET", "/wallet/balances", None, "", &at()).await.0, 401);
 }
 both_backends!(read_caches, read_caches_stay_within_their_lifetime);

@@ -24,9 +24,9 @@ pub struct NewEvent {
     pub event_type: String,
     pub object_kind: String,
     pub object_id: i64,
-    /// The API dialect the object was created through (`native`, `westwallet`, …).
+    /// The API dialect the object was created through (`native` or a registered dialect's name).
     pub origin: String,
-    /// The object's own callback URL (WestWallet's `ipn_url`), if any.
+    /// The object's own callback URL (a dialect's per-request callback URL), if any.
     pub callback_url: Option<String>,
     /// A snapshot of the object as it is now (amounts in units).
     pub data: serde_json::Value,
