@@ -26,7 +26,8 @@ pub enum SignPolicy {
     Any,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serialisable so that a refusal can be recorded and answered again as itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AmountError {
     #[error("amount is empty")]
     Empty,
@@ -43,7 +44,10 @@ pub enum AmountError {
     #[error("amount is out of range")]
     OutOfRange,
     #[error("amount must be a string or a number, got {found}")]
-    WrongType { found: &'static str },
+    WrongType {
+        #[serde(deserialize_with = "crate::names::deserialize")]
+        found: crate::names::Name,
+    },
     #[error("amounts of different precision ({left} and {right}) cannot be combined")]
     PrecisionMismatch { left: u8, right: u8 },
     #[error("precision {0} is not supported (at most {MAX_PRECISION})")]

@@ -9,6 +9,7 @@ pub mod deposit;
 pub mod events;
 pub mod invoices;
 pub mod ledger;
+pub mod names;
 pub mod merchant;
 pub mod payout_plan;
 pub mod rates;

@@ -4,7 +4,8 @@ use kassa_core::ledger::LedgerError;
 use kassa_core::AmountError;
 use kassa_store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
+/// Refusals serialise (see [`EngineError::record`]); failures do not.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -19,12 +20,18 @@ pub enum EngineError {
     #[error("merchant {0} is blocked")]
     MerchantBlocked(i64),
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        #[serde(deserialize_with = "kassa_core::names::deserialize")]
+        field: kassa_core::names::Name,
+        message: String,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("the ledger writer is not running")]
+    #[serde(skip)]
     LedgerStopped,
     #[error(transparent)]
+    #[serde(skip)]
     Store(#[from] StoreError),
     #[error("{0}")]
     ChainHalted(String),
@@ -35,12 +42,14 @@ pub enum EngineError {
     #[error("invalid amount: {0}")]
     AboveMaximum(String),
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(#[serde(deserialize_with = "kassa_core::names::deserialize")] kassa_core::names::Name),
     #[error("chain {0} is not configured")]
     ChainNotConfigured(String),
     #[error("chain: {0}")]
+    #[serde(skip)]
     Chain(#[from] kassa_chain::ChainError),
     #[error("secret could not be decrypted: wrong master key or corrupted data")]
+    #[serde(skip)]
     Decrypt,
     #[error("exchange rates unavailable: {0}")]
     RatesUnavailable(String),
@@ -61,6 +70,20 @@ impl EngineError {
     pub fn is_refusal(&self) -> bool {
         !matches!(self, EngineError::LedgerStopped | EngineError::Store(_) | EngineError::Chain(_) | EngineError::Decrypt)
     }
+
+    /// A refusal as text to keep, so that a repeat of the request can be answered
+    /// with the very same refusal ([`EngineError::from_record`]); `None` for a failure.
+    pub fn record(&self) -> Option<String> {
+        if !self.is_refusal() {
+            return None;
+        }
+        serde_json::to_string(self).ok()
+    }
+
+    /// The refusal kept by [`EngineError::record`].
+    pub fn from_record(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// Free text a merchant gives (labels, descriptions): 1 to `max_chars` characters, no
@@ -75,4 +98,36 @@ pub fn check_text(field: &'static str, value: &str, max_chars: usize) -> Result<
         return Err(EngineError::invalid(field, "must not contain control characters"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kassa_core::ledger::{AccountId, HoldStatus, TxId};
+
+    #[test]
+    fn a_refusal_reads_back_as_itself() {
+        let refusals = vec![
+            EngineError::Ledger(LedgerError::InsufficientFunds { account: AccountId(9), available: 0, required: 10i128.pow(30) }),
+            EngineError::Ledger(LedgerError::HoldNotPending { hold: TxId(3), status: HoldStatus::Voided }),
+            EngineError::Amount(AmountError::TooManyDecimals { text: "1.123".into(), precision: 2 }),
+            EngineError::Amount(AmountError::WrongType { found: "boolean" }),
+            EngineError::UnknownCurrency("XYZ".into()),
+            EngineError::MerchantBlocked(4),
+            EngineError::invalid("address", "not a Litecoin address"),
+            EngineError::Conflict("used".into()),
+            EngineError::LimitReached("at most 3 LTC withdrawals per day".into()),
+            EngineError::BelowMinimum("below 0.001".into()),
+            EngineError::AboveMaximum("above 10".into()),
+            EngineError::NotFound("withdrawal"),
+            EngineError::QuoteExpired("expired".into()),
+        ];
+        for e in refusals {
+            let text = e.record().expect("a refusal is recorded");
+            let back = EngineError::from_record(&text).expect("and read back");
+            assert_eq!(format!("{back:?}"), format!("{e:?}"), "{text}");
+        }
+        assert_eq!(EngineError::LedgerStopped.record(), None, "a failure is not a refusal");
+        assert!(EngineError::from_record("{\"Nonsense\":1}").is_none());
+    }
 }

@@ -1,19 +1,22 @@
 //! The one idempotency entry point a dialect calls for a request that must take
-//! effect once: claim its key, run it, record how it ended, and answer every repeat
-//! from that record — never by running it again.
+//! effect once: answer a repeat with what the first arrival got, and never run a
+//! request twice.
 //!
-//! What a repeat gets back is the effect the first arrival left (found by the
-//! caller's `find`, e.g. the withdrawal stored under the key), so a repeat of a request
-//! that was interrupted after its effect (a crash) still gets that effect; a repeat of
-//! a refused request is refused (`Conflict`), even when the refusal no longer holds
-//! (funds topped up since); the same key with a different request is an idempotency
-//! conflict.
+//! A request takes effect by storing its effect under its key, unique per merchant
+//! (a withdrawal's `idempotency_key`): that write is the claim, made in the effect's
+//! own transaction, so concurrent duplicates take effect once and a request
+//! interrupted before its effect is stored left nothing and is processed as new.
+//! A repeat gets that effect back (found by the caller's `find`). A refusal is
+//! recorded, and a repeat of a refused request gets the very same refusal, even when
+//! it no longer holds (funds topped up since); a failure (storage, a node) is not
+//! recorded, so a repeat runs the request again. The same key with a different
+//! request is an idempotency conflict.
 
 use std::future::Future;
 use std::time::Duration;
 
 use kassa_core::ledger::{LedgerError, MerchantId};
-use kassa_store::{Claim, ClaimOutcome};
+use kassa_store::ClaimOutcome;
 use sha2::{Digest, Sha256};
 
 use crate::{Engine, EngineError};
@@ -34,44 +37,54 @@ pub struct OnceRequest<'a> {
 
 impl Engine {
     /// Runs `run` for the first arrival of `req.key`; a repeat gets `find()`'s answer
-    /// (the effect the first arrival stored) or, when the first was refused or left
-    /// nothing, a `Conflict` saying so.
+    /// (the effect stored under the key) or the recorded refusal. `run` must store its
+    /// effect under the key, unique per merchant, in the effect's own transaction.
     pub async fn once<T, Run, Find, FindFut>(&self, req: OnceRequest<'_>, run: Run, find: Find) -> Result<T, EngineError>
     where
         Run: Future<Output = Result<T, EngineError>>,
-        Find: FnOnce() -> FindFut,
+        Find: Fn() -> FindFut,
         FindFut: Future<Output = Result<Option<T>, EngineError>>,
     {
         if req.key.is_empty() || req.key.len() > 500 {
             return Err(EngineError::invalid("idempotency_key", "must be 1-500 characters"));
         }
         let fingerprint = Sha256::digest(req.request);
-        let expires = self.now_ms() + i64::try_from(req.keep_for.as_millis()).unwrap_or(i64::MAX / 2);
-        match self.store.claim_idempotency_key(req.merchant, req.scope, req.key, &fingerprint, expires).await? {
-            Claim::First => {
-                let result = run.await;
-                let outcome = match &result {
-                    Ok(_) => ClaimOutcome::Done,
-                    Err(e) if e.is_refusal() => ClaimOutcome::Refused(e.to_string()),
-                    // Internal failures record nothing: a repeat looks for the effect.
-                    Err(_) => return result,
-                };
-                self.store.finish_idempotency_claim(req.merchant, req.scope, req.key, &outcome).await?;
-                result
-            }
-            Claim::Seen { same_request: false, .. } => {
-                Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: req.key.to_string() }))
-            }
-            Claim::Seen { outcome: Some(ClaimOutcome::Refused(reason)), .. } => {
-                Err(EngineError::Conflict(format!("this request was refused when it first arrived ({reason}); it is not run again")))
-            }
-            Claim::Seen { outcome, .. } => match find().await? {
-                Some(effect) => Ok(effect),
-                None if outcome.is_none() => {
-                    Err(EngineError::Conflict("this request's first arrival is still running or was interrupted before it took effect".into()))
+        let conflict = || EngineError::Ledger(LedgerError::IdempotencyConflict { key: req.key.to_string() });
+        match self.store.idempotency_record(req.merchant, req.scope, req.key).await? {
+            Some(record) if record.fingerprint != fingerprint.as_slice() => return Err(conflict()),
+            Some(record) => {
+                if let Some(effect) = find().await? {
+                    return Ok(effect);
                 }
-                None => Err(EngineError::Conflict("this request was answered before, but what it did is gone".into())),
-            },
+                if let ClaimOutcome::Refused(refusal) = record.outcome {
+                    return Err(EngineError::from_record(&refusal).unwrap_or_else(|| {
+                        EngineError::Conflict("this request was refused when it first arrived; it is not run again".into())
+                    }));
+                }
+                return Err(EngineError::Conflict("this request was answered before, but what it did is gone".into()));
+            }
+            None => {}
         }
+        if let Some(effect) = find().await? {
+            return Ok(effect);
+        }
+        let expires = self.now_ms().saturating_add(i64::try_from(req.keep_for.as_millis()).unwrap_or(i64::MAX / 2));
+        let result = run.await;
+        let outcome = match &result {
+            Ok(_) => ClaimOutcome::Done,
+            Err(e) => match e.record() {
+                Some(refusal) => {
+                    // A concurrent duplicate may have taken effect meanwhile: that is the answer.
+                    if let Some(effect) = find().await? {
+                        return Ok(effect);
+                    }
+                    ClaimOutcome::Refused(refusal)
+                }
+                // A failure records nothing: a repeat runs the request again.
+                None => return result,
+            },
+        };
+        self.store.record_idempotency(req.merchant, req.scope, req.key, &fingerprint, &outcome, expires).await?;
+        result
     }
 }

@@ -10,10 +10,11 @@ use kassa_chain::{ChainAdapter, Priority};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
 use kassa_core::withdrawal::WithdrawalInput;
 use kassa_core::{Currency, SignPolicy};
-use kassa_store::{NewWithdrawal, StoreError, WithdrawalQuery, WithdrawalRow};
+use kassa_store::{ClaimOutcome, IdempotencyRecord, NewWithdrawal, StoreError, WithdrawalQuery, WithdrawalRow};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::idempotency::OnceRequest;
 use crate::timefmt::format_ms;
 use crate::{Engine, EngineError};
 
@@ -33,6 +34,14 @@ pub struct WithdrawalRequest {
     pub origin: crate::notifications::Origin,
     /// The merchant's note, shown back with the withdrawal.
     pub description: Option<String>,
+}
+
+/// What became of a bulk payment that passed its checks.
+enum Stored {
+    /// Stored and held by this request.
+    Held(WithdrawalRow),
+    /// Stored by a concurrent duplicate of this request.
+    Answered(Withdrawal),
 }
 
 /// One payment of a bulk request (`request_withdrawals_bulk`).
@@ -209,6 +218,7 @@ impl Engine {
             description: r.description.clone(),
             daily_limit: currency.max_withdrawals_per_day.map(i64::from),
         };
+        crash_point("before_store");
         let id = match self.store.insert_withdrawal(&new).await {
             Ok(id) => id,
             Err(StoreError::Duplicate { .. }) => {
@@ -223,26 +233,63 @@ impl Engine {
         self.withdrawal_view(self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?)
     }
 
-    /// What a bulk request stored under `key`, payment by payment (`Conflict` for a
-    /// payment it did not store): the answer to a repeated request.
-    pub async fn bulk_replay(&self, merchant: MerchantId, key: &str, payments: usize) -> Result<Vec<Result<Withdrawal, EngineError>>, EngineError> {
+    /// What a bulk request did under `req.key`, payment by payment: the withdrawal it
+    /// stored, or the refusal recorded for it (`Conflict` for a payment it neither
+    /// stored nor refused, i.e. one interrupted); `None` when it did nothing.
+    async fn bulk_replay(&self, req: &OnceRequest<'_>, payments: usize) -> Result<Option<Vec<Result<Withdrawal, EngineError>>>, EngineError> {
         let mut out = Vec::new();
+        let mut any = false;
         for i in 0..payments {
-            out.push(match self.store.withdrawal_by_key(merchant, &format!("{key}:{i}")).await? {
-                Some(w) => self.withdrawal_view(w),
-                None => Err(EngineError::Conflict("this payment of a repeated request was not sent the first time".into())),
+            let key = format!("{}:{i}", req.key);
+            if let Some(w) = self.store.withdrawal_by_key(req.merchant, &key).await? {
+                any = true;
+                out.push(self.withdrawal_view(w));
+                continue;
+            }
+            out.push(match self.store.idempotency_record(req.merchant, req.scope, &key).await? {
+                Some(IdempotencyRecord { outcome: ClaimOutcome::Refused(r), .. }) => {
+                    any = true;
+                    Err(EngineError::from_record(&r).unwrap_or_else(|| EngineError::Conflict("this payment was refused the first time".into())))
+                }
+                _ => Err(EngineError::Conflict("this payment of a repeated request was not sent the first time".into())),
             });
         }
-        Ok(out)
+        Ok(any.then_some(out))
     }
 
-    /// Several withdrawals of one currency, paid by one transaction. Each payment is
-    /// checked on its own and its result given in input order; those that pass are
-    /// queued together. Fees: the largest payment that goes through pays the full fee,
-    /// every further one the fee with half its fixed part. Payment `i` is stored under
-    /// the idempotency key `{key}:{i}`: a repeated request answers with what the first
-    /// stored, and `Conflict` for payments it did not store.
+    /// Several withdrawals of one currency, paid by one transaction, run once per
+    /// `req` (the engine's idempotency entry point): a repeat answers payment by
+    /// payment with what the first arrival stored or refused. Each payment is checked
+    /// on its own and its result given in input order; those that pass are queued
+    /// together. Fees: the largest payment that goes through pays the full fee, every
+    /// further one the fee with half its fixed part. Payment `i` is stored under the
+    /// idempotency key `{key}:{i}`.
     pub async fn request_withdrawals_bulk(
+        &self,
+        req: OnceRequest<'_>,
+        currency: &str,
+        priority: Priority,
+        payments: Vec<BulkPayment>,
+        dialect: &str,
+    ) -> Result<Vec<Result<Withdrawal, EngineError>>, EngineError> {
+        let n = payments.len();
+        let fingerprint = Sha256::digest(req.request);
+        let expires = self.now_ms().saturating_add(i64::try_from(req.keep_for.as_millis()).unwrap_or(i64::MAX / 2));
+        let run = async {
+            let results = self.send_bulk(req.merchant, currency, priority, payments, req.key, dialect).await?;
+            // Each refused payment's refusal is kept, to be answered again as itself.
+            for (i, r) in results.iter().enumerate() {
+                if let Some(refusal) = r.as_ref().err().and_then(EngineError::record) {
+                    let outcome = ClaimOutcome::Refused(refusal);
+                    self.store.record_idempotency(req.merchant, req.scope, &format!("{}:{i}", req.key), &fingerprint, &outcome, expires).await?;
+                }
+            }
+            Ok(results)
+        };
+        self.once(req.clone(), run, || self.bulk_replay(&req, n)).await
+    }
+
+    async fn send_bulk(
         &self,
         merchant: MerchantId,
         currency: &str,
@@ -263,10 +310,6 @@ impl Engine {
             return Err(EngineError::invalid("idempotency_key", "must be 1-180 characters"));
         }
         let key_of = |i: usize| format!("{key}:{i}");
-        let earlier = self.bulk_replay(merchant, key, payments.len()).await?;
-        if earlier.iter().any(Result::is_ok) {
-            return Ok(earlier);
-        }
         // Each payment's own checks.
         let mut results: Vec<Option<Result<Withdrawal, EngineError>>> = (0..payments.len()).map(|_| None).collect();
         let mut passing = Vec::new();
@@ -316,10 +359,18 @@ impl Engine {
                     description: payments[i].description.clone(),
                     daily_limit: currency.max_withdrawals_per_day.map(i64::from),
                 };
-                let id = self.store.insert_withdrawal(&new).await.map_err(|e| self.insert_error(e, &currency))?;
+                let id = match self.store.insert_withdrawal(&new).await {
+                    Ok(id) => id,
+                    // A concurrent duplicate of this request stored it: that is its answer.
+                    Err(StoreError::Duplicate { .. }) => {
+                        let existing = self.store.withdrawal_by_key(merchant, &new.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
+                        return self.replay(existing, &new.request_hash).map(Stored::Answered);
+                    }
+                    Err(e) => return Err(self.insert_error(e, &currency)),
+                };
                 let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
                 match self.hold(&row, &currency).await {
-                    Ok(tx) => Ok(WithdrawalRow { hold_tx_id: Some(tx), ..row }),
+                    Ok(tx) => Ok(Stored::Held(WithdrawalRow { hold_tx_id: Some(tx), ..row })),
                     Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
                         self.store.delete_requested_withdrawal(id).await?;
                         Err(e)
@@ -329,7 +380,8 @@ impl Engine {
             }
             .await;
             match outcome {
-                Ok(row) => held.push((i, row)),
+                Ok(Stored::Held(row)) => held.push((i, row)),
+                Ok(Stored::Answered(w)) => results[i] = Some(Ok(w)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }

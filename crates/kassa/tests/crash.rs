@@ -1,5 +1,5 @@
 //! C1: the real server binary is killed (aborted, like `kill -9`) at each step of a
-//! withdrawal — after the hold, after signing, after recording the signed transaction,
+//! withdrawal — before it is stored (the retry is then processed as new), after the hold, after signing, after recording the signed transaction,
 //! after broadcasting — and restarted: the destination is paid exactly once, and the
 //! books balance. Runs on both backends against every kind of node the harness has.
 
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 async fn crash_at_each_withdrawal_step<N: TestNode>(backend: Backend) {
     let node = N::start().await;
-    for point in ["after_hold", "after_sign", "after_record_signed", "after_broadcast"] {
+    for point in ["before_store", "after_hold", "after_sign", "after_record_signed", "after_broadcast"] {
         let db = TestDb::new(backend).await;
         let setup = ServerSetup::new(
             env!("CARGO_BIN_EXE_kassa"),
@@ -56,7 +56,7 @@ async fn crash_at_each_withdrawal_step<N: TestNode>(backend: Backend) {
         let dest = node.external_address().await;
         let body = json!({"currency": N::CURRENCY, "address": dest, "amount": "0.5", "priority": "high", "idempotency_key": "pay-1"});
         let first = client.post(format!("{base}/kassa/v1/withdrawals")).bearer_auth(&token).json(&body).send().await;
-        if point == "after_hold" {
+        if point == "before_store" || point == "after_hold" {
             assert!(first.is_err(), "the server died while answering");
         }
         let (code, stderr) = server.wait_exit(Duration::from_secs(20));

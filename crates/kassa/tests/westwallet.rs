@@ -337,13 +337,18 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     // Control characters (a NUL cannot be stored) are refused before anything is taken.
     assert_eq!(post(&app, &k, "/wallet/create_withdrawal", &good(json!({"description": "a\u{0}b"}))).await, (200, json!({"error": "bad_description"})));
     assert_eq!(post(&app, &k, "/address/generate", &json!({"currency": "LTC", "label": "a\u{0}b"})).await, (200, json!({"error": "bad_label"})));
-    // A signed request refused for funds, replayed after a top-up: still refused
-    // (`duplicate_request`), never paid.
+    // A signed request refused, replayed: the same refusal. Refused for funds and
+    // replayed after a top-up: still refused as it was, never paid.
     let big = json!({"currency": "LTC", "amount": "5", "address": dest}).to_string();
     let ts = now();
     assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&big), &big, &ts).await, (200, json!({"error": "insufficient_funds"})));
     app.t.fund(m, "LTC", "10").await;
-    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&big), &big, &ts).await, (200, json!({"error": "duplicate_request"})));
+    assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&big), &big, &ts).await, (200, json!({"error": "insufficient_funds"})));
+    let over = json!({"currency": "LTC", "amount": "100.00000001", "address": dest}).to_string();
+    let ts = now();
+    for _ in 0..2 {
+        assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(&over), &over, &ts).await, (200, json!({"error": "max_withdraw_error"})));
+    }
     app.t.fund(m, "LTC", "-10").await;
     assert_eq!(books(&app, &k).await, ("2.49740000".into(), 2), "refusals store nothing");
     // A key without the withdraw scope: 403; a blocked account: account_blocked.
@@ -416,8 +421,15 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     // 2.4974 − (0.2 + 0.3 + 0.1) − (0.00105 + 0.0016 + 0.00055)
     assert_eq!(books(&app, &k).await, ("1.89420000".into(), 5));
     // Insufficient funds for one payment of a bulk request: that one alone fails.
-    let (_, poor) = post(&app, &k, "/wallet/create_withdrawal/many", &json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "99"}]})).await;
-    assert_eq!(poor["results"][0]["error"], "insufficient_funds");
+    let poor = json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "99"}]}).to_string();
+    let ts = now();
+    let (_, refused) = call(&app, &k, "POST", "/wallet/create_withdrawal/many", Some(&poor), &poor, &ts).await;
+    assert_eq!(refused["results"][0]["error"], "insufficient_funds");
+    // Replayed after a top-up: refused as it was, never paid.
+    app.t.fund(m, "LTC", "100").await;
+    let (_, replayed) = call(&app, &k, "POST", "/wallet/create_withdrawal/many", Some(&poor), &poor, &ts).await;
+    assert_eq!(replayed, refused);
+    app.t.fund(m, "LTC", "-100").await;
     // One transaction pays an address once; a replayed bulk request answers as the first did.
     let twice = json!({"currency": "LTC", "transactions": [{"address": to[0], "amount": "0.01"}, {"address": to[0], "amount": 0.02}]}).to_string();
     let ts = now();
@@ -426,7 +438,7 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     assert_eq!(first["results"][0]["error"], "ok");
     let (_, replayed) = call(&app, &k, "POST", "/wallet/create_withdrawal/many", Some(&twice), &twice, &ts).await;
     assert_eq!(replayed["results"][0], first["results"][0], "the same withdrawal, not a second");
-    assert_eq!(replayed["results"][1]["error"], "duplicate_request");
+    assert_eq!(replayed["results"][1], first["results"][1], "the same refusal");
     broadcaster.cycle().await.unwrap();
     // 1.8942 − 0.01 − (0.0001 + 0.00005)
     assert_eq!(books(&app, &k).await, ("1.88405000".into(), 6));

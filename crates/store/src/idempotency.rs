@@ -1,90 +1,78 @@
-//! Idempotency claims: the records behind the engine's one idempotency entry point.
+//! Idempotency records: how a request behind the engine's one idempotency entry point
+//! ended. Written once the request has ended, never before it runs.
 
 use kassa_core::ledger::MerchantId;
 
 use crate::{on_pool, Result, Store};
 
-/// What a claim found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// The key is new: this caller runs the request.
-    First,
-    /// The key was claimed before.
-    Seen {
-        /// Whether the earlier request asked for the same thing.
-        same_request: bool,
-        /// How it ended: None while it runs (or when it was interrupted).
-        outcome: Option<ClaimOutcome>,
-    },
-}
-
+/// How a request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
+    /// It took effect (the effect is stored under the request's key).
     Done,
+    /// It was refused; the refusal as the engine recorded it.
     Refused(String),
 }
 
+/// A request's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// A hash of what was asked.
+    pub fingerprint: Vec<u8>,
+    pub outcome: ClaimOutcome,
+}
+
 impl Store {
-    /// Claims `key` in `scope` for `merchant`, or reports the earlier claim. Claims
-    /// past their expiry are forgotten first (a repeat that late is refused by its
-    /// caller's own rules, e.g. a signed request's timestamp window).
-    pub async fn claim_idempotency_key(
+    /// The record of `key` in `scope` for `merchant`, unless it has expired.
+    pub async fn idempotency_record(&self, merchant: MerchantId, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>> {
+        let now = self.now_ms();
+        let row: Option<(Vec<u8>, String, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                    "SELECT fingerprint, outcome, refusal FROM idempotency_claims
+                     WHERE merchant_id = $1 AND scope = $2 AND request_key = $3 AND expires_at_ms >= $4")
+                .bind(merchant.0)
+                .bind(scope)
+                .bind(key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(fingerprint, outcome, refusal)| IdempotencyRecord {
+            fingerprint,
+            outcome: if outcome == "done" { ClaimOutcome::Done } else { ClaimOutcome::Refused(refusal.unwrap_or_default()) },
+        }))
+    }
+
+    /// Records how the request behind `key` ended, kept until `expires_at_ms`. The
+    /// first record of a key stands (a concurrent duplicate's is dropped); expired
+    /// records are removed on the way.
+    pub async fn record_idempotency(
         &self,
         merchant: MerchantId,
         scope: &str,
         key: &str,
         fingerprint: &[u8],
+        outcome: &ClaimOutcome,
         expires_at_ms: i64,
-    ) -> Result<Claim> {
+    ) -> Result<()> {
         let now = self.now_ms();
-        on_pool!(self, pool => {
-            sqlx::query("DELETE FROM idempotency_claims WHERE expires_at_ms < $1").bind(now).execute(pool).await?;
-            let inserted = sqlx::query(
-                    "INSERT INTO idempotency_claims (merchant_id, scope, request_key, fingerprint, created_at_ms, expires_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING")
-                .bind(merchant.0)
-                .bind(scope)
-                .bind(key)
-                .bind(fingerprint)
-                .bind(now)
-                .bind(expires_at_ms)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            if inserted == 1 {
-                return Ok(Claim::First);
-            }
-            let row: Option<(Vec<u8>, Option<String>, Option<String>)> = sqlx::query_as(
-                    "SELECT fingerprint, outcome, refusal FROM idempotency_claims WHERE merchant_id = $1 AND scope = $2 AND request_key = $3")
-                .bind(merchant.0)
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
-            // Gone between the insert and the read (expired meanwhile): claim again.
-            let Some((stored, outcome, refusal)) = row else { return Box::pin(self.claim_idempotency_key(merchant, scope, key, fingerprint, expires_at_ms)).await };
-            let outcome = match outcome.as_deref() {
-                Some("done") => Some(ClaimOutcome::Done),
-                Some(_) => Some(ClaimOutcome::Refused(refusal.unwrap_or_default())),
-                None => None,
-            };
-            Ok(Claim::Seen { same_request: stored == fingerprint, outcome })
-        })
-    }
-
-    /// Records how the request behind a claim ended.
-    pub async fn finish_idempotency_claim(&self, merchant: MerchantId, scope: &str, key: &str, outcome: &ClaimOutcome) -> Result<()> {
         let (name, refusal) = match outcome {
             ClaimOutcome::Done => ("done", None),
             ClaimOutcome::Refused(r) => ("refused", Some(r.as_str())),
         };
         on_pool!(self, pool => {
-            sqlx::query("UPDATE idempotency_claims SET outcome = $1, refusal = $2 WHERE merchant_id = $3 AND scope = $4 AND request_key = $5")
-                .bind(name)
-                .bind(refusal)
+            sqlx::query("DELETE FROM idempotency_claims WHERE expires_at_ms < $1").bind(now).execute(pool).await?;
+            sqlx::query(
+                    "INSERT INTO idempotency_claims (merchant_id, scope, request_key, fingerprint, outcome, refusal, created_at_ms, expires_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING")
                 .bind(merchant.0)
                 .bind(scope)
                 .bind(key)
+                .bind(fingerprint)
+                .bind(name)
+                .bind(refusal)
+                .bind(now)
+                .bind(expires_at_ms)
                 .execute(pool)
                 .await?;
         });

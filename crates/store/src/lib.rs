@@ -35,7 +35,7 @@ pub use deliveries::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, Delive
 pub use endpoints::{EndpointRow, NewEndpoint};
 pub use events::{EventRow, NewEvent};
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
-pub use idempotency::{Claim, ClaimOutcome};
+pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use transfers::{TransferQuery, TransferRow};

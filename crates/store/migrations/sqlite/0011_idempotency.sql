@@ -1,7 +1,8 @@
--- One record per idempotent request: the engine's single entry point claims a key
--- (per merchant and scope) before running the request, records how it ended, and
--- answers a repeat from the record. Replaces signed_requests (the WestWallet replay
--- guard), whose entries live at most three timestamp windows anyway.
+-- How an idempotent request ended, per merchant, scope and key: the engine's single
+-- entry point answers a repeat from the effect the request stored under its key, or
+-- from a refusal kept here (answered again as itself). Nothing is written before the
+-- request runs, so one interrupted before it took effect is processed as new.
+-- Replaces signed_requests (the WestWallet replay guard).
 
 CREATE TABLE idempotency_claims (
     merchant_id INTEGER NOT NULL REFERENCES merchants(id),
@@ -9,8 +10,8 @@ CREATE TABLE idempotency_claims (
     request_key TEXT NOT NULL,
     -- A hash of what was asked: the same key with another request is refused.
     fingerprint BLOB NOT NULL,
-    -- NULL while running (or interrupted); 'done', or 'refused' with the reason.
-    outcome TEXT,
+    -- 'done', or 'refused' with the refusal as the engine records it (JSON).
+    outcome TEXT NOT NULL CHECK (outcome IN ('done', 'refused')),
     refusal TEXT,
     created_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL,

@@ -439,15 +439,9 @@ async fn create_withdrawal_many(State(state): State<AppState>, req: Request) -> 
     let outcomes = if good.is_empty() {
         Vec::new()
     } else {
-        let n = good.len();
-        let first = state.engine.request_withdrawals_bulk(s.who.merchant, currency.code.as_str(), priority, good, &s.request_key, "westwallet");
-        state
-            .engine
-            // A replay answers payment by payment: what each stored, or duplicate_request.
-            .once(once(&state, &s, "westwallet:create_withdrawal/many"), first, || async {
-                Ok(Some(state.engine.bulk_replay(s.who.merchant, &s.request_key, n).await?))
-            })
-            .await?
+        // A replay answers payment by payment with what the first arrival did.
+        let req = once(&state, &s, "westwallet:create_withdrawal/many");
+        state.engine.request_withdrawals_bulk(req, currency.code.as_str(), priority, good, "westwallet").await?
     };
     let mut outcomes = outcomes.into_iter();
     let mut results = Vec::new();
