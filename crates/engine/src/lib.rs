@@ -22,6 +22,7 @@ pub mod rates;
 pub mod schemas;
 pub mod transfers;
 pub mod secrets;
+pub mod special_addresses;
 pub mod timefmt;
 pub mod watcher;
 pub mod webhooks;

@@ -14,6 +14,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::special_addresses::special;
+
 /// Prefix of Standard Webhooks secrets (`whsec_` + base64 of the key bytes).
 pub const SECRET_PREFIX: &str = "whsec_";
 
@@ -100,63 +102,40 @@ pub enum TargetError {
     Unresolved(String),
 }
 
-/// Why an address must not receive callbacks, if it must not.
+/// Why an address must not receive callbacks, if it must not: every address that is
+/// not globally reachable per IANA's special-purpose registries
+/// (`special_addresses`), IPv6 outside global unicast (2000::/3), and, for forms that
+/// embed an IPv4 address (NAT64 64:ff9b::/96, 6to4, IPv4-compatible ::a.b.c.d), what
+/// the embedded address is.
 pub fn forbidden_kind(ip: IpAddr, policy: TargetPolicy) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4, policy),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_v4(v4, policy);
-            }
-            let seg = v6.segments();
-            if v6.is_loopback() {
-                (!policy.allow_loopback).then_some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if (seg[0] & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if (seg[0] & 0xfe00) == 0xfc00 {
-                // Unique local, including the cloud metadata address fd00:ec2::254.
-                Some("private")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else if (seg[0] & 0xffc0) == 0xfec0 {
-                Some("private") // deprecated site-local
-            } else if seg[0] == 0x0064 && seg[1] == 0xff9b || seg[..6] == [0; 6] {
-                // NAT64 (64:ff9b::/96) and IPv4-compatible (::a.b.c.d) addresses embed an
-                // IPv4 address: judge that one.
-                let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
-                forbidden_v4(v4, policy)
-            } else if seg[0] == 0x2002 {
-                // 6to4 (2002::/16) embeds an IPv4 address in its next 32 bits.
-                let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
-                forbidden_v4(v4, policy)
-            } else {
-                None
-            }
+    if let IpAddr::V6(v6) = ip {
+        let seg = v6.segments();
+        let embedded = if seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2..6] == [0; 4] {
+            Some((seg[6], seg[7]))
+        } else if seg[0] == 0x2002 {
+            Some((seg[1], seg[2]))
+        } else if seg[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+            Some((seg[6], seg[7]))
+        } else {
+            None
+        };
+        if let Some((hi, lo)) = embedded {
+            let v4 = Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            return forbidden_kind(IpAddr::V4(v4), policy);
         }
     }
-}
-
-fn forbidden_v4(ip: Ipv4Addr, policy: TargetPolicy) -> Option<&'static str> {
-    let o = ip.octets();
     if ip.is_loopback() {
-        (!policy.allow_loopback).then_some("loopback")
-    } else if o[0] == 0 {
-        Some("unspecified")
-    } else if ip.is_link_local() {
-        // 169.254.0.0/16, including the cloud metadata address 169.254.169.254.
-        Some(if o == [169, 254, 169, 254] { "cloud metadata" } else { "link-local" })
-    } else if ip.is_private() {
-        Some("private")
-    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-        Some("shared (carrier-grade NAT)")
-    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
-        Some("benchmarking")
-    } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
-        Some("reserved")
-    } else {
-        None
+        return (!policy.allow_loopback).then_some("loopback");
+    }
+    if ip == IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)) {
+        return Some("cloud metadata");
+    }
+    match special(ip) {
+        Some(s) => (!s.global).then_some(s.kind),
+        None => match ip {
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xe000) != 0x2000 => Some("reserved"),
+            _ => None,
+        },
     }
 }
 
@@ -241,8 +220,22 @@ mod tests {
             ("192.168.1.1", "private"),
             ("100.64.0.1", "shared (carrier-grade NAT)"),
             ("0.0.0.0", "unspecified"),
-            ("::ffff:10.0.0.1", "private"),
-            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:10.0.0.1", "IPv4-mapped"),
+            ("::ffff:127.0.0.1", "IPv4-mapped"),
+            ("::ffff:0:0", "IPv4-mapped"),
+            ("::ffff:8.8.8.8", "IPv4-mapped"),
+            ("192.0.0.1", "reserved"),
+            ("192.0.2.7", "documentation"),
+            ("198.51.100.1", "documentation"),
+            ("203.0.113.200", "documentation"),
+            ("192.88.99.1", "reserved"),
+            ("2001:db8::1", "documentation"),
+            ("100::1", "reserved"),
+            ("2001::1", "Teredo"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+            ("4000::1", "reserved"),
             ("fe80::1", "link-local"),
             ("fd00:ec2::254", "private"),
             ("64:ff9b::a9fe:a9fe", "cloud metadata"),
@@ -260,7 +253,31 @@ mod tests {
         }
         let dev = TargetPolicy { allow_loopback: true };
         assert_eq!(forbidden_kind("127.0.0.1".parse().unwrap(), dev), None);
+        assert_eq!(forbidden_kind("::1".parse().unwrap(), dev), None);
         assert_eq!(forbidden_kind("10.0.0.1".parse().unwrap(), dev), Some("private"), "only loopback is allowed in dev");
+    }
+
+    /// Each registry entry, at both ends of its block: refused when it is not
+    /// globally reachable, served when it is.
+    #[test]
+    fn every_special_purpose_block_is_judged_by_the_registry() {
+        let p = TargetPolicy::default();
+        for s in crate::special_addresses::IPV4.iter().chain(crate::special_addresses::IPV6) {
+            let net: ipnet::IpNet = s.block.parse().unwrap();
+            for ip in [net.network(), net.broadcast()] {
+                let found = crate::special_addresses::special(ip).unwrap();
+                let verdict = forbidden_kind(ip, p);
+                if !s.global {
+                    assert!(verdict.is_some(), "{ip} ({}) must be refused", s.name);
+                    if found.block == s.block && !ip.is_loopback() {
+                        assert_eq!(verdict, Some(s.kind), "{ip} ({})", s.name);
+                    }
+                } else if found.block == s.block && !matches!(s.kind, "translated" | "6to4") {
+                    // Embedding forms are judged by the IPv4 address they carry (tested above).
+                    assert_eq!(verdict, None, "{ip} ({}) is globally reachable", s.name);
+                }
+            }
+        }
     }
 
     #[tokio::test]
