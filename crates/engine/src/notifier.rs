@@ -333,6 +333,9 @@ impl Notifier {
             AttemptResult::Retry { next_attempt_at_ms } => tracing::warn!(delivery = d.id, event = %event, format, %url,
                 attempt = attempt_no, status = ?status, latency_ms, error = ?error,
                 retry_at = %crate::timefmt::format_ms(*next_attempt_at_ms), "callback not delivered; will retry"),
+            // The merchant's own decision, not a fault: said once per skipped delivery, at info.
+            AttemptResult::Failed if error.as_deref().is_some_and(|e| e.starts_with("endpoint disabled")) => tracing::info!(
+                delivery = d.id, event = %event, format, %url, error = ?error, "callback not sent: its endpoint is disabled"),
             AttemptResult::Failed => tracing::error!(delivery = d.id, event = %event, format, %url, attempt = attempt_no,
                 status = ?status, error = ?error, "callback failed for good (redeliver it once the receiver is fixed)"),
             AttemptResult::Gone => tracing::warn!(delivery = d.id, event = %event, %url, "receiver answered 410 Gone; its endpoint is disabled"),

@@ -87,6 +87,12 @@ async fn admin_commands(backend: Backend) {
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
     let list = cli.json(&["merchant", "list", "--json"]);
+    // Piped into a reader that has gone (`| head`): the command exits quietly.
+    let mut child = cli.command(&["merchant", "list", "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{:?}: {stderr}", out.status);
     assert_eq!(list["merchants"][0]["active_keys"], 2);
 
     // Blocking keeps its reason; blocking twice, unblocking an active merchant, or a

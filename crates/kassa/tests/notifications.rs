@@ -255,7 +255,9 @@ async fn n2_ssrf_targets_refused(backend: Backend) {
         ("http://10.1.2.3/hook", "private"),
         ("http://192.168.0.10/hook", "private"),
         ("http://0.0.0.0:9/hook", "unspecified"),
-        ("http://[::ffff:10.0.0.1]/hook", "private"),
+        ("http://[::ffff:10.0.0.1]/hook", "IPv4-mapped"),
+        ("http://192.0.2.1/hook", "documentation"),
+        ("http://[2001:db8::1]/hook", "documentation"),
     ] {
         let (status, body) = app.post("/kassa/v1/webhook-endpoints", &token, json!({"url": url})).await;
         assert_eq!(status, 400, "{url}: {body}");

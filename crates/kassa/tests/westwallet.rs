@@ -315,6 +315,23 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     ] {
         assert_eq!(post(&app, &k, "/wallet/create_withdrawal", &body).await, (200, json!({"error": code})), "{body}");
     }
+    // A correctly signed body that is not UTF-8: a bad request, not a bad signature.
+    let bytes: &[u8] = b"{\"currency\":\"LTC\",\"description\":\"\xff\xfe\"}";
+    let ts = now();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(k.secret.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(bytes);
+    let resp = reqwest::Client::new()
+        .post(app.url("/wallet/create_withdrawal"))
+        .header("X-API-KEY", &k.public)
+        .header("X-ACCESS-TIMESTAMP", &ts)
+        .header("X-ACCESS-SIGN", hex::encode(mac.finalize().into_bytes()))
+        .header("content-type", "application/json")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((resp.status().as_u16(), resp.json::<Value>().await.unwrap()), (200, json!({"error": "bad_request"})));
     let text = "{not json";
     assert_eq!(call(&app, &k, "POST", "/wallet/create_withdrawal", Some(text), text, &now()).await, (200, json!({"error": "bad_request"})));
     // A huge body: 413 in this dialect's shape.

@@ -20,6 +20,8 @@ pub enum Verified {
     Body(String),
     /// A GET's query parameters, in order.
     Query(Vec<(String, String)>),
+    /// A correctly signed body that is not UTF-8 text: a bad request, not a bad signature.
+    NotText,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,7 +98,7 @@ pub fn verify(secret: &[u8], timestamp: &str, sign: &str, is_get: bool, query: &
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
     if !body.is_empty() {
         if matches(body) {
-            return text(body).map(Verified::Body).ok_or(SignatureError::Mismatch);
+            return Ok(text(body).map_or(Verified::NotText, Verified::Body));
         }
         if body.iter().any(|b| *b >= 0x80) {
             // Python: signed the UTF-8 text, sent it Latin-1 encoded.

@@ -207,6 +207,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
     };
     let params = match verified {
         Verified::Query(pairs) => pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+        Verified::NotText => return Err(WwError::business("bad_request")),
         Verified::Body(text) if text.trim().is_empty() || text.trim() == "null" => Map::new(),
         Verified::Body(text) => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
