@@ -84,7 +84,12 @@ impl Engine {
                 None => return result,
             },
         };
-        self.store.record_idempotency(req.merchant, req.scope, req.key, &fingerprint, &outcome, expires).await?;
+        // The answer stands even if it cannot be recorded: a request that took effect
+        // must not be answered as failed (a client would send it again, signed anew).
+        // Without the record a repeat is answered from the effect, or runs again.
+        if let Err(e) = self.store.record_idempotency(req.merchant, req.scope, req.key, &fingerprint, &outcome, expires).await {
+            tracing::warn!(scope = req.scope, error = %e, "the outcome of an idempotent request was not recorded");
+        }
         result
     }
 }

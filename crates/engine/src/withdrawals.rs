@@ -276,12 +276,21 @@ impl Engine {
         let fingerprint = Sha256::digest(req.request);
         let expires = self.now_ms().saturating_add(i64::try_from(req.keep_for.as_millis()).unwrap_or(i64::MAX / 2));
         let run = async {
-            let results = self.send_bulk(req.merchant, currency, priority, payments, req.key, dialect).await?;
-            // Each refused payment's refusal is kept, to be answered again as itself.
+            let mut results = self.send_bulk(req.merchant, currency, priority, payments, req.key, dialect).await?;
+            // Nothing stored and nothing refused (every payment failed): a failure of the
+            // whole request, recorded nowhere, so a repeat runs it again.
+            if results.iter().all(|r| r.as_ref().is_err_and(|e| !e.is_refusal())) {
+                return Err(results.swap_remove(0).err().unwrap_or(EngineError::LedgerStopped));
+            }
+            // Each refused payment's refusal is kept, to be answered again as itself; one
+            // that cannot be kept leaves that payment to be answered as not sent.
             for (i, r) in results.iter().enumerate() {
                 if let Some(refusal) = r.as_ref().err().and_then(EngineError::record) {
                     let outcome = ClaimOutcome::Refused(refusal);
-                    self.store.record_idempotency(req.merchant, req.scope, &format!("{}:{i}", req.key), &fingerprint, &outcome, expires).await?;
+                    let key = format!("{}:{i}", req.key);
+                    if let Err(e) = self.store.record_idempotency(req.merchant, req.scope, &key, &fingerprint, &outcome, expires).await {
+                        tracing::warn!(key, error = %e, "a bulk payment's refusal was not recorded");
+                    }
                 }
             }
             Ok(results)
