@@ -122,7 +122,8 @@ impl Engine {
                 action: Action::Transfer(vec![Leg { from, to, currency: code, units: amount.units().abs() }]),
                 memo,
             })
-            .await?;
+            .await
+            .map_err(|e| e.in_currency(currency))?;
         let state = self.store.account_state(merchant_account).await?.ok_or(EngineError::LedgerStopped)?;
         tracing::info!(merchant = req.merchant.0, currency = %currency.code, amount = %amount, operator = req.operator.trim(),
             transaction = outcome.tx_id.0, replayed = outcome.replayed, "operator adjustment");

@@ -1,7 +1,7 @@
 //! The engine's error type: what happened, in terms a dialect can map to its own codes.
 
 use kassa_core::ledger::LedgerError;
-use kassa_core::AmountError;
+use kassa_core::{AmountError, Currency};
 use kassa_store::StoreError;
 
 /// Refusals serialise (see [`EngineError::record`]); failures do not.
@@ -57,6 +57,9 @@ pub enum EngineError {
     QuoteExpired(String),
     #[error("the request does not match the quote: {0}")]
     QuoteMismatch(String),
+    /// A balance too low, in the currency's amounts (what a client can act on).
+    #[error("insufficient funds: {available} {currency} available, {required} {currency} needed")]
+    InsufficientFunds { currency: String, available: String, required: String },
 }
 
 impl EngineError {
@@ -69,6 +72,19 @@ impl EngineError {
     /// secrets): a refusal is final for that request, a failure is not.
     pub fn is_refusal(&self) -> bool {
         !matches!(self, EngineError::LedgerStopped | EngineError::Store(_) | EngineError::Chain(_) | EngineError::Decrypt)
+    }
+
+    /// A ledger refusal for funds, said in the currency's decimal amounts; the
+    /// account and its units go to the log only. Other errors pass unchanged.
+    pub fn in_currency(self, c: &Currency) -> Self {
+        match self {
+            EngineError::Ledger(LedgerError::InsufficientFunds { account, available, required }) => {
+                tracing::info!(account = account.0, available_units = available, required_units = required, currency = %c.code, "insufficient funds");
+                let text = |units: i128| c.amount(units).map(|a| a.to_string()).unwrap_or_else(|_| format!("{units} units"));
+                EngineError::InsufficientFunds { currency: c.code.to_string(), available: text(available), required: text(required) }
+            }
+            e => e,
+        }
     }
 
     /// A refusal as text to keep, so that a repeat of the request can be answered
@@ -121,6 +137,7 @@ mod tests {
             EngineError::AboveMaximum("above 10".into()),
             EngineError::NotFound("withdrawal"),
             EngineError::QuoteExpired("expired".into()),
+            EngineError::InsufficientFunds { currency: "LTC".into(), available: "0.1".into(), required: "0.2".into() },
         ];
         for e in refusals {
             let text = e.record().expect("a refusal is recorded");

@@ -362,9 +362,12 @@ impl Engine {
         legs.retain(|l| l.units > 0);
         let memo = serde_json::json!({"type": "exchange", "exchange_id": x.public_id, "kind": x.kind, "rate": x.rate}).to_string();
         let outcome = self.ledger.submit(TxRequest { idempotency_key: format!("exchange:{}", x.id), action: Action::Transfer(legs), memo }).await;
-        let tx = match outcome {
+        let tx = match outcome.map_err(|e| match self.currencies.get(&x.from_currency) {
+            Ok(c) => e.in_currency(c),
+            Err(_) => e,
+        }) {
             Ok(o) => o.tx_id.0,
-            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+            Err(e @ EngineError::InsufficientFunds { .. }) => {
                 self.store.fail_exchange(x.id, "insufficient funds").await?;
                 return Err(e);
             }

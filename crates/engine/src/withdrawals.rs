@@ -380,7 +380,7 @@ impl Engine {
                 let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
                 match self.hold(&row, &currency).await {
                     Ok(tx) => Ok(Stored::Held(WithdrawalRow { hold_tx_id: Some(tx), ..row })),
-                    Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                    Err(e @ EngineError::InsufficientFunds { .. }) => {
                         self.store.delete_requested_withdrawal(id).await?;
                         Err(e)
                     }
@@ -424,7 +424,7 @@ impl Engine {
                 self.store.set_withdrawal_queued(w.id, tx).await?;
                 Ok(())
             }
-            Err(e @ EngineError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+            Err(e @ EngineError::InsufficientFunds { .. }) => {
                 self.store.delete_requested_withdrawal(w.id).await?;
                 Err(e)
             }
@@ -444,7 +444,8 @@ impl Engine {
             legs.push(Leg { from: merchant, to: fees, currency: code, units: w.fee_units });
         }
         let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address}).to_string();
-        Ok(self.ledger.submit(TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo }).await?.tx_id.0)
+        let request = TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo };
+        Ok(self.ledger.submit(request).await.map_err(|e| e.in_currency(currency))?.tx_id.0)
     }
 
     /// A merchant's withdrawal by its idempotency key.

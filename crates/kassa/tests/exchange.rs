@@ -267,6 +267,10 @@ async fn quotes_and_exchanges(backend: Backend) {
     }
     let (status, e) = app.post("/kassa/v1/exchanges", &token, json!({"client_id": "big", "from_currency": "LTC", "to_currency": "EUR", "sender_amount": "100"})).await;
     assert_eq!((status, e["error"]["code"].as_str()), (422, Some("insufficient_funds")));
+    // Said in the currency's amounts, without internal account ids or units.
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("insufficient funds: ") && message.contains(" LTC available, 100.00000000 LTC needed"), "{message}");
+    assert!(!message.contains("account") && !message.contains("units"), "{message}");
     let (_, list) = app.get("/kassa/v1/exchanges", Some(&token)).await;
     assert_eq!(list["exchanges"].as_array().unwrap().len(), 2, "{list}");
     // Scope: a read-only key cannot exchange.

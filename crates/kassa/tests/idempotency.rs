@@ -101,7 +101,9 @@ async fn once_takes_effect_once(backend: Backend) {
         idempotency_key: Some("k4".into()),
     };
     let first = e.once(req(m, "k4", b"debit"), async { e.adjust(overdraw.clone()).await.map(|r| r.balance) }, find(m, "k4")).await.unwrap_err();
-    assert!(matches!(first, EngineError::Ledger(LedgerError::InsufficientFunds { .. })), "{first}");
+    assert!(matches!(&first, EngineError::InsufficientFunds { currency, available, required }
+        if currency == "EUR" && available == "3.00" && required == "100.00"), "{first}");
+    assert_eq!(first.to_string(), "insufficient funds: 3.00 EUR available, 100.00 EUR needed", "no account ids or units");
     t.fund(m, "EUR", "200").await;
     let again = e.once(req(m, "k4", b"debit"), async { e.adjust(overdraw.clone()).await.map(|r| r.balance) }, find(m, "k4")).await.unwrap_err();
     assert_eq!(format!("{again:?}"), format!("{first:?}"), "still refused after a top-up");

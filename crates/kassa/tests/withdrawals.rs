@@ -142,7 +142,7 @@ async fn l1_concurrent_withdrawals<N: TestNode>(backend: Backend) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => accepted += 1,
-            Err(EngineError::Ledger(kassa_core::ledger::LedgerError::InsufficientFunds { .. })) => {}
+            Err(EngineError::InsufficientFunds { .. }) => {}
             Err(e) => panic!("unexpected: {e}"),
         }
     }

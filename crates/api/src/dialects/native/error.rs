@@ -82,7 +82,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         use ErrorCode::*;
         let (status, code) = match &e {
-            EngineError::Ledger(LedgerError::InsufficientFunds { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, InsufficientFunds),
+            EngineError::InsufficientFunds { .. } => (StatusCode::UNPROCESSABLE_ENTITY, InsufficientFunds),
             EngineError::Ledger(LedgerError::IdempotencyConflict { .. }) => (StatusCode::CONFLICT, IdempotencyConflict),
             EngineError::Ledger(_) | EngineError::Amount(_) | EngineError::Invalid { .. } | EngineError::BelowMinimum(_) | EngineError::AboveMaximum(_) => (StatusCode::BAD_REQUEST, InvalidRequest),
             EngineError::UnknownCurrency(_) => (StatusCode::BAD_REQUEST, UnknownCurrency),

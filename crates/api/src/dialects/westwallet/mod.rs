@@ -131,7 +131,7 @@ fn code_of(e: &EngineError) -> Option<&'static str> {
         EngineError::ChainNotConfigured(_) => "currency_not_found",
         EngineError::ChainHalted(_) => "currency_unavailable",
         EngineError::MerchantBlocked(_) => "account_blocked",
-        EngineError::Ledger(LedgerError::InsufficientFunds { .. }) => "insufficient_funds",
+        EngineError::InsufficientFunds { .. } => "insufficient_funds",
         EngineError::Ledger(LedgerError::IdempotencyConflict { .. }) | EngineError::Conflict(_) => "duplicate_request",
         EngineError::BelowMinimum(_) => "min_withdraw_error",
         EngineError::AboveMaximum(_) | EngineError::LimitReached(_) => "max_withdraw_error",
