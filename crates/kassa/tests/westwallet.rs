@@ -21,10 +21,10 @@ struct Key {
     secret: String,
 }
 
-fn sign(secret: &str, ts: &str, payload: &str) -> String {
+fn sign(secret: &str, ts: &str, payload: impl AsRef<[u8]>) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(ts.as_bytes());
-    mac.update(payload.as_bytes());
+    mac.update(payload.as_ref());
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -318,14 +318,11 @@ async fn withdrawals_history_and_invoices(backend: Backend) {
     // A correctly signed body that is not UTF-8: a bad request, not a bad signature.
     let bytes: &[u8] = b"{\"currency\":\"LTC\",\"description\":\"\xff\xfe\"}";
     let ts = now();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(k.secret.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(bytes);
     let resp = reqwest::Client::new()
         .post(app.url("/wallet/create_withdrawal"))
         .header("X-API-KEY", &k.public)
         .header("X-ACCESS-TIMESTAMP", &ts)
-        .header("X-ACCESS-SIGN", hex::encode(mac.finalize().into_bytes()))
+        .header("X-ACCESS-SIGN", sign(&k.secret, &ts, bytes))
         .header("content-type", "application/json")
         .body(bytes.to_vec())
         .send()
