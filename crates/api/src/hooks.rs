@@ -29,11 +29,13 @@ async fn chain_hook(State(state): State<AppState>, Path(name): Path<String>, Que
     };
     if !authorized {
         let body = json!({"error": {"code": "unauthorized", "message": "hooks need ?token= matching the configured hook_token"}});
-        return (StatusCode::UNAUTHORIZED, Json(body));
+        let mut r = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        r.extensions_mut().insert(crate::limits::AuthFailed);
+        return r;
     }
     if state.engine.chains.wake(&name) {
-        (StatusCode::ACCEPTED, Json(json!({"status": "accepted"})))
+        (StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response()
     } else {
-        (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no chain named {name:?}")}})))
+        (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no chain named {name:?}")}}))).into_response()
     }
 }

@@ -7,6 +7,7 @@
 pub mod dialects;
 mod health;
 mod hooks;
+pub mod limits;
 mod middleware;
 mod pages;
 pub mod wire;
@@ -32,11 +33,21 @@ pub struct HttpOptions {
     /// Mount prefixes by dialect name, instead of the dialect's defaults.
     pub mounts: std::collections::BTreeMap<String, Vec<String>>,
     pub westwallet: WestwalletOptions,
+    /// Request rate limits and how the client's address is found.
+    pub rate_limits: limits::RateLimitOptions,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), hook_token: None, operator_token: None, mounts: Default::default(), westwallet: WestwalletOptions::default() }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            hook_token: None,
+            operator_token: None,
+            mounts: Default::default(),
+            westwallet: WestwalletOptions::default(),
+            rate_limits: limits::RateLimitOptions::default(),
+        }
     }
 }
 
@@ -100,6 +111,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// On mount prefixes [`dialects::mounts`] refuses (the configuration checks them first).
 pub fn app(engine: Engine, options: &HttpOptions) -> Router {
     let mounts = std::sync::Arc::new(dialects::mounts(&options.mounts).unwrap_or_else(|e| panic!("{e}")));
+    let limiter = std::sync::Arc::new(limits::Limiter::new(&options.rate_limits, engine.clock().clone()));
     let state = AppState(std::sync::Arc::new(Shared {
         engine,
         metrics: metrics_handle(),
@@ -111,5 +123,5 @@ pub fn app(engine: Engine, options: &HttpOptions) -> Router {
     for (prefix, dialect) in mounts.iter() {
         routes = if prefix.is_empty() { routes.merge((dialect.router)()) } else { routes.nest(prefix, (dialect.router)()) };
     }
-    middleware::wrap(routes.with_state(state), options, mounts)
+    middleware::wrap(routes.with_state(state), options, mounts, limiter)
 }

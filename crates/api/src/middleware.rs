@@ -1,5 +1,5 @@
 //! Cross-cutting HTTP layers: request ids, structured request logs, request metrics,
-//! body size limits and timeouts, and refusals (404, 413, 503) in the shape of the
+//! rate limits, body size limits and timeouts, and refusals (404, 413, 503) in the shape of the
 //! dialect a path belongs to.
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tower_http::LatencyUnit;
 use tracing::Level;
 
 use crate::dialects::{self, Dialect, Refusal};
+use crate::limits::{AuthFailed, ClientIp, Group, Limited, Limiter, RequestLimits};
 use crate::HttpOptions;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,8 +36,9 @@ impl MakeRequestId for NewRequestId {
 /// Mount prefixes and their dialects, longest first.
 pub type Mounts = Arc<Vec<(String, &'static Dialect)>>;
 
-pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts) -> Router {
+pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts, limiter: Arc<Limiter>) -> Router {
     let for_fallback = mounts.clone();
+    let for_limits = mounts.clone();
     router
         .fallback(move |uri: axum::http::Uri| {
             let mounts = for_fallback.clone();
@@ -48,6 +50,10 @@ pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let mounts = mounts.clone();
             async move { dialect_limit_errors(&mounts, req, next).await }
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let (mounts, limiter) = (for_limits.clone(), limiter.clone());
+            async move { rate_limits(&mounts, limiter, req, next).await }
         }))
         .layer(
             TraceLayer::new_for_http()
@@ -76,6 +82,38 @@ async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], req: Reques
         StatusCode::SERVICE_UNAVAILABLE if !is_json => (dialect.refusal)(Refusal::Timeout),
         _ => response,
     }
+}
+
+/// Finds the client's address and the request's rate limit group, admits the request
+/// against the client's budgets (the key's are checked where it is authenticated),
+/// counts failed authentications, and words every rate limit refusal in the dialect
+/// the path belongs to, with `Retry-After`.
+async fn rate_limits(mounts: &[(String, &'static Dialect)], limiter: Arc<Limiter>, mut req: Request, next: Next) -> Response {
+    let (dialect, rest) = dialects::route_of(mounts, req.uri().path());
+    let group = (dialect.limit_group)(req.method(), rest);
+    let ip = limiter.client_ip(req.headers(), req.extensions());
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ClientIp(ip));
+        if let Err(limited) = limiter.admit_ip(ip, group) {
+            return refuse(dialect, group, limited);
+        }
+    }
+    req.extensions_mut().insert(RequestLimits { limiter: limiter.clone(), group });
+    let response = next.run(req).await;
+    if let (Some(ip), Some(AuthFailed)) = (ip, response.extensions().get::<AuthFailed>()) {
+        limiter.failed_auth(ip);
+    }
+    match response.extensions().get::<Limited>() {
+        Some(limited) => refuse(dialect, group, *limited),
+        None => response,
+    }
+}
+
+fn refuse(dialect: &Dialect, group: Group, limited: Limited) -> Response {
+    metrics::counter!("kassa_http_rate_limited_total", "group" => group.name()).increment(1);
+    let mut response = (dialect.refusal)(Refusal::TooManyRequests { retry_after_secs: limited.retry_after_secs });
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, limited.header());
+    response
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

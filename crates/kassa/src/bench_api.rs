@@ -232,7 +232,14 @@ async fn bench(args: &ApiBench, url: &str, run_id: &str) -> anyhow::Result<ExitC
 
     // The real app, served as `kassa serve` serves it; and the bare baseline, alike.
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let app = kassa_api::app(engine.clone(), &kassa_api::HttpOptions::default());
+    // Rate limits checked on every request as in production, with budgets the load
+    // never spends (the bench measures the server, not the limit).
+    let mut rate_limits = kassa_api::limits::RateLimitOptions::default();
+    let huge = kassa_api::limits::Rate::new(u32::MAX, 1);
+    for g in rate_limits.groups.iter_mut() {
+        *g = kassa_api::limits::GroupLimits { per_key: Some(huge), per_ip: Some(huge) };
+    }
+    let app = kassa_api::app(engine.clone(), &kassa_api::HttpOptions { rate_limits, ..Default::default() });
     let (app_addr, app_server) = serve(app, stopping.clone()).await?;
     let bare = Router::new().route("/wallet/balance", get(|| async { Json(serde_json::json!({"balance": "0", "currency": "LTC", "error": "ok"})) }));
     let (bare_addr, bare_server) = serve(bare, stopping).await?;

@@ -352,6 +352,63 @@ pub struct HttpConfig {
     /// defaults: e.g. `westwallet = ["/westwallet"]` takes it off the root.
     #[serde(default)]
     pub mounts: BTreeMap<String, Vec<String>>,
+    /// A header a trusted reverse proxy sets to the client's address (its last entry
+    /// is used). Unset: the TCP peer is the client and no header is believed.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// `[http.rate_limits]`: budgets like `"60/min"` (N/s, N/min, N/h) or `"off"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Failed authentications per client IP before it is refused for a while.
+    pub auth_failures: Option<String>,
+    #[serde(default)]
+    pub default: GroupLimitsConfig,
+    #[serde(default)]
+    pub address: GroupLimitsConfig,
+    #[serde(default)]
+    pub quote: GroupLimitsConfig,
+    #[serde(default)]
+    pub invoice: GroupLimitsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLimitsConfig {
+    pub per_key: Option<String>,
+    pub per_ip: Option<String>,
+}
+
+impl RateLimitsConfig {
+    /// The limits, with the defaults where a key is absent; names the key it refuses.
+    pub fn options(&self, client_ip_header: Option<&str>) -> anyhow::Result<kassa_api::limits::RateLimitOptions> {
+        use kassa_api::limits::{Group, Rate, RateLimitOptions};
+        fn rate(key: &str, given: &Option<String>, default: Option<Rate>) -> anyhow::Result<Option<Rate>> {
+            match given.as_deref().map(str::trim) {
+                None => Ok(default),
+                Some("off") => Ok(None),
+                Some(text) => text.parse().map(Some).map_err(|e| anyhow!("http.rate_limits.{key}: {e}")),
+            }
+        }
+        let mut options = RateLimitOptions::default();
+        options.auth_failures = rate("auth_failures", &self.auth_failures, options.auth_failures)?;
+        for (i, (group, given)) in Group::ALL.into_iter().zip([&self.default, &self.address, &self.quote, &self.invoice]).enumerate() {
+            let limits = &mut options.groups[i];
+            limits.per_key = rate(&format!("{}.per_key", group.name()), &given.per_key, limits.per_key)?;
+            limits.per_ip = rate(&format!("{}.per_ip", group.name()), &given.per_ip, limits.per_ip)?;
+        }
+        if let Some(name) = client_ip_header {
+            options.client_ip_header = Some(
+                axum::http::HeaderName::try_from(name.trim())
+                    .map_err(|_| anyhow!("http.client_ip_header: {name:?} is not a header name (e.g. \"X-Forwarded-For\")"))?,
+            );
+        }
+        Ok(options)
+    }
 }
 
 fn default_read_cache_ms() -> u64 {
@@ -367,6 +424,8 @@ impl Default for HttpConfig {
             key_cache_ms: default_read_cache_ms(),
             balance_cache_ms: default_read_cache_ms(),
             mounts: BTreeMap::new(),
+            client_ip_header: None,
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -425,6 +484,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub currencies: Currencies,
     pub path: PathBuf,
+    pub rate_limits: kassa_api::limits::RateLimitOptions,
 }
 
 impl Config {
@@ -558,6 +618,7 @@ impl Config {
         if let Err(e) = kassa_api::dialects::mounts(&self.http.mounts) {
             bail!("{e}");
         }
+        let rate_limits = self.http.rate_limits.options(self.http.client_ip_header.as_deref())?;
         if self.http.key_cache_ms > 60_000 {
             bail!("http.key_cache_ms: must be 0-60000");
         }
@@ -574,7 +635,7 @@ impl Config {
                 None => bail!("westwallet.currencies: {code} is not a configured currency"),
             }
         }
-        Ok(Settings { listen, currencies: Currencies::new(currencies), path: path.to_path_buf(), config: self })
+        Ok(Settings { listen, currencies: Currencies::new(currencies), path: path.to_path_buf(), rate_limits, config: self })
     }
 }
 
@@ -603,6 +664,7 @@ impl Settings {
                 currencies: self.config.westwallet.currencies.clone(),
                 timestamp_window_secs: self.config.westwallet.timestamp_window_secs as i64,
             },
+            rate_limits: self.rate_limits.clone(),
         }
     }
 

@@ -255,7 +255,7 @@ async fn openapi_document_matches_the_routes() {
         [
             "body_too_large", "conflict", "currency_unavailable", "forbidden", "idempotency_conflict", "inactive_currency", "insufficient_funds",
             "internal", "invalid_request", "limit_reached", "node_unavailable", "not_found", "quote_expired", "quote_mismatch", "rates_unavailable",
-            "timeout", "unauthorized", "unknown_currency",
+            "timeout", "too_many_requests", "unauthorized", "unknown_currency",
         ]
     );
     assert_eq!(schemas["Error"]["required"], json!(["error"]));

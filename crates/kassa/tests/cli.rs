@@ -187,6 +187,10 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("[http.mounts]\nwestwallet = [\"/kassa/v1\"]", "http.mounts.native: \"/kassa/v1\" is already where westwallet is mounted"),
         ("[http.mounts]\nnative = [\"api/\"]", "http.mounts.native: \"api/\" is not a mount prefix"),
         ("operator_token = \"short\"", "operator_token: must be at least 32"),
+        ("[http.rate_limits.quote]\nper_ip = \"lots\"", "http.rate_limits.quote.per_ip: \"lots\" is not a rate like \"60/min\""),
+        ("[http.rate_limits]\nauth_failures = \"0/min\"", "http.rate_limits.auth_failures"),
+        ("[http.rate_limits.quotes]\nper_ip = \"1/s\"", "unknown field: found `quotes`"),
+        ("[http]\nclient_ip_header = \"X Forwarded\"", "http.client_ip_header"),
     ];
     // Chains: the kind, its own section, what it carries.
     let ltc = "[currencies.LTC]\nname = \"Litecoin\"\nkind = \"crypto\"\nchain = \"litecoin\"\n";

@@ -18,9 +18,11 @@ use kassa_engine::callbacks::{CallbackFormat, CallbackFormats};
 use kassa_engine::merchants::KeyKind;
 use kassa_engine::Engine;
 
+use axum::http::Method;
 use axum::response::Response;
 use axum::Router;
 
+use crate::limits::Group;
 use crate::AppState;
 
 /// A refusal the HTTP layer makes before (or instead of) a handler answering.
@@ -29,6 +31,8 @@ pub enum Refusal {
     NotFound,
     BodyTooLarge,
     Timeout,
+    /// A rate limit (`crate::limits`); the HTTP layer adds `Retry-After`.
+    TooManyRequests { retry_after_secs: u64 },
 }
 
 /// One dialect's registration.
@@ -44,6 +48,9 @@ pub struct Dialect {
     pub owns: fn(&str) -> bool,
     /// This dialect's answer for a refusal.
     pub refusal: fn(Refusal) -> Response,
+    /// The rate limit group of a request (method, path relative to a mount) besides
+    /// `default`: where it creates addresses, quotes or invoices.
+    pub limit_group: fn(&Method, &str) -> Group,
     /// Its callback formats (how its objects' notifications look and are signed).
     pub callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>,
     /// How its API keys look, if it has keys of its own.
@@ -54,12 +61,26 @@ impl Dialect {
     /// A dialect registered for its keys (and callback formats) only: its API is not
     /// served yet, so it has no mounts and owns no path.
     pub const fn unmounted(name: &'static str, keys: &'static KeyKind, callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>) -> Dialect {
-        Dialect { name, default_mounts: &[], router: Router::<AppState>::new, owns: owns_nothing, refusal: native::refusal, callbacks, keys: Some(keys) }
+        Dialect {
+            name,
+            default_mounts: &[],
+            router: Router::<AppState>::new,
+            owns: owns_nothing,
+            refusal: native::refusal,
+            limit_group: default_group,
+            callbacks,
+            keys: Some(keys),
+        }
     }
 }
 
 fn owns_nothing(_: &str) -> bool {
     false
+}
+
+/// Every request of a dialect without groups counts against `default` only.
+pub fn default_group(_: &Method, _: &str) -> Group {
+    Group::Default
 }
 
 /// Every dialect, in the order their errors are matched (the first that owns a path
@@ -124,16 +145,21 @@ pub fn mounts(configured: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String,
 }
 
 /// The dialect whose shape a refusal on `path` takes.
-pub fn owner<'a>(mounts: &'a [(String, &'static Dialect)], path: &str) -> &'static Dialect {
+pub fn owner(mounts: &[(String, &'static Dialect)], path: &str) -> &'static Dialect {
+    route_of(mounts, path).0
+}
+
+/// The dialect that owns `path`, and the path relative to its mount.
+pub fn route_of<'p>(mounts: &[(String, &'static Dialect)], path: &'p str) -> (&'static Dialect, &'p str) {
     for (prefix, d) in mounts {
         let rest = if prefix.is_empty() { Some(path) } else { path.strip_prefix(prefix.as_str()).filter(|r| r.is_empty() || r.starts_with('/')) };
         if let Some(rest) = rest {
             if (d.owns)(rest) {
-                return d;
+                return (d, rest);
             }
         }
     }
-    &native::DIALECT
+    (&native::DIALECT, path)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub enum ErrorCode {
     RatesUnavailable,
     QuoteExpired,
     QuoteMismatch,
+    TooManyRequests,
     Internal,
 }
 
@@ -64,7 +65,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message } })).into_response()
+        let failed_auth = self.code == ErrorCode::Unauthorized;
+        let mut r = (self.status, Json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message } })).into_response();
+        if failed_auth {
+            r.extensions_mut().insert(crate::limits::AuthFailed);
+        }
+        r
     }
 }
 

@@ -9,9 +9,8 @@ mod operator;
 mod wire;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -31,6 +30,7 @@ pub use openapi::document;
 use error::ErrorBody;
 use wire::*;
 
+use crate::limits::Group;
 use crate::AppState;
 
 /// Kassa's own API's registration: under `/kassa/v1`. It also words the refusals
@@ -41,6 +41,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     router,
     owns: |_| true,
     refusal,
+    limit_group,
     callbacks: Vec::new,
     keys: Some(&KEYS),
 };
@@ -52,11 +53,25 @@ pub static KEYS: kassa_engine::merchants::KeyKind =
 pub(crate) fn refusal(r: crate::dialects::Refusal) -> axum::response::Response {
     use crate::dialects::Refusal;
     let (status, code, message) = match r {
-        Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
-        Refusal::BodyTooLarge => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "request body is larger than the server accepts"),
-        Refusal::Timeout => (axum::http::StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout, "the request took longer than the server allows"),
+        Refusal::NotFound => (axum::http::StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint".to_string()),
+        Refusal::BodyTooLarge => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "request body is larger than the server accepts".to_string()),
+        Refusal::Timeout => (axum::http::StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout, "the request took longer than the server allows".to_string()),
+        Refusal::TooManyRequests { retry_after_secs } => (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            format!("too many requests: retry in {retry_after_secs} s"),
+        ),
     };
-    ApiError { status, code, message: message.into() }.into_response()
+    ApiError { status, code, message }.into_response()
+}
+
+fn limit_group(method: &axum::http::Method, path: &str) -> Group {
+    match (method, path) {
+        (&axum::http::Method::POST, "/addresses") => Group::Address,
+        (&axum::http::Method::POST, "/quotes") => Group::Quote,
+        (&axum::http::Method::POST, "/invoices") => Group::Invoice,
+        _ => Group::Default,
+    }
 }
 
 pub fn router() -> Router<AppState> {
@@ -671,13 +686,15 @@ async fn deposits(
 pub struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
+    /// An [`ApiError`], or a rate limit's refusal (worded by the HTTP layer).
+    type Rejection = axum::response::Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("").trim();
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let principal = state.engine.authenticate_bearer(token, KEYS.dialect, ip).await?;
+        let ip = crate::limits::client_ip(&parts.extensions);
+        let principal = state.engine.authenticate_bearer(token, KEYS.dialect, ip).await.map_err(|e| ApiError::from(e).into_response())?;
+        crate::limits::admit_key(&parts.extensions, principal.key_id).map_err(IntoResponse::into_response)?;
         Ok(Auth(principal))
     }
 }

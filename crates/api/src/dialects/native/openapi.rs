@@ -28,8 +28,15 @@ struct Base;
 /// asks for, or with one that may not do it.
 fn refusals(scheme: &str) -> &'static [(&'static str, &'static str)] {
     match scheme {
-        "operator" => &[("401", "No operator token configured, or a different one given.")],
-        _ => &[("401", "Missing, unknown or revoked key."), ("403", "Key lacks the scope, or the IP is not allowed.")],
+        "operator" => &[
+            ("401", "No operator token configured, or a different one given."),
+            ("429", "A rate limit: retry after the Retry-After header's seconds."),
+        ],
+        _ => &[
+            ("401", "Missing, unknown or revoked key."),
+            ("403", "Key lacks the scope, or the IP is not allowed."),
+            ("429", "A rate limit of the key or the client's IP: retry after the Retry-After header's seconds."),
+        ],
     }
 }
 

@@ -17,10 +17,8 @@
 pub mod auth;
 pub mod callbacks;
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +38,7 @@ use kassa_engine::queries::TransferQuery;
 use serde_json::{json, Map, Value};
 
 use auth::{verify, Verified};
+use crate::limits::{self, AuthFailed, Group, Limited};
 use crate::wire;
 use crate::AppState;
 
@@ -72,6 +71,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     router,
     owns,
     refusal,
+    limit_group,
     callbacks: || vec![std::sync::Arc::new(callbacks::Ipn)],
     keys: Some(&KEYS),
 };
@@ -85,6 +85,14 @@ fn owns(path: &str) -> bool {
     path.starts_with("/wallet/") || path.starts_with("/address/")
 }
 
+fn limit_group(method: &Method, path: &str) -> Group {
+    match (method, path) {
+        (&Method::POST, "/address/generate") => Group::Address,
+        (&Method::POST, "/address/create_invoice") => Group::Invoice,
+        _ => Group::Default,
+    }
+}
+
 /// The server's own refusals in this dialect's shape: a flat code, never a `message`.
 fn refusal(r: crate::dialects::Refusal) -> Response {
     use crate::dialects::Refusal;
@@ -92,6 +100,7 @@ fn refusal(r: crate::dialects::Refusal) -> Response {
         Refusal::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         Refusal::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         Refusal::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        Refusal::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
     };
     (status, Json(json!({ "error": code }))).into_response()
 }
@@ -100,17 +109,36 @@ fn refusal(r: crate::dialects::Refusal) -> Response {
 pub struct WwError {
     status: StatusCode,
     code: &'static str,
+    /// A rate limit refused it (the HTTP layer words it and adds `Retry-After`).
+    limited: Option<Limited>,
 }
 
 impl WwError {
+    const fn new(status: StatusCode, code: &'static str) -> Self {
+        Self { status, code, limited: None }
+    }
+
     fn business(code: &'static str) -> Self {
-        Self { status: StatusCode::OK, code }
+        Self::new(StatusCode::OK, code)
+    }
+}
+
+impl From<Limited> for WwError {
+    fn from(l: Limited) -> Self {
+        Self { limited: Some(l), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests") }
     }
 }
 
 impl IntoResponse for WwError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.code }))).into_response()
+        if let Some(l) = self.limited {
+            return l.into_response();
+        }
+        let mut r = (self.status, Json(json!({ "error": self.code }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.extensions_mut().insert(AuthFailed);
+        }
+        r
     }
 }
 
@@ -118,8 +146,8 @@ impl From<AuthError> for WwError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Engine(inner) => inner.into(),
-            e if e.is_unauthenticated() => Self { status: StatusCode::UNAUTHORIZED, code: "wrong_credentials" },
-            _ => Self { status: StatusCode::FORBIDDEN, code: "not_allowed" },
+            e if e.is_unauthenticated() => Self::new(StatusCode::UNAUTHORIZED, "wrong_credentials"),
+            _ => Self::new(StatusCode::FORBIDDEN, "not_allowed"),
         }
     }
 }
@@ -157,7 +185,7 @@ impl From<EngineError> for WwError {
             Some(code) => Self::business(code),
             None => {
                 tracing::error!(error = %e, "westwallet: internal error");
-                Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal_error" }
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         }
     }
@@ -183,7 +211,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
     let (parts, body) = req.into_parts();
     let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
-        .map_err(|_| WwError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "body_too_large" })?;
+        .map_err(|_| WwError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))?;
     let h = &parts.headers;
     let (key, ts, sign) = (header(h, "x-api-key"), header(h, "x-access-timestamp"), header(h, "x-access-sign"));
     if key.is_empty() || ts.is_empty() || sign.is_empty() {
@@ -195,8 +223,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
         tracing::info!(timestamp = ts_value, now, "westwallet: timestamp outside the accepted window");
         return Err(AuthError::Unknown.into());
     }
-    let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (admitted, secret) = state.engine.hmac_key(key, KEYS.dialect, ip).await?;
+    let (admitted, secret) = state.engine.hmac_key(key, KEYS.dialect, limits::client_ip(&parts.extensions)).await?;
     let query = parts.uri.query().unwrap_or("");
     let verified = verify(&secret, ts, sign, parts.method == Method::GET, query, &bytes).map_err(|_| WwError::from(AuthError::Unknown))?;
     // Only a correctly signed request learns why its key is refused.
@@ -205,6 +232,7 @@ async fn authenticate(state: &AppState, req: Request, blocked_is_business: bool)
         Err(AuthError::MerchantBlocked) if blocked_is_business => return Err(WwError::business("account_blocked")),
         Err(e) => return Err(e.into()),
     };
+    limits::admit_key(&parts.extensions, who.key_id)?;
     let params = match verified {
         Verified::Query(pairs) => pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
         Verified::NotText => return Err(WwError::business("bad_request")),
