@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kassa_chain::{
     Asset, BlockRef, ChainAdapter, ChainError, Checkpoint, DepositTarget, IncomingTransfer, Payment, Priority, Result, ScanUpdate, ScannedBlock, SignedTx,
-    TxStatus,
+    TxStatus, WalletFunds,
 };
 use kassa_core::{Amount, SignPolicy};
 use serde::Deserialize;
@@ -586,6 +586,58 @@ impl ChainAdapter for Bitcoind {
         let v = self.wallet_call("getbalances", json!([])).await?;
         let mine = v.get("mine").ok_or_else(|| protocol("getbalances without mine"))?;
         Ok(parse_amount(&mine["trusted"])? + parse_amount(&mine["untrusted_pending"])?)
+    }
+
+    async fn wallet_funds(&self, asset: &str) -> Result<WalletFunds> {
+        if asset != self.cfg.currency {
+            return Err(ChainError::Refused(format!("chain {} carries {}, not {asset}", self.cfg.chain, self.cfg.currency)));
+        }
+        // listunspent leaves locked coins out: those are counted as reserved.
+        let sum = |v: Value| -> Result<i128> { v.as_array().into_iter().flatten().map(|u| parse_amount(&u["amount"])).sum() };
+        let confirmed = sum(self.wallet_call("listunspent", json!([1, 9_999_999])).await?)?;
+        let unconfirmed = sum(self.wallet_call("listunspent", json!([0, 0])).await?)?;
+        let mut reserved = 0;
+        for (txid, vout) in self.locked().await? {
+            // A locked coin already spent has no unspent output any more.
+            if let Some(value) = self.call("gettxout", json!([txid, vout, true])).await?.get("value") {
+                reserved += parse_amount(value)?;
+            }
+        }
+        Ok(WalletFunds { confirmed, unconfirmed, reserved })
+    }
+
+    async fn release_reserved(&self, keep: &[String]) -> Result<usize> {
+        let locked = self.locked().await?;
+        if locked.is_empty() {
+            return Ok(0);
+        }
+        let mut kept = std::collections::HashSet::new();
+        for raw in keep {
+            let decoded = self.call("decoderawtransaction", json!([raw])).await?;
+            for input in decoded.get("vin").and_then(Value::as_array).into_iter().flatten() {
+                if let (Some(txid), Some(vout)) = (input.get("txid").and_then(Value::as_str), input.get("vout").and_then(Value::as_u64)) {
+                    kept.insert((txid.to_string(), vout));
+                }
+            }
+        }
+        let release: Vec<Value> =
+            locked.into_iter().filter(|o| !kept.contains(o)).map(|(txid, vout)| json!({"txid": txid, "vout": vout})).collect();
+        if !release.is_empty() {
+            self.wallet("lockunspent", json!([true, release])).await.map_err(RpcFailure::send)?;
+        }
+        Ok(release.len())
+    }
+}
+
+impl Bitcoind {
+    /// The wallet's locked outpoints (coins reserved by `fundrawtransaction`).
+    async fn locked(&self) -> Result<Vec<(String, u64)>> {
+        let v = self.wallet_call("listlockunspent", json!([])).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| Some((o.get("txid")?.as_str()?.to_string(), o.get("vout")?.as_u64()?)))
+            .collect())
     }
 }
 

@@ -240,4 +240,31 @@ pub trait ChainAdapter: Send + Sync {
 
     /// Spendable balance of the hot wallet in `asset`, in its smallest unit.
     async fn hot_wallet_balance(&self, asset: &str) -> Result<i128>;
+
+    /// What the hot wallet holds of `asset` and what keeps it from spending it, for
+    /// an alert that says why a payout cannot be funded.
+    async fn wallet_funds(&self, asset: &str) -> Result<WalletFunds> {
+        Ok(WalletFunds { confirmed: self.hot_wallet_balance(asset).await?, ..WalletFunds::default() })
+    }
+
+    /// Releases coins the wallet reserved for transactions that were signed but
+    /// never stored or sent (a crash or a refusal after funding), keeping those spent
+    /// by `keep` (raw transactions Kassa has stored and may still broadcast). Returns
+    /// how many were released.
+    async fn release_reserved(&self, keep: &[String]) -> Result<usize> {
+        let _ = keep;
+        Ok(0)
+    }
+}
+
+/// A hot wallet's holdings of one asset, in its smallest unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalletFunds {
+    /// Confirmed and free to spend.
+    pub confirmed: i128,
+    /// Unconfirmed (mostly change of recent payouts): spendable once confirmed, or
+    /// now within the node's limit on chains of unconfirmed transactions.
+    pub unconfirmed: i128,
+    /// Reserved for transactions signed but not (yet) sent.
+    pub reserved: i128,
 }

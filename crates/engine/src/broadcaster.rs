@@ -18,7 +18,7 @@ use kassa_core::Currency;
 use kassa_store::{PayoutRow, StoreError, WithdrawalRow};
 use tokio::sync::watch;
 
-use crate::withdrawals::{crash_point, MAX_BATCH};
+use crate::withdrawals::crash_point;
 use crate::worker::{self, Pace, Worker};
 use crate::{Engine, EngineError};
 
@@ -33,7 +33,15 @@ pub struct Broadcaster {
     pub batch_window: Duration,
     /// The lease this broadcaster runs under (checked again right before signing).
     lease: Option<(String, Duration)>,
+    /// Coins the wallet may still hold reserved for a payout that was never stored
+    /// or sent (at start, after a crash or a refusal): released in the next cycle.
+    release_reserved: std::sync::atomic::AtomicBool,
 }
+
+/// Most payouts one cycle sends per currency (each may spend the last one's change).
+const MAX_PAYOUTS_PER_CYCLE: usize = 8;
+/// Most withdrawals one payout pays (several may share an output).
+const MAX_WITHDRAWALS_PER_PAYOUT: usize = 2000;
 
 /// Why a payout was not sent.
 enum SendError {
@@ -61,13 +69,38 @@ pub struct BroadcastReport {
     pub withdrawals_sent: u64,
     pub confirmed: u64,
     pub recovered: u64,
+    /// Payouts the hot wallet could not fund, by currency, with what blocked them.
+    pub unfunded: Vec<(String, Shortfall)>,
+}
+
+/// What keeps the hot wallet from funding a payout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// It holds less than the payout needs: it must be topped up.
+    TooLittle,
+    /// Enough, but part is coins reserved for a payout never sent (released).
+    Reserved,
+    /// Enough, but part is unconfirmed change of earlier payouts.
+    Unconfirmed,
+    /// Enough by the node's figures; the node still refuses (its message is logged).
+    Refused,
+    /// The holdings could not be read.
+    Unknown,
 }
 
 impl Broadcaster {
     pub fn new(engine: Engine, chain: &str, batch_window: Duration) -> Result<Self, EngineError> {
         let entry = engine.chains.get(chain).ok_or_else(|| EngineError::ChainNotConfigured(chain.to_string()))?;
         let assets = engine.chain_assets(chain)?;
-        Ok(Self { adapter: entry.adapter.clone(), chain: chain.to_string(), assets, engine, batch_window, lease: None })
+        Ok(Self {
+            adapter: entry.adapter.clone(),
+            chain: chain.to_string(),
+            assets,
+            engine,
+            batch_window,
+            lease: None,
+            release_reserved: std::sync::atomic::AtomicBool::new(true),
+        })
     }
 
     /// Ledger units of `currency` in its asset's smallest unit (the chain edge). A
@@ -121,7 +154,29 @@ impl Broadcaster {
         // Payouts never signed: nothing left Kassa; their withdrawals return to the queue.
         for p in store.payouts_in(&self.chain, &[PayoutStatus::Preparing]).await? {
             store.abandon_payout(p.id, "interrupted before signing").await?;
+            self.release_reserved.store(true, std::sync::atomic::Ordering::SeqCst);
             report.recovered += 1;
+        }
+        // Coins the wallet reserved for a payout that was never stored (a crash right
+        // after signing) or refused: free them, keeping those of stored transactions.
+        if self.release_reserved.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let keep: Vec<String> = store
+                .payouts_in(&self.chain, &[PayoutStatus::Signed, PayoutStatus::Broadcast])
+                .await?
+                .into_iter()
+                .filter_map(|p| p.raw_hex)
+                .collect();
+            match self.adapter.release_reserved(&keep).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(chain = %self.chain, coins = n, "released coins reserved for payouts that were never sent");
+                    report.recovered += 1;
+                }
+                Err(e) => {
+                    self.release_reserved.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::warn!(chain = %self.chain, error = %e, "could not release reserved coins; retrying next cycle");
+                }
+            }
         }
         // Signed payouts: broadcast the stored bytes (the node may already have them).
         // Never re-signed, never failed here: the bytes may already be on the network.
@@ -155,19 +210,38 @@ impl Broadcaster {
         Ok(())
     }
 
-    async fn send_due_in(&self, report: &mut BroadcastReport, currency: &Currency, queued: Vec<WithdrawalRow>) -> Result<(), EngineError> {
+    async fn send_due_in(&self, report: &mut BroadcastReport, currency: &Currency, mut queued: Vec<WithdrawalRow>) -> Result<(), EngineError> {
         let now_ms = self.engine.now_ms();
         let urgent = queued.iter().any(|w| w.priority != "low");
         let oldest_low_due = queued.iter().any(|w| w.priority == "low" && now_ms - w.created_at_ms >= self.batch_window.as_millis() as i64);
-        if !urgent && !oldest_low_due && queued.len() < MAX_BATCH {
+        let outputs = self.adapter.max_payments_per_tx().max(1);
+        if !urgent && !oldest_low_due && distinct_destinations(&queued) < outputs {
             return Ok(()); // low priority waits for its batch window
         }
-        // One transaction: distinct addresses only (a repeated address waits for the next).
-        let mut seen = HashSet::new();
-        let batch: Vec<&WithdrawalRow> = queued.iter().filter(|w| seen.insert(w.address.clone())).take(MAX_BATCH).collect();
+        queued.sort_by_key(|w| w.id);
+        for _ in 0..MAX_PAYOUTS_PER_CYCLE {
+            if queued.is_empty() {
+                break;
+            }
+            let (batch, rest) = next_batch(queued, outputs);
+            queued = rest;
+            if !self.send_batch(report, currency, &batch).await? {
+                break; // the wallet cannot fund it now: the rest waits too
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one payout; `false` when the wallet cannot fund it now (alerted).
+    async fn send_batch(&self, report: &mut BroadcastReport, currency: &Currency, batch: &[WithdrawalRow]) -> Result<bool, EngineError> {
+        let batch: Vec<&WithdrawalRow> = batch.iter().collect();
         let priority = batch.iter().map(|w| Priority::parse(&w.priority).unwrap_or(Priority::Medium)).max_by_key(|p| *p as u8).unwrap_or(Priority::Medium);
         match self.send(currency, &batch, priority).await {
             Ok(()) => {}
+            Err(SendError::Refused(ChainError::InsufficientFunds(why))) => {
+                report.unfunded.push((currency.code.to_string(), self.alert_unfunded(currency, &batch, &why).await));
+                return Ok(false);
+            }
             // A batch the node refuses for good (nothing was recorded or sent): send each
             // alone so one bad withdrawal cannot block the others; those refused alone
             // fail and their holds are voided.
@@ -179,28 +253,90 @@ impl Broadcaster {
                             report.payouts_sent += 1;
                             report.withdrawals_sent += 1;
                         }
+                        Err(SendError::Refused(ChainError::InsufficientFunds(why))) => {
+                            report.unfunded.push((currency.code.to_string(), self.alert_unfunded(currency, &[*w], &why).await));
+                            return Ok(false);
+                        }
                         Err(SendError::Refused(e)) if e.is_permanent_refusal() => self.fail(w, &e.to_string()).await?,
                         Err(SendError::Refused(e)) => return Err(EngineError::Chain(e)),
                         Err(SendError::Other(e)) => return Err(e),
                     }
                 }
-                return Ok(());
+                return Ok(true);
             }
             Err(SendError::Refused(e)) => return Err(EngineError::Chain(e)),
             Err(SendError::Other(e)) => return Err(e),
         }
         report.payouts_sent += 1;
         report.withdrawals_sent += batch.len() as u64;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Says what keeps the hot wallet from funding a payout: too little money, or
+    /// money it cannot spend yet (unconfirmed change, coins reserved by a payout that
+    /// was never sent).
+    async fn alert_unfunded(&self, currency: &Currency, batch: &[&WithdrawalRow], node_says: &str) -> Shortfall {
+        let code = currency.code.as_str();
+        let needed: i128 = batch.iter().map(|w| w.amount_units).sum();
+        let show = |chain_units: i128| self.chain_amount(currency, chain_units);
+        let needed_text = currency.amount(needed).map(|a| a.to_string()).unwrap_or_else(|_| needed.to_string());
+        let funds = match self.adapter.wallet_funds(code).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(chain = %self.chain, currency = code, withdrawals = batch.len(), needed = %needed_text, node = node_says, error = %e,
+                    "ALERT: the hot wallet cannot fund queued withdrawals, and its holdings cannot be read");
+                return Shortfall::Unknown;
+            }
+        };
+        let needed_chain = self.chain_units(currency, needed).unwrap_or(i128::MAX);
+        let (confirmed, unconfirmed, reserved) = (show(funds.confirmed), show(funds.unconfirmed), show(funds.reserved));
+        if funds.reserved > 0 {
+            self.release_reserved.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let total = funds.confirmed + funds.unconfirmed + funds.reserved;
+        if total < needed_chain {
+            tracing::error!(chain = %self.chain, currency = code, withdrawals = batch.len(), needed = %needed_text,
+                confirmed = %confirmed, unconfirmed = %unconfirmed, reserved = %reserved, node = node_says,
+                "ALERT: the hot wallet holds less than the queued withdrawals need (plus the network fee): top it up; they are sent once it can pay");
+            return Shortfall::TooLittle;
+        }
+        let (shortfall, what) = if funds.reserved > 0 {
+            (Shortfall::Reserved, "coins reserved for a payout that was never sent (released now)")
+        } else if funds.unconfirmed > 0 {
+            (Shortfall::Unconfirmed, "unconfirmed change of earlier payouts (spendable once confirmed; the node limits chains of unconfirmed transactions)")
+        } else {
+            (Shortfall::Refused, "coins the node will not spend now")
+        };
+        tracing::warn!(chain = %self.chain, currency = code, withdrawals = batch.len(), needed = %needed_text,
+            confirmed = %confirmed, unconfirmed = %unconfirmed, reserved = %reserved, node = node_says,
+            "the hot wallet holds enough but part of it is {what}; the withdrawals wait for it");
+        shortfall
+    }
+
+    /// A chain amount in the currency's decimals, for logs.
+    fn chain_amount(&self, currency: &Currency, units: i128) -> String {
+        let decimals = self.assets.get(currency.code.as_str()).map(|(a, _)| a.decimals).unwrap_or(currency.precision);
+        kassa_core::Amount::from_units(units, decimals).map(|a| a.to_string()).unwrap_or_else(|_| units.to_string())
     }
 
     /// Signs, records and broadcasts one payout for `batch`.
     async fn send(&self, currency: &Currency, batch: &[&WithdrawalRow], priority: Priority) -> Result<(), SendError> {
         let store = &self.engine.store;
-        let mut payments = Vec::with_capacity(batch.len());
+        // One output per destination: withdrawals to the same address share it.
+        let mut payments: Vec<Payment> = Vec::new();
+        let mut output_of = Vec::with_capacity(batch.len());
         for w in batch {
             let amount = self.chain_units(currency, w.amount_units)?;
-            payments.push(Payment { address: w.address.clone(), tag: None, asset: currency.code.to_string(), amount });
+            match payments.iter().position(|p| p.address == w.address) {
+                Some(i) => {
+                    payments[i].amount += amount;
+                    output_of.push(i);
+                }
+                None => {
+                    output_of.push(payments.len());
+                    payments.push(Payment { address: w.address.clone(), tag: None, asset: currency.code.to_string(), amount });
+                }
+            }
         }
         let ids: Vec<i64> = batch.iter().map(|w| w.id).collect();
         let payout = store.create_payout(&self.chain, currency.code.as_str(), &ids).await?;
@@ -216,14 +352,20 @@ impl Broadcaster {
             Err(e) => {
                 // Nothing was sent: back to the queue.
                 store.abandon_payout(payout, &e.to_string()).await?;
-                if matches!(e, ChainError::InsufficientFunds(_)) {
-                    tracing::error!(chain = %self.chain, error = %e, "ALERT: the hot wallet cannot pay queued withdrawals");
-                }
+                // Funding may have reserved coins before the refusal.
+                self.release_reserved.store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(SendError::Refused(e));
             }
         };
         crash_point("after_sign");
-        let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(signed.indexes.iter().copied()).collect();
+        if signed.indexes.len() != payments.len() {
+            return Err(SendError::Other(EngineError::Chain(ChainError::Transient(format!(
+                "the signed transaction names {} outputs for {} payments",
+                signed.indexes.len(),
+                payments.len()
+            )))));
+        }
+        let vouts: Vec<(i64, u32)> = ids.iter().copied().zip(output_of.iter().map(|i| signed.indexes[*i])).collect();
         store.payout_signed(payout, &signed.txid, &signed.raw_hex, signed.fee, &vouts).await?;
         crash_point("after_record_signed");
         let row = store.payouts_in(&self.chain, &[PayoutStatus::Signed]).await?.into_iter().find(|p| p.id == payout).ok_or(EngineError::LedgerStopped)?;
@@ -328,18 +470,23 @@ impl Broadcaster {
             if status.confirmations < 0 {
                 // Conflicted: adopt a replacement that pays the same outputs (RBF, C2).
                 let currency = self.currency(&p.currency)?.clone();
-                let mut withdrawals = Vec::new();
+                // What the payout pays each destination (withdrawals to one address share an output).
+                let mut owed: Vec<(String, String, i128)> = Vec::new();
                 for w in store.withdrawals_of_payout(p.id).await? {
                     let amount = self.chain_units(&currency, w.amount_units)?;
-                    withdrawals.push((w, amount));
+                    match owed.iter_mut().find(|(a, c, _)| *a == w.address && *c == w.currency) {
+                        Some(entry) => entry.2 += amount,
+                        None => owed.push((w.address.clone(), w.currency.clone(), amount)),
+                    }
                 }
                 let mut adopted = false;
                 for candidate in &status.conflicts {
                     let Ok(transfers) = self.adapter.transfers(candidate).await else {
                         continue;
                     };
-                    let pays_all =
-                        withdrawals.iter().all(|(w, amount)| transfers.iter().any(|t| t.address == w.address && t.asset == w.currency && t.amount == *amount));
+                    let pays_all = owed.iter().all(|(address, asset, amount)| {
+                        transfers.iter().filter(|t| t.address == *address && t.asset == *asset).map(|t| t.amount).sum::<i128>() == *amount
+                    });
                     if pays_all {
                         adopted = true;
                         tracing::warn!(chain = %self.chain, payout = p.id, old = %txid, new = %candidate, "payout replaced; following the replacement");
@@ -375,7 +522,7 @@ impl Worker for Broadcaster {
         match Broadcaster::cycle(self).await {
             Ok(r) if r != BroadcastReport::default() => {
                 tracing::info!(chain = %self.chain, payouts = r.payouts_sent, withdrawals = r.withdrawals_sent,
-                    confirmed = r.confirmed, recovered = r.recovered, "broadcaster cycle");
+                    confirmed = r.confirmed, recovered = r.recovered, unfunded = r.unfunded.len(), "broadcaster cycle");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(chain = %self.chain, error = %e, "broadcaster cycle failed; retrying"),
@@ -396,4 +543,27 @@ pub fn spawn_broadcasters(
         handles.push(tokio::spawn(b.run(poll, shutdown.clone())));
     }
     Ok(handles)
+}
+
+/// How many destinations (outputs) the withdrawals pay.
+fn distinct_destinations(queued: &[WithdrawalRow]) -> usize {
+    queued.iter().map(|w| w.address.as_str()).collect::<HashSet<_>>().len()
+}
+
+/// The next payout's withdrawals, oldest first: every queued withdrawal whose
+/// destination is already in it or fits in `outputs` destinations, up to
+/// [`MAX_WITHDRAWALS_PER_PAYOUT`]; and the rest.
+fn next_batch(queued: Vec<WithdrawalRow>, outputs: usize) -> (Vec<WithdrawalRow>, Vec<WithdrawalRow>) {
+    let mut destinations = HashSet::new();
+    let (mut batch, mut rest) = (Vec::new(), Vec::new());
+    for w in queued {
+        let fits = batch.len() < MAX_WITHDRAWALS_PER_PAYOUT && (destinations.contains(&w.address) || destinations.len() < outputs);
+        if fits {
+            destinations.insert(w.address.clone());
+            batch.push(w);
+        } else {
+            rest.push(w);
+        }
+    }
+    (batch, rest)
 }

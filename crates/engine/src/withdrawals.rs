@@ -18,9 +18,6 @@ use crate::idempotency::OnceRequest;
 use crate::timefmt::format_ms;
 use crate::{Engine, EngineError};
 
-/// Most withdrawals paid by one transaction.
-pub const MAX_BATCH: usize = 100;
-
 #[derive(Clone, Debug)]
 pub struct WithdrawalRequest {
     pub merchant: MerchantId,

@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// HTTP API: signed WestWallet `GET /wallet/balance` and `POST /wallet/transaction`
     /// requests/s and latency through the real app, against a bare axum handler.
     Api(crate::bench_api::ApiBench),
+    /// Payouts against a real Litecoin regtest node: a burst of queued withdrawals
+    /// (many to one address), paid per second and in how many transactions.
+    Payouts(crate::bench_payouts::PayoutsBench),
 }
 
 #[derive(Args)]
@@ -99,6 +102,7 @@ pub async fn run(cmd: BenchCommand, _config: &Path) -> anyhow::Result<ExitCode> 
         BenchCommand::Scan(args) => scan(args).await,
         BenchCommand::Notify(args) => crate::bench_notify::run(args).await,
         BenchCommand::Api(args) => crate::bench_api::run(args).await,
+        BenchCommand::Payouts(args) => crate::bench_payouts::run(args).await,
     }
 }
 
@@ -292,6 +296,41 @@ async fn run_ledger(args: &LedgerBench, url: &str, run_id: &str) -> anyhow::Resu
 }
 
 /// Resident memory of this process, from /proc (Linux).
+/// A Litecoin regtest node of the benchmark's own (funded miner wallet), a scratch
+/// SQLite store and an engine with the chain and its LTC.
+pub(crate) struct RegtestBench {
+    pub node: crate::dev::DevNode,
+    pub miner_address: String,
+    pub store: Store,
+    pub engine: Engine,
+    pub adapter: Arc<kassa_chain_bitcoind::Bitcoind>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl RegtestBench {
+    pub async fn start(rpc_port: Option<u16>, settings: kassa_engine::chains::ChainSettings) -> anyhow::Result<RegtestBench> {
+        use kassa_chain::ChainAdapter;
+        let dir = tempfile::TempDir::new()?;
+        let port = match rpc_port {
+            Some(p) => p,
+            None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        };
+        let node = crate::dev::start_node(dir.path(), port, None).await?;
+        let miner_address = node.fund().await?;
+        let store = Store::connect(&StoreOptions { url: dir.path().join("bench.db").display().to_string(), max_connections: 8 }).await?;
+        store.migrate().await?;
+        let cfg: CurrencyConfig = serde_json::from_str(r#"{"name":"Litecoin","kind":"crypto","chain":"litecoin","confirmations":1}"#)?;
+        let currency = cfg.validate("LTC").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let adapter = Arc::new(kassa_chain_bitcoind::Bitcoind::new(crate::dev::node_config(&node.rpc_url, &node.password, "kassa")));
+        adapter.prepare().await?;
+        let mut chains = kassa_engine::chains::Chains::default();
+        chains.add(adapter.clone(), settings);
+        let engine = Engine::new(store.clone(), Currencies::new(vec![currency]), MasterKey::from_hex(&"00".repeat(32))?, LedgerOptions::default())
+            .with_chains(chains);
+        Ok(RegtestBench { node, miner_address, store, engine, adapter, _dir: dir })
+    }
+}
+
 fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
@@ -299,32 +338,16 @@ fn rss_mb() -> Option<f64> {
 }
 
 async fn scan(args: ScanBench) -> anyhow::Result<ExitCode> {
-    use kassa_chain::ChainAdapter;
-    use kassa_engine::chains::{ChainSettings, Chains};
+    use kassa_engine::chains::ChainSettings;
     use kassa_engine::watcher::Watcher;
     use serde_json::json;
 
     if args.addresses == 0 || args.deposits == 0 {
         bail!("--addresses and --deposits must be positive");
     }
-    let dir = tempfile::TempDir::new()?;
-    let port = match args.rpc_port {
-        Some(p) => p,
-        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
-    };
     println!("kassa bench scan: {} watched addresses, catch-up over {} blocks, {} detections", args.addresses, args.blocks, args.deposits);
-    let node = crate::dev::start_node(dir.path(), port, None).await?;
-    let miner_address = node.fund().await?;
-    let store = Store::connect(&StoreOptions { url: dir.path().join("bench.db").display().to_string(), max_connections: 8 }).await?;
-    store.migrate().await?;
-    let cfg: CurrencyConfig = serde_json::from_str(r#"{"name":"Litecoin","kind":"crypto","chain":"litecoin","confirmations":1}"#)?;
-    let currency = cfg.validate("LTC").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let adapter = kassa_chain_bitcoind::Bitcoind::new(crate::dev::node_config(&node.rpc_url, &node.password, "kassa"));
-    adapter.prepare().await?;
-    let mut chains = Chains::default();
-    chains.add(Arc::new(adapter), ChainSettings { poll_interval: Duration::from_secs(3600), max_blocks_per_cycle: 1000, ..Default::default() });
-    let engine = Engine::new(store.clone(), Currencies::new(vec![currency]), MasterKey::from_hex(&"00".repeat(32))?, LedgerOptions::default())
-        .with_chains(chains);
+    let RegtestBench { node, miner_address, store, engine, _dir, .. } =
+        RegtestBench::start(args.rpc_port, ChainSettings { poll_interval: Duration::from_secs(3600), max_blocks_per_cycle: 1000, ..Default::default() }).await?;
     let merchant = MerchantId(store.create_merchant("bench-scan").await?.id);
 
     // The watched set: synthetic addresses (never paid) plus real ones that receive.

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod bench_api;
 mod bench_notify;
+mod bench_payouts;
 mod config;
 mod dev;
 mod serve;

@@ -54,7 +54,10 @@ async fn key(app: &TestApp, name: &str, scopes: &[Scope]) -> (kassa_core::ledger
 }
 
 async fn balances_and_refusals(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // Each of the ~45 refused credentials below must be answered as itself, so the
+    // brute-force guard (tested in rate_limits.rs) is off here.
+    let rate_limits = kassa_api::limits::RateLimitOptions { auth_failures: None, ..Default::default() };
+    let app = TestApp::spawn_with(backend, kassa_api::HttpOptions { rate_limits, ..Default::default() }).await;
     let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive]).await;
     app.t.fund(m, "LTC", "1.5").await;
 
