@@ -461,6 +461,17 @@ impl ChainAdapter for Bitcoind {
         MAX_PAYMENTS_PER_TX
     }
 
+    fn expected_block_interval(&self) -> Option<std::time::Duration> {
+        use address::{Coin, Network};
+        let secs = match (self.cfg.coin, self.cfg.network) {
+            (_, Network::Regtest) => return None,
+            (Coin::Bitcoin, _) => 600,
+            (Coin::Litecoin, _) => 150,
+            (Coin::Dogecoin, _) => 60,
+        };
+        Some(std::time::Duration::from_secs(secs))
+    }
+
     async fn new_deposit_address(&self, _asset: &str, label: &str) -> Result<DepositTarget> {
         let kind = if address::params(self.cfg.coin, self.cfg.network).hrp.is_some() { json!("bech32") } else { json!("legacy") };
         let v = self.wallet_call("getnewaddress", json!([label, kind])).await?;

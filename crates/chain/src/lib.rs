@@ -208,6 +208,12 @@ pub trait ChainAdapter: Send + Sync {
         "^.+$".into()
     }
 
+    /// The network's average time between blocks; `None` where blocks come only on
+    /// demand (regtest). The default stall time of a chain's tip derives from it.
+    fn expected_block_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Most payments one transaction can carry (1: no batching).
     fn max_payments_per_tx(&self) -> usize {
         1

@@ -26,11 +26,14 @@ pub struct ChainSettings {
     pub start_height: Option<u64>,
     /// Most blocks scanned per cycle (bounds one cycle's work).
     pub max_blocks_per_cycle: u64,
+    /// A tip that has not moved for this long marks the chain lagging (an alert, and
+    /// no invoice on it expires until it catches up); `None`: never.
+    pub stall_after: Option<Duration>,
 }
 
 impl Default for ChainSettings {
     fn default() -> Self {
-        Self { poll_interval: Duration::from_secs(5), max_reorg_depth: 10, start_height: None, max_blocks_per_cycle: 500 }
+        Self { poll_interval: Duration::from_secs(5), max_reorg_depth: 10, start_height: None, max_blocks_per_cycle: 500, stall_after: None }
     }
 }
 

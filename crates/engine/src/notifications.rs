@@ -61,6 +61,12 @@ pub struct Endpoint {
     pub previous_secret_valid_until: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Events raised while it was disabled that it was not sent: once it is enabled,
+    /// a redelivery of their time range sends them. No delivery is recorded for each.
+    pub missed_events: i64,
+    /// When the first of them was raised.
+    #[schema(format = DateTime, required = true)]
+    pub missed_since: Option<String>,
 }
 
 /// An endpoint with its signing secret, shown once (at creation and rotation).
@@ -145,6 +151,8 @@ fn endpoint_view(r: &EndpointRow, now_ms: i64) -> Endpoint {
         disabled_reason: r.disabled_reason.clone(),
         previous_secret_valid_until: r.previous_secret_until_ms.filter(|t| *t > now_ms).map(format_ms),
         created_at: format_ms(r.created_at_ms),
+        missed_events: r.missed_events,
+        missed_since: r.missed_since_ms.map(format_ms),
     }
 }
 
@@ -344,12 +352,13 @@ impl Engine {
         Ok(n)
     }
 
-    /// Sends every failed delivery created in [from_ms, to_ms) again.
+    /// Sends every failed delivery created in [from_ms, to_ms) again, and the events
+    /// of that range endpoints missed while they were disabled.
     pub async fn redeliver_failed(&self, merchant: Option<MerchantId>, from_ms: i64, to_ms: i64) -> Result<u64, EngineError> {
         if from_ms >= to_ms {
             return Err(EngineError::invalid("from", "must be before to"));
         }
-        let n = self.store.redeliver_failed(merchant, from_ms, to_ms).await?;
+        let n = self.store.redeliver_failed(merchant, from_ms, to_ms).await? + self.store.deliver_missed(merchant, from_ms, to_ms).await?;
         tracing::info!(merchant = ?merchant.map(|m| m.0), from = %format_ms(from_ms), to = %format_ms(to_ms), deliveries = n, "redelivery of failed deliveries requested");
         Ok(n)
     }

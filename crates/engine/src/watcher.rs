@@ -43,6 +43,9 @@ pub struct CycleReport {
     pub credited: u64,
     pub reversed: u64,
     pub halted: bool,
+    /// The node's tip has not moved for longer than the chain's stall time, or the
+    /// scan has not caught up with it since.
+    pub lagging: bool,
 }
 
 pub struct Watcher {
@@ -56,6 +59,8 @@ pub struct Watcher {
     last_address_id: i64,
     mempool_known: HashSet<String>,
     prepared: bool,
+    /// The node's tip as last seen, and since when (engine clock).
+    tip_since: Option<(String, i64)>,
 }
 
 impl Watcher {
@@ -73,6 +78,7 @@ impl Watcher {
             last_address_id: 0,
             mempool_known: HashSet::new(),
             prepared: false,
+            tip_since: None,
         })
     }
 
@@ -139,6 +145,52 @@ impl Watcher {
             .collect()
     }
 
+    /// Since when the node's tip has been `hash` (engine clock): from this process's
+    /// last look, or from the lag mark a previous process left at that same tip.
+    async fn tip_since(&mut self, hash: &str) -> Result<i64, EngineError> {
+        let now = self.engine.now_ms();
+        match &self.tip_since {
+            Some((h, since)) if h == hash => return Ok(*since),
+            Some(_) => {}
+            None => {
+                if let Some((since, h)) = self.engine.store.chain_lagging(&self.chain).await? {
+                    if h == hash {
+                        self.tip_since = Some((h, since));
+                        return Ok(since);
+                    }
+                }
+            }
+        }
+        self.tip_since = Some((hash.to_string(), now));
+        Ok(now)
+    }
+
+    /// Marks the chain lagging once its tip has stood still past the stall time, and
+    /// clears the mark once the tip moves again and the scan has caught up.
+    async fn judge_lag(&self, tip: &kassa_chain::BlockRef, since_ms: i64, scanned: u64) -> Result<bool, EngineError> {
+        let store = &self.engine.store;
+        let age_ms = self.engine.now_ms().saturating_sub(since_ms);
+        metrics::gauge!("kassa_chain_tip_age_seconds", "chain" => self.chain.clone()).set(age_ms as f64 / 1000.0);
+        let stalled = self.settings.stall_after.is_some_and(|limit| age_ms >= limit.as_millis() as i64);
+        let marked = store.chain_lagging(&self.chain).await?;
+        let lagging = if stalled {
+            if marked.is_none() {
+                store.set_chain_lagging(&self.chain, since_ms, &tip.hash).await?;
+                tracing::error!(chain = %self.chain, height = tip.height, tip = %tip.hash, stalled_for_secs = age_ms / 1000,
+                    "ALERT: the node's tip has not moved although it answers as synced; invoices on this chain do not expire until it catches up");
+            }
+            true
+        } else if marked.is_some() && scanned >= tip.height {
+            store.clear_chain_lagging(&self.chain).await?;
+            tracing::info!(chain = %self.chain, height = tip.height, "the chain caught up: its tip moves again and every block is scanned");
+            false
+        } else {
+            marked.is_some()
+        };
+        metrics::gauge!("kassa_chain_lagging", "chain" => self.chain.clone()).set(if lagging { 1.0 } else { 0.0 });
+        Ok(lagging)
+    }
+
     /// One pass: addresses, reorg check, new blocks, mempool, credits and reversals.
     pub async fn cycle(&mut self) -> Result<CycleReport, EngineError> {
         let mut report = CycleReport::default();
@@ -174,6 +226,7 @@ impl Watcher {
         let mut update = self.adapter.scan(&Checkpoint { height, hash: hash.clone() }, max_blocks).await.map_err(chain_err)?;
         let tip = update.tip.clone();
         metrics::gauge!("kassa_chain_tip_height", "chain" => self.chain.clone()).set(tip.height as f64);
+        let tip_since = self.tip_since(&tip.hash).await?;
 
         // Reorg: our checkpoint left the node's best chain. Walk back to the last block
         // we share with it.
@@ -226,6 +279,7 @@ impl Watcher {
         report.scanned_to = height;
         metrics::gauge!("kassa_chain_scanned_height", "chain" => self.chain.clone()).set(height as f64);
         metrics::gauge!("kassa_chain_lag_blocks", "chain" => self.chain.clone()).set(update.tip.height.saturating_sub(height) as f64);
+        report.lagging = self.judge_lag(&tip, tip_since, height).await?;
 
         // Mempool: deposits seen with zero confirmations (each transaction recorded once
         // per address set).

@@ -284,6 +284,11 @@ pub struct ChainConfig {
     pub max_reorg_depth: u64,
     #[serde(default)]
     pub start_height: Option<u64>,
+    /// A tip unchanged this long marks the chain lagging (alert; invoices on it do not
+    /// expire until it catches up). Default: 12 average block intervals (none on
+    /// regtest); 0 turns it off.
+    #[serde(default)]
+    pub stall_after_secs: Option<u64>,
     /// `[chains.NAME.bitcoind]`: the node of a `bitcoind` chain.
     #[serde(default)]
     pub bitcoind: Option<kassa_chain_bitcoind::BitcoindSection>,
@@ -712,10 +717,16 @@ impl Settings {
             let carried: Vec<String> =
                 self.currencies.all().filter(|cur| cur.chain.as_deref() == Some(name.as_str())).map(|cur| cur.code.to_string()).collect();
             let adapter = c.adapter(name, &carried).expect("validated");
+            let stall_after = match c.stall_after_secs {
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+                None => adapter.expected_block_interval().map(|b| b * 12),
+            };
             let settings = kassa_engine::chains::ChainSettings {
                 poll_interval: Duration::from_millis(c.poll_interval_ms),
                 max_reorg_depth: c.max_reorg_depth,
                 start_height: c.start_height,
+                stall_after,
                 ..Default::default()
             };
             chains.add(adapter, settings);

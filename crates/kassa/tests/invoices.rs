@@ -15,8 +15,8 @@ use kassa_engine::watcher::Watcher;
 use kassa_testkit::{both_backends, Backend, ChainWorld, TestApp};
 use serde_json::{json, Value};
 
-async fn invoice_lifecycles(backend: Backend) {
-    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+/// The real app over `t`, with a fixed LTC/EUR rate and a public URL for pages.
+async fn invoice_app(mut t: kassa_testkit::TestEngine) -> TestApp {
     let rates = Rates::new(RatesOptions {
         sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), Rate::parse("80").unwrap())].into() }],
         pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 }],
@@ -31,7 +31,12 @@ async fn invoice_lifecycles(backend: Backend) {
         .clone()
         .with_rates(rates)
         .with_invoice_settings(InvoiceSettings { public_url: "https://pay.example.com".into(), ..InvoiceSettings::default() });
-    let app = TestApp::serve(t, Default::default()).await;
+    TestApp::serve(t, Default::default()).await
+}
+
+async fn invoice_lifecycles(backend: Backend) {
+    let ChainWorld { t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let app = invoice_app(t).await;
     let (m, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Receive]).await;
     let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
     watcher.cycle().await.unwrap();
@@ -179,3 +184,48 @@ async fn invoice_lifecycles(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(lifecycles, invoice_lifecycles);
+
+/// W7: a node whose tip stops moving (while answering as synced) marks its chain
+/// lagging after the stall time, and invoices on it do not expire meanwhile; once
+/// blocks come again and the scan has caught up, an unpaid one expires.
+async fn a_stuck_node_holds_invoice_expiry(backend: Backend) {
+    let settings = ChainSettings { stall_after: Some(Duration::from_secs(1200)), ..Default::default() };
+    let ChainWorld { t, node } = ChainWorld::new(backend, settings).await;
+    let app = invoice_app(t).await;
+    let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Receive]).await;
+    let mut watcher = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    assert!(!watcher.cycle().await.unwrap().lagging);
+    let (_, unpaid) = app.post("/kassa/v1/invoices", &token, json!({"order_id": "o-stuck", "amount": "0.2", "currency": "LTC", "ttl_secs": 900})).await;
+    let id = unpaid["id"].as_str().unwrap().to_string();
+    let status = |id: String| {
+        let (app, token) = (&app, &token);
+        async move { app.get(&format!("/kassa/v1/invoices/{id}"), Some(token)).await.1["status"].clone() }
+    };
+
+    // 15 minutes without a block: within the stall time, the invoice expires as usual…
+    app.t.advance(Duration::from_secs(1000));
+    assert!(!watcher.cycle().await.unwrap().lagging, "1000 s is within the stall time");
+    let (_, second) = app.post("/kassa/v1/invoices", &token, json!({"order_id": "o-stuck-2", "amount": "0.2", "currency": "LTC", "ttl_secs": 900})).await;
+    let second = second["id"].as_str().unwrap().to_string();
+    assert_eq!(app.t.engine.store.expire_invoices().await.unwrap(), 1);
+    assert_eq!(status(id).await, "expired");
+    // …past it, the chain lags: an alert, and no expiry.
+    app.t.advance(Duration::from_secs(1000));
+    assert!(watcher.cycle().await.unwrap().lagging, "2000 s without a new tip");
+    assert!(app.t.engine.store.chain_lagging("litecoin").await.unwrap().is_some());
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("kassa_chain_lagging{") && l.contains("litecoin") && l.ends_with(" 1")), "{metrics}");
+    assert_eq!(app.t.engine.store.expire_invoices().await.unwrap(), 0, "not while the chain lags");
+    assert_eq!(status(second.clone()).await, "new");
+    // A watcher of another process (a restart) still sees the chain lagging at that tip.
+    let mut restarted = Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    assert!(restarted.cycle().await.unwrap().lagging);
+
+    // Blocks again: once scanned, the mark clears and the unpaid invoice expires.
+    node.mine(1).await;
+    assert!(!restarted.cycle().await.unwrap().lagging);
+    assert_eq!(app.t.engine.store.chain_lagging("litecoin").await.unwrap(), None);
+    assert_eq!(app.t.engine.store.expire_invoices().await.unwrap(), 1);
+    assert_eq!(status(second).await, "expired");
+}
+both_backends!(stuck_node, a_stuck_node_holds_invoice_expiry);

@@ -183,40 +183,53 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
     assert_eq!(eps["webhook_endpoints"][0]["disabled_reason"], "the receiver answered 410 Gone");
     let (status, refused) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/test"), &token, json!({})).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("conflict")));
-    // An event raised while the endpoint is disabled is kept, as a failed delivery.
-    app.t.engine.store.insert_events(vec![kassa_store::NewEvent {
-        merchant_id: app.t.engine.find_merchant("shop").await.unwrap().id,
-        event_type: "deposit.dropped".into(),
-        object_kind: "note".into(),
-        object_id: 1,
-        origin: "native".into(),
-        callback_url: None,
-        data: json!({"note": "raised while disabled"}),
-        only_endpoint: None,
-    }]).await.unwrap();
+    // Events raised while the endpoint is disabled are kept, without a delivery row
+    // each: the endpoint counts what it missed.
+    let (_, before) = app.get("/kassa/v1/deliveries", Some(&token)).await;
+    let rows_before = before["deliveries"].as_array().unwrap().len();
+    let shop = app.t.engine.find_merchant("shop").await.unwrap().id;
+    for i in 0..3 {
+        app.t.engine.store.insert_events(vec![kassa_store::NewEvent {
+            merchant_id: shop,
+            event_type: "deposit.dropped".into(),
+            object_kind: "note".into(),
+            object_id: i,
+            origin: "native".into(),
+            callback_url: None,
+            data: json!({"note": "raised while disabled"}),
+            only_endpoint: None,
+        }]).await.unwrap();
+    }
+    let (_, after) = app.get("/kassa/v1/deliveries", Some(&token)).await;
+    assert_eq!(after["deliveries"].as_array().unwrap().len(), rows_before, "no delivery row per missed event");
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert_eq!(eps["webhook_endpoints"][0]["missed_events"], 3);
+    assert!(eps["webhook_endpoints"][0]["missed_since"].as_str().is_some_and(|t| t.ends_with('Z')), "{eps}");
     let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
     let failed = failed["deliveries"].as_array().unwrap().clone();
-    assert_eq!(failed.len(), 2);
-    assert_eq!(failed[0]["last_error"], "endpoint disabled: the receiver answered 410 Gone");
-    assert_eq!(failed[0]["attempts"], 0);
-    assert_eq!(failed[1]["last_status_code"], 410);
+    assert_eq!(failed.len(), 1, "only the attempt the receiver refused");
+    assert_eq!(failed[0]["last_status_code"], 410);
     assert_eq!(notifier.run_once().await.unwrap().attempted, 0, "nothing goes to a disabled endpoint");
 
     // Enabled again, the failed deliveries are sent again by a redelivery of their range.
     let (status, _) = app.post(&format!("/kassa/v1/webhook-endpoints/{endpoint}/enable"), &token, json!({})).await;
     assert_eq!(status, 200);
     let (status, r) = app.post("/kassa/v1/deliveries/redeliver", &token, json!({"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})).await;
-    assert_eq!((status, r["redelivering"].as_i64()), (202, Some(2)));
-    assert_eq!(notifier.run_once().await.unwrap().delivered, 2);
-    assert_eq!(receiver.requests_to("/hook").len(), 7);
+    assert_eq!((status, r["redelivering"].as_i64()), (202, Some(4)), "the refused one and the three missed");
+    assert_eq!(notifier.run_once().await.unwrap().delivered, 4);
+    assert_eq!(receiver.requests_to("/hook").len(), 9);
+    let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
+    assert_eq!((eps["webhook_endpoints"][0]["missed_events"].as_i64(), eps["webhook_endpoints"][0]["missed_since"].is_null()), (Some(0), true));
+    let (_, again) = app.post("/kassa/v1/deliveries/redeliver", &token, json!({"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})).await;
+    assert_eq!(again["redelivering"], 0, "missed events are delivered once");
     // Redelivering one event sends the same id and the same bytes again.
-    let event = receiver.requests_to("/hook")[6].header("webhook-id").unwrap();
+    let event = receiver.requests_to("/hook")[8].header("webhook-id").unwrap();
     let (status, r) = app.post(&format!("/kassa/v1/events/{event}/redeliver"), &token, json!({})).await;
     assert_eq!((status, r["redelivering"].as_i64()), (202, Some(1)));
     assert_eq!(notifier.run_once().await.unwrap().delivered, 1);
     let got = receiver.requests_to("/hook");
-    assert_eq!(got[7].header("webhook-id").unwrap(), event);
-    assert_eq!(got[7].body, got[6].body);
+    assert_eq!(got[9].header("webhook-id").unwrap(), event);
+    assert_eq!(got[9].body, got[8].body);
     let (_, failed) = app.get("/kassa/v1/deliveries?status=failed", Some(&token)).await;
     assert!(failed["deliveries"].as_array().unwrap().is_empty());
 

@@ -60,6 +60,42 @@ impl Store {
         Ok(r.flatten())
     }
 
+    /// Marks `chain` lagging: its node's tip `tip_hash` has not moved since `since_ms`.
+    pub async fn set_chain_lagging(&self, chain: &str, since_ms: i64, tip_hash: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO chain_state (chain, lagging_since_ms, lagging_tip_hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain) DO UPDATE SET lagging_since_ms = excluded.lagging_since_ms, lagging_tip_hash = excluded.lagging_tip_hash")
+            .bind(chain)
+            .bind(since_ms)
+            .bind(tip_hash)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Clears `chain`'s lagging mark; whether it was set.
+    pub async fn clear_chain_lagging(&self, chain: &str) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+                "UPDATE chain_state SET lagging_since_ms = NULL, lagging_tip_hash = NULL WHERE chain = $1 AND lagging_since_ms IS NOT NULL")
+            .bind(chain)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Since when `chain` lags, and at which tip (if it does).
+    pub async fn chain_lagging(&self, chain: &str) -> Result<Option<(i64, String)>> {
+        let r: Option<(Option<i64>, Option<String>)> =
+            on_pool!(self, pool => sqlx::query_as("SELECT lagging_since_ms, lagging_tip_hash FROM chain_state WHERE chain = $1")
+                .bind(chain)
+                .fetch_optional(pool)
+                .await?);
+        Ok(r.and_then(|(since, hash)| Some((since?, hash.unwrap_or_default()))))
+    }
+
     pub async fn resume_chain(&self, chain: &str) -> Result<bool> {
         let n = on_pool!(self, pool => sqlx::query("UPDATE chain_state SET halted_reason = NULL, halted_at_ms = NULL WHERE chain = $1 AND halted_reason IS NOT NULL")
             .bind(chain)

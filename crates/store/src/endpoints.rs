@@ -21,11 +21,17 @@ pub struct EndpointRow {
     pub disabled_reason: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Events raised while it was disabled that it has not been sent (a redelivery of
+    /// their range, once enabled, sends them), and when the first was raised.
+    pub missed_events: i64,
+    pub missed_since_ms: Option<i64>,
 }
 
 const ENDPOINT_COLUMNS: &str = "SELECT id, merchant_id, url, format, event_types, secret_nonce, secret_ciphertext,
         previous_secret_nonce, previous_secret_ciphertext, previous_secret_until_ms, status, disabled_reason,
-        created_at_ms, updated_at_ms FROM webhook_endpoints";
+        created_at_ms, updated_at_ms, missed_events,
+        (SELECT created_at_ms FROM events WHERE events.id = webhook_endpoints.missed_from_event_id) AS missed_since_ms
+        FROM webhook_endpoints";
 
 /// An endpoint to register; its secret arrives encrypted.
 #[derive(Clone, Debug)]

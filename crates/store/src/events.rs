@@ -255,9 +255,9 @@ macro_rules! write_events {
         let mut list: Vec<$crate::events::NewEvent> = $events;
         list.sort_by_key(|e| e.merchant_id);
         let now = ctx.now_ms;
-        // Disabled endpoints get their deliveries too, as failed: enabling the endpoint
-        // and redelivering the time range then sends everything it missed.
-        let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashMap<i64, String>)> =
+        // A disabled endpoint gets no delivery: it records the first event it missed
+        // and how many; enabling it and redelivering the time range creates them.
+        let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashSet<i64>)> =
             std::collections::HashMap::new();
         let mut ids: Vec<String> = Vec::with_capacity(list.len());
         for e in &list {
@@ -267,8 +267,8 @@ macro_rules! write_events {
                 .await?;
             let public_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
             let event_id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (public_id, merchant_id, seq, type, object_kind, object_id, origin, data, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
+                "INSERT INTO events (public_id, merchant_id, seq, type, object_kind, object_id, origin, data, created_at_ms, callback_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id")
                 .bind(&public_id)
                 .bind(e.merchant_id)
                 .bind(seq)
@@ -278,6 +278,7 @@ macro_rules! write_events {
                 .bind(&e.origin)
                 .bind(e.data.to_string())
                 .bind(now)
+                .bind(&e.callback_url)
                 .fetch_one(&mut *$tx)
                 .await?;
             if !endpoints.contains_key(&e.merchant_id) {
@@ -286,29 +287,32 @@ macro_rules! write_events {
                     .bind(e.merchant_id)
                     .fetch_all(&mut *$tx)
                     .await?;
-                let disabled = rows
-                    .iter()
-                    .filter(|r| r.4 != "active")
-                    .map(|r| (r.0, format!("endpoint disabled: {}", r.5.as_deref().unwrap_or("by the merchant"))))
-                    .collect();
+                let disabled = rows.iter().filter(|r| r.4 != "active").map(|r| r.0).collect();
                 let routes = rows.into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
                 endpoints.insert(e.merchant_id, (routes, disabled));
             }
             let (routes, disabled) = &endpoints[&e.merchant_id];
             for (endpoint, format, url) in $crate::events::targets(e, routes, &ctx.routes) {
-                let reason = endpoint.and_then(|id| disabled.get(&id));
+                if let Some(id) = endpoint.filter(|id| disabled.contains(id)) {
+                    sqlx::query(
+                        "UPDATE webhook_endpoints SET missed_from_event_id = COALESCE(missed_from_event_id, $1), missed_events = missed_events + 1
+                         WHERE id = $2")
+                        .bind(event_id)
+                        .bind(id)
+                        .execute(&mut *$tx)
+                        .await?;
+                    continue;
+                }
                 sqlx::query(
                     "INSERT INTO deliveries (event_id, merchant_id, endpoint_id, format, url, status, attempts, next_attempt_at_ms,
                          last_error, created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $7, $7)")
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, $6, $6)")
                     .bind(event_id)
                     .bind(e.merchant_id)
                     .bind(endpoint)
                     .bind(format)
                     .bind(url)
-                    .bind(if reason.is_some() { "failed" } else { "pending" })
                     .bind(now)
-                    .bind(reason)
                     .execute(&mut *$tx)
                     .await?;
             }

@@ -357,7 +357,12 @@ impl Store {
     /// Expires unpaid invoices whose time is up, with their events; returns how many.
     pub async fn expire_invoices(&self) -> Result<usize> {
         let now = self.now_ms();
-        let due = "SELECT id FROM invoices WHERE status = 'new' AND expires_at_ms < $1 ORDER BY id LIMIT 500";
+        // Not while a chain an invoice can be paid on lags: a payment may be waiting
+        // in blocks its node has not seen yet.
+        let due = "SELECT id FROM invoices WHERE status = 'new' AND expires_at_ms < $1
+             AND NOT EXISTS (SELECT 1 FROM invoice_options o JOIN deposit_addresses a ON a.id = o.address_id
+                 JOIN chain_state c ON c.chain = a.chain WHERE o.invoice_id = invoices.id AND c.lagging_since_ms IS NOT NULL)
+             ORDER BY id LIMIT 500";
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

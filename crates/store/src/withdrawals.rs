@@ -218,7 +218,7 @@ macro_rules! payout_after {
 impl Store {
     /// How a transaction that reads states and writes their successors begins: on
     /// SQLite with the write lock, so nothing changes between the read and the write.
-    fn begin_write(&self) -> &'static str {
+    pub(crate) fn begin_write(&self) -> &'static str {
         match self.db {
             Db::Sqlite(_) => "BEGIN IMMEDIATE",
             Db::Postgres(_) => "BEGIN",
