@@ -27,6 +27,11 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The same request is still being processed (its first arrival has not finished):
+    /// retry shortly. Not a refusal: never kept as the request's answer.
+    #[error("{0}")]
+    #[serde(skip)]
+    InProgress(String),
     #[error("the ledger writer is not running")]
     #[serde(skip)]
     LedgerStopped,
@@ -71,7 +76,7 @@ impl EngineError {
     /// as opposed to Kassa failing to answer (storage, the ledger writer, a node,
     /// secrets): a refusal is final for that request, a failure is not.
     pub fn is_refusal(&self) -> bool {
-        !matches!(self, EngineError::LedgerStopped | EngineError::Store(_) | EngineError::Chain(_) | EngineError::Decrypt)
+        !matches!(self, EngineError::LedgerStopped | EngineError::InProgress(_) | EngineError::Store(_) | EngineError::Chain(_) | EngineError::Decrypt)
     }
 
     /// A ledger refusal for funds, said in the currency's decimal amounts; the

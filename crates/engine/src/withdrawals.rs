@@ -15,6 +15,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::idempotency::OnceRequest;
+
+/// How often, and how many times, a repeated request looks whether its first
+/// arrival's hold has settled (5 s in all).
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+const SETTLE_POLLS: u32 = 250;
+/// Most arrivals of one request raced through before one is told to retry.
+const MAX_CONCURRENT_REPEATS: usize = 32;
 use crate::timefmt::format_ms;
 use crate::{Engine, EngineError};
 
@@ -192,9 +199,6 @@ impl Engine {
         let (currency, chain_name, adapter) = self.withdrawal_checks(&r.currency).await?;
         let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &r.address, &r.amount)?;
         let hash = request_hash(&r.currency, &address, units, r.priority);
-        if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
-            return self.replay(existing, &hash);
-        }
         let callback_url = match &r.origin.callback_url {
             Some(url) => Some(self.check_callback_url(url).await?),
             None => None,
@@ -215,15 +219,29 @@ impl Engine {
             description: r.description.clone(),
             daily_limit: currency.max_withdrawals_per_day.map(i64::from),
         };
-        crash_point("before_store");
-        let id = match self.store.insert_withdrawal(&new).await {
-            Ok(id) => id,
-            Err(StoreError::Duplicate { .. }) => {
-                let existing = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
-                return self.replay(existing, &hash);
+        // A repeat is answered from the stored withdrawal once its hold has settled;
+        // one whose first arrival was refused (and removed) runs as new.
+        let mut stored = None;
+        // Each turn another arrival of the same request finished (it was refused, or
+        // this one stored it): bounded by how many arrive together.
+        for _ in 0..MAX_CONCURRENT_REPEATS {
+            if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
+                match self.settled(existing, &hash).await? {
+                    Some(w) => return Ok(w),
+                    None => continue,
+                }
             }
-            Err(e) => return Err(self.insert_error(e, &currency)),
-        };
+            crash_point("before_store");
+            match self.store.insert_withdrawal(&new).await {
+                Ok(id) => {
+                    stored = Some(id);
+                    break;
+                }
+                Err(StoreError::Duplicate { .. }) => continue,
+                Err(e) => return Err(self.insert_error(e, &currency)),
+            }
+        }
+        let id = stored.ok_or_else(|| EngineError::InProgress("a request with this idempotency key is being processed; retry shortly".into()))?;
         let row = self.store.withdrawal(id).await?.ok_or(EngineError::LedgerStopped)?;
         self.hold_withdrawal(&row, &currency).await?;
         crash_point("after_hold");
@@ -370,7 +388,10 @@ impl Engine {
                     // A concurrent duplicate of this request stored it: that is its answer.
                     Err(StoreError::Duplicate { .. }) => {
                         let existing = self.store.withdrawal_by_key(merchant, &new.idempotency_key).await?.ok_or(EngineError::LedgerStopped)?;
-                        return self.replay(existing, &new.request_hash).map(Stored::Answered);
+                        return match self.settled(existing, &new.request_hash).await? {
+                            Some(w) => Ok(Stored::Answered(w)),
+                            None => Err(EngineError::InProgress("this payment of a concurrent repeat was refused; send the request again".into())),
+                        };
                     }
                     Err(e) => return Err(self.insert_error(e, &currency)),
                 };
@@ -406,11 +427,26 @@ impl Engine {
         Ok(results.into_iter().map(|r| r.unwrap_or(Err(EngineError::LedgerStopped))).collect())
     }
 
-    fn replay(&self, existing: WithdrawalRow, hash: &[u8]) -> Result<Withdrawal, EngineError> {
+    /// The answer to a repeat of the request that stored `existing`: that withdrawal
+    /// once its funds are held. While the first arrival is still holding them it is
+    /// waited for (a bounded wait on another request, not business time): `None` when
+    /// that hold was refused and the row removed (the repeat then runs as new, and is
+    /// refused again unless funds arrived), `InProgress` when it does not settle.
+    async fn settled(&self, mut existing: WithdrawalRow, hash: &[u8]) -> Result<Option<Withdrawal>, EngineError> {
         if existing.request_hash != hash {
             return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.idempotency_key }));
         }
-        self.withdrawal_view(existing)
+        for _ in 0..SETTLE_POLLS {
+            if existing.status != kassa_core::withdrawal::WithdrawalState::NEW.status {
+                return self.withdrawal_view(existing).map(Some);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+            match self.store.withdrawal(existing.id).await? {
+                Some(w) => existing = w,
+                None => return Ok(None),
+            }
+        }
+        Err(EngineError::InProgress("a request with this idempotency key is being processed; retry shortly".into()))
     }
 
     /// Holds amount + fee for a `requested` withdrawal and queues it; refused for

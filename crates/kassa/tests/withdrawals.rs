@@ -223,6 +223,32 @@ async fn a_short_hot_wallet_is_named_and_waited_for<N: TestNode>(backend: Backen
 }
 on_every_node!(short_wallet, a_short_hot_wallet_is_named_and_waited_for);
 
+/// Repeats of one withdrawal request arriving together: while the first holds its
+/// funds, no repeat answers from the not-yet-held row. Short of funds, every one is
+/// refused for funds and nothing is stored; with funds, all answer the same one
+/// withdrawal, held once.
+async fn concurrent_repeats_answer_what_the_first_did<N: TestNode>(backend: Backend) {
+    let w = ChainWorld::<N>::start(backend, ChainSettings::default()).await;
+    let m = w.t.merchant("shop").await;
+    w.t.fund(m, N::CURRENCY, "1").await;
+    let to = w.node.external_address().await;
+    for round in 0..5 {
+        let key = format!("short-{round}");
+        let attempts = (0..12).map(|_| w.t.engine.request_withdrawal(request_in(N::CURRENCY, m, &to, "2", &key, Priority::High)));
+        for r in futures_util::future::join_all(attempts).await {
+            assert!(matches!(r, Err(EngineError::InsufficientFunds { .. })), "round {round}: {r:?}");
+        }
+        assert!(w.t.engine.withdrawal_by_key(m, &key).await.unwrap().is_none(), "nothing stored");
+    }
+    let attempts = (0..12).map(|_| w.t.engine.request_withdrawal(request_in(N::CURRENCY, m, &to, "0.5", "enough", Priority::High)));
+    let ids: std::collections::BTreeSet<i64> = futures_util::future::join_all(attempts).await.into_iter().map(|r| r.unwrap().id).collect();
+    assert_eq!(ids.len(), 1, "one withdrawal for every repeat");
+    let ltc = w.t.engine.balances(m, None).await.unwrap().into_iter().find(|b| b.currency == N::CURRENCY).unwrap();
+    assert_eq!(ltc.available, "0.49740000", "1 - 0.5 - (0.0001 + 0.5 %), held once");
+    w.t.assert_books_balance().await;
+}
+on_every_node!(concurrent_repeats, concurrent_repeats_answer_what_the_first_did);
+
 // L1 with real withdrawals: 50 at once against a balance that covers one.
 async fn l1_concurrent_withdrawals<N: TestNode>(backend: Backend) {
     let w = ChainWorld::<N>::start(backend, ChainSettings::default()).await;

@@ -95,7 +95,7 @@ impl From<EngineError> for ApiError {
             EngineError::InactiveCurrency(_) => (StatusCode::BAD_REQUEST, InactiveCurrency),
             EngineError::MerchantNotFound(_) => (StatusCode::NOT_FOUND, NotFound),
             EngineError::MerchantBlocked(_) => (StatusCode::FORBIDDEN, Forbidden),
-            EngineError::Conflict(_) => (StatusCode::CONFLICT, Conflict),
+            EngineError::Conflict(_) | EngineError::InProgress(_) => (StatusCode::CONFLICT, Conflict),
             EngineError::ChainNotConfigured(_) | EngineError::ChainHalted(_) => (StatusCode::SERVICE_UNAVAILABLE, CurrencyUnavailable),
             EngineError::LimitReached(_) => (StatusCode::UNPROCESSABLE_ENTITY, LimitReached),
             EngineError::NotFound(_) => (StatusCode::NOT_FOUND, NotFound),

@@ -160,7 +160,7 @@ fn code_of(e: &EngineError) -> Option<&'static str> {
         EngineError::ChainHalted(_) => "currency_unavailable",
         EngineError::MerchantBlocked(_) => "account_blocked",
         EngineError::InsufficientFunds { .. } => "insufficient_funds",
-        EngineError::Ledger(LedgerError::IdempotencyConflict { .. }) | EngineError::Conflict(_) => "duplicate_request",
+        EngineError::Ledger(LedgerError::IdempotencyConflict { .. }) | EngineError::Conflict(_) | EngineError::InProgress(_) => "duplicate_request",
         EngineError::BelowMinimum(_) => "min_withdraw_error",
         EngineError::AboveMaximum(_) | EngineError::LimitReached(_) => "max_withdraw_error",
         EngineError::Invalid { field: "address", .. } => "bad_address",
