@@ -180,7 +180,12 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|_| StoreError::BadUrl { url: redact(url) })?
-                .disable_statement_logging();
+                .disable_statement_logging()
+                // Plan each statement for the tables as they are: a plan cached while
+                // a fresh database's tables were nearly empty (sequential scans) would
+                // otherwise stay until autovacuum's first ANALYZE, slowing every
+                // statement as the tables grow.
+                .options([("plan_cache_mode", "force_custom_plan")]);
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
