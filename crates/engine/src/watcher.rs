@@ -61,6 +61,8 @@ pub struct Watcher {
     prepared: bool,
     /// The node's tip as last seen, and since when (engine clock).
     tip_since: Option<(String, i64)>,
+    /// Whether the store marks this chain lagging (read once, then kept in step).
+    marked_lagging: Option<bool>,
 }
 
 impl Watcher {
@@ -79,6 +81,7 @@ impl Watcher {
             mempool_known: HashSet::new(),
             prepared: false,
             tip_since: None,
+            marked_lagging: None,
         })
     }
 
@@ -153,7 +156,9 @@ impl Watcher {
             Some((h, since)) if h == hash => return Ok(*since),
             Some(_) => {}
             None => {
-                if let Some((since, h)) = self.engine.store.chain_lagging(&self.chain).await? {
+                let marked = self.engine.store.chain_lagging(&self.chain).await?;
+                self.marked_lagging = Some(marked.is_some());
+                if let Some((since, h)) = marked {
                     if h == hash {
                         self.tip_since = Some((h, since));
                         return Ok(since);
@@ -167,26 +172,27 @@ impl Watcher {
 
     /// Marks the chain lagging once its tip has stood still past the stall time, and
     /// clears the mark once the tip moves again and the scan has caught up.
-    async fn judge_lag(&self, tip: &kassa_chain::BlockRef, since_ms: i64, scanned: u64) -> Result<bool, EngineError> {
+    async fn judge_lag(&mut self, tip: &kassa_chain::BlockRef, since_ms: i64, scanned: u64) -> Result<bool, EngineError> {
         let store = &self.engine.store;
         let age_ms = self.engine.now_ms().saturating_sub(since_ms);
         metrics::gauge!("kassa_chain_tip_age_seconds", "chain" => self.chain.clone()).set(age_ms as f64 / 1000.0);
         let stalled = self.settings.stall_after.is_some_and(|limit| age_ms >= limit.as_millis() as i64);
-        let marked = store.chain_lagging(&self.chain).await?;
+        let marked = self.marked_lagging.unwrap_or(false);
         let lagging = if stalled {
-            if marked.is_none() {
+            if !marked {
                 store.set_chain_lagging(&self.chain, since_ms, &tip.hash).await?;
                 tracing::error!(chain = %self.chain, height = tip.height, tip = %tip.hash, stalled_for_secs = age_ms / 1000,
                     "ALERT: the node's tip has not moved although it answers as synced; invoices on this chain do not expire until it catches up");
             }
             true
-        } else if marked.is_some() && scanned >= tip.height {
+        } else if marked && scanned >= tip.height {
             store.clear_chain_lagging(&self.chain).await?;
             tracing::info!(chain = %self.chain, height = tip.height, "the chain caught up: its tip moves again and every block is scanned");
             false
         } else {
-            marked.is_some()
+            marked
         };
+        self.marked_lagging = Some(lagging);
         metrics::gauge!("kassa_chain_lagging", "chain" => self.chain.clone()).set(if lagging { 1.0 } else { 0.0 });
         Ok(lagging)
     }

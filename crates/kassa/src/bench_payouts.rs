@@ -51,7 +51,8 @@ pub async fn run(args: PayoutsBench) -> anyhow::Result<ExitCode> {
     let merchant = MerchantId(store.create_merchant("bench-payouts").await?.id);
 
     // Funds: one real deposit, credited by the watcher.
-    let funding = (args.withdrawals as f64 * 0.001 + 1.0).ceil();
+    // Whole LTC: 0.001 per withdrawal, and one more for fees.
+    let funding = args.withdrawals.div_ceil(1000) + 1;
     let mut watcher = Watcher::new(engine.clone(), "litecoin")?;
     watcher.cycle().await?;
     let deposit = engine.create_deposit_address(merchant, "LTC", None, None).await?;
