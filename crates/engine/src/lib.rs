@@ -19,6 +19,7 @@ pub mod merchants;
 pub mod notifications;
 pub mod notifier;
 pub mod rates;
+pub mod relay;
 pub mod schemas;
 pub mod transfers;
 pub mod secrets;

@@ -19,7 +19,7 @@ use kassa_core::events::{next_step, parse_retry_after, AttemptOutcome, STANDARD_
 use kassa_core::ledger::MerchantId;
 use kassa_store::{Attempt, AttemptResult, ClaimedDelivery, EndpointRow};
 use rand::Rng;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::notifications::{signing_keys};
@@ -90,6 +90,42 @@ pub struct Notifier {
     /// same process must not be sent twice at once).
     in_flight: Arc<Mutex<HashSet<i64>>>,
     claims: AtomicU64,
+    /// Attempts to record, with where to say whether the claim still held.
+    recorder: mpsc::Sender<RecordRequest>,
+}
+
+type RecordRequest = ((Attempt, String), oneshot::Sender<Result<bool, String>>);
+
+/// Attempts waiting to be recorded (bounded; senders wait when it is full).
+const RECORD_QUEUE: usize = 1024;
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+
+/// Records attempts as they finish, those waiting together in one transaction (one
+/// commit instead of one per delivery); ends when the notifier is dropped.
+async fn record_attempts(store: kassa_store::Store, mut queue: mpsc::Receiver<RecordRequest>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RECORD_BATCH {
+            match queue.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (attempts, replies): (Vec<(Attempt, String)>, Vec<_>) = batch.into_iter().unzip();
+        match store.record_attempts(&attempts).await {
+            Ok(held) => {
+                for (reply, held) in replies.into_iter().zip(held) {
+                    let _ = reply.send(Ok(held));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// Removes a delivery from the in-flight set when its attempt ends, however it ends.
@@ -149,7 +185,10 @@ impl Notifier {
             .user_agent(concat!("Kassa-Notifier/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| EngineError::invalid("notifications", format!("HTTP client: {e}")))?;
+        let (recorder, queue) = mpsc::channel(RECORD_QUEUE);
+        tokio::spawn(record_attempts(engine.store.clone(), queue));
         Ok(Arc::new(Self {
+            recorder,
             global: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
             per_target: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
@@ -164,15 +203,19 @@ impl Notifier {
     /// them apart); in-flight attempts get the response timeout to finish, after which
     /// their leases lapse and they are sent again later.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let pace = Pace { name: format!("notifier@{}", self.engine.instance), interval: self.opts.poll_interval, lease: None, wake: None };
+        // The relay wakes it when it has created deliveries; retries and other
+        // instances' deliveries are found by polling.
+        let wake = Some(self.engine.store.wakes().deliveries.clone());
+        let pace = Pace { name: format!("notifier@{}", self.engine.instance), interval: self.opts.poll_interval, lease: None, wake };
         let never = Instant::now() - Duration::from_secs(60);
         let worker = Dispatching { notifier: self.clone(), tasks: JoinSet::new(), last_sweep: never, last_metrics: never };
         worker::run(self.engine.clone(), pace, worker, shutdown).await
     }
 
-    /// Claims what is due now and delivers it, waiting for every attempt (tests and
-    /// one-off runs); returns what happened.
+    /// Relays what was committed, claims what is due now and delivers it, waiting for
+    /// every attempt (tests and one-off runs); returns what happened.
     pub async fn run_once(&self) -> Result<NotifyReport, EngineError> {
+        self.engine.relay_events().await?;
         let mut attempts = Vec::new();
         for d in self.claim().await? {
             if let Some(slot) = self.slot(&d).await? {
@@ -191,14 +234,19 @@ impl Notifier {
         Ok(report)
     }
 
-    async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<bool>) -> Result<(), EngineError> {
-        for d in self.claim().await? {
+    /// Claims what is due (as many as there are free slots) and starts the attempts;
+    /// true when that filled every free slot (more may be due).
+    async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<bool>) -> Result<bool, EngineError> {
+        let free = self.global.available_permits().min(CLAIM_BATCH);
+        let claimed = self.claim().await?;
+        let full = free > 0 && claimed.len() == free;
+        for d in claimed {
             if let Some(slot) = self.slot(&d).await? {
                 let this = self.clone();
                 tasks.spawn(async move { this.deliver(d, slot).await });
             }
         }
-        Ok(())
+        Ok(full)
     }
 
     async fn claim(&self) -> Result<Vec<ClaimedDelivery>, EngineError> {
@@ -246,23 +294,13 @@ impl Notifier {
     }
 
     /// One attempt of one delivery; true when delivered.
-    async fn deliver(&self, d: ClaimedDelivery, _slot: Slot) -> bool {
+    async fn deliver(&self, d: ClaimedDelivery, slot: Slot) -> bool {
         let attempted_at_ms = self.engine.now_ms();
         let started = Instant::now();
         let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
         let format = d.format.clone();
         let format = format.as_str();
-        let endpoint = match d.endpoint_id {
-            Some(id) => match self.engine.store.webhook_endpoint(id).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(delivery = d.id, error = %e, "cannot load the delivery's endpoint; retrying later");
-                    let _ = self.engine.store.release_delivery(d.id, &d.claim, self.engine.now_ms() + 1000).await;
-                    return false;
-                }
-            },
-            None => None,
-        };
+        let endpoint = d.endpoint.clone();
         let body = match &d.body {
             Some(b) => Ok(b.clone()),
             None if format == STANDARD_FORMAT => self.engine.standard_body(&d.event).await,
@@ -280,6 +318,10 @@ impl Notifier {
             }
         };
         let latency_ms = started.elapsed().as_millis() as i64;
+        // The request is over: its slots go to the next deliveries while this attempt
+        // waits to be recorded (it stays in flight here until then).
+        let Slot { _global, _target, _in_flight } = slot;
+        drop((_global, _target));
         let permanent = result.as_ref().err().is_some_and(|e| e.starts_with("endpoint disabled") || e.starts_with("cannot render"));
         let (status, retry_after, error) = match &result {
             Ok(a) if (200..300).contains(&a.status) => (Some(a.status), None, None),
@@ -321,7 +363,7 @@ impl Notifier {
             endpoint_id: d.endpoint_id,
             result: result.clone(),
         };
-        match self.engine.store.record_attempt(&attempt, &d.claim).await {
+        match self.record(attempt, &d.claim).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(delivery = d.id, "the delivery's lease ran out during the attempt; another notifier has it"),
             Err(e) => tracing::error!(delivery = d.id, error = %e, "cannot record a delivery attempt; it will be sent again"),
@@ -341,6 +383,17 @@ impl Notifier {
             AttemptResult::Gone => tracing::warn!(delivery = d.id, event = %event, %url, "receiver answered 410 Gone; its endpoint is disabled"),
         }
         result == AttemptResult::Delivered
+    }
+
+    /// Records an attempt: with others finishing at the same time, in one transaction
+    /// (a `Gone` on its own, as it disables the endpoint).
+    async fn record(&self, attempt: Attempt, claim: &str) -> Result<bool, String> {
+        if attempt.result == AttemptResult::Gone {
+            return self.engine.store.record_attempt(&attempt, claim).await.map_err(|e| e.to_string());
+        }
+        let (done, recorded) = oneshot::channel();
+        self.recorder.send(((attempt, claim.to_string()), done)).await.map_err(|_| "the attempt recorder has stopped".to_string())?;
+        recorded.await.map_err(|_| "the attempt recorder has stopped".to_string())?
     }
 
     /// Posts one callback; Err is an attempt without an HTTP answer.
@@ -463,10 +516,34 @@ impl Worker for Dispatching {
             self.last_metrics = Instant::now();
             n.update_backlog_metrics().await;
         }
-        if let Err(e) = n.dispatch(&mut self.tasks).await {
-            tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+        // While there is a backlog, claim again as slots free up (for at most a
+        // second, then the loop looks at shutdown), instead of waiting a poll interval.
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            let more = match n.dispatch(&mut self.tasks).await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim deliveries; retrying");
+                    false
+                }
+            };
+            while self.tasks.try_join_next().is_some() {}
+            let left = until.saturating_duration_since(Instant::now());
+            if !more || left.is_zero() {
+                break;
+            }
+            // Claim again once a quarter of the slots are free (attempts are recorded in
+            // batches, so they tend to finish together), or after a few milliseconds:
+            // one claim per freed slot would cost more queries than the deliveries.
+            let quarter = (n.opts.max_in_flight / 4).clamp(1, CLAIM_BATCH);
+            let gather = Instant::now() + Duration::from_millis(5).min(left);
+            while n.global.available_permits() < quarter {
+                match tokio::time::timeout_at(gather.into(), self.tasks.join_next()).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
         }
-        while self.tasks.try_join_next().is_some() {}
     }
 
     async fn stop(&mut self) {

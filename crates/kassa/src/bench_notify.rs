@@ -1,8 +1,10 @@
 //! `kassa bench notify`: the notification outbox under load. Concurrent writers commit
 //! events (one per transaction, as state changes do) to a scratch database while
 //! notifier instances deliver them, signed, to a local HTTP receiver. Prints progress
-//! each second, then events written/s, deliveries/s and the latency from an event's
-//! commit to its receipt.
+//! each second, then events written/s, deliveries/s, the latency from an event's
+//! commit to its receipt, and a check of the sequence the pull API serves (gap-free,
+//! and no event numbered before one that had committed before it was written).
+//! `--rate` paces the writers to a steady number of events per second.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -47,6 +49,12 @@ pub struct NotifyBench {
     /// Concurrent deliveries per instance.
     #[arg(long, default_value_t = 64)]
     max_in_flight: usize,
+    /// Database pool size (`database_max_connections`; the default is the server's).
+    #[arg(long, default_value_t = 16)]
+    max_connections: u32,
+    /// Events per second the writers commit together (0: as fast as they can).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// Receipt times by event id, and the count of requests.
@@ -65,8 +73,8 @@ async fn receive(axum::extract::State(r): axum::extract::State<Arc<Received>>, h
 }
 
 pub async fn run(args: NotifyBench) -> anyhow::Result<ExitCode> {
-    if args.events == 0 || args.writers == 0 || args.endpoints == 0 || args.instances == 0 || args.max_in_flight == 0 {
-        bail!("--events, --writers, --endpoints, --instances and --max-in-flight must be positive");
+    if args.events == 0 || args.writers == 0 || args.max_connections == 0 || args.endpoints == 0 || args.instances == 0 || args.max_in_flight == 0 {
+        bail!("--events, --writers, --max-connections, --endpoints, --instances and --max-in-flight must be positive");
     }
     let run_id = random_alphanumeric(8).to_lowercase();
     let scratch = ScratchDb::create(args.db, args.database_url.as_deref(), &run_id).await?;
@@ -76,7 +84,7 @@ pub async fn run(args: NotifyBench) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&StoreOptions { url: url.to_string(), max_connections: (args.writers + 8) as u32 }).await?;
+    let store = Store::connect(&StoreOptions { url: url.to_string(), max_connections: args.max_connections }).await?;
     store.migrate().await?;
     let cfg: CurrencyConfig = serde_json::from_str(r#"{"name":"Bench Euro","kind":"fiat","precision":2}"#)?;
     let currencies = Currencies::new(vec![cfg.validate("BEUR").map_err(|e| anyhow::anyhow!("{e}"))?]);
@@ -84,11 +92,12 @@ async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(store.clone(), currencies, master, LedgerOptions::default()).with_target_policy(TargetPolicy::development());
     let durability: Vec<String> = store.durability().await?.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
-        "kassa bench notify: {} ({}), {} events by {} writers, {} endpoint(s), {} notifier instance(s), {} in flight each",
+        "kassa bench notify: {} ({}), {} events by {} writers{}, {} endpoint(s), {} notifier instance(s), {} in flight each",
         store.backend().as_str(),
         durability.join(" "),
         args.events,
         args.writers,
+        if args.rate > 0 { format!(" at {} events/s", args.rate) } else { String::new() },
         args.endpoints,
         args.instances,
         args.max_in_flight
@@ -114,22 +123,28 @@ async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
             max_in_flight_per_endpoint: args.max_in_flight,
             ..NotifierOptions::default()
         };
+        notifiers.push(kassa_engine::relay::spawn_relay(&e, stopping.clone()));
         notifiers.push(tokio::spawn(Notifier::new(e, opts)?.run(stopping.clone())));
     }
 
-    // Writers: one event per transaction, as every state change commits its own.
-    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // Writers: one event per transaction, as every state change commits its own; each
+    // event's (write started, commit returned).
+    let committed: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut writers = Vec::new();
     for _ in 0..args.writers {
-        let (store, committed, next, total) = (store.clone(), committed.clone(), next.clone(), args.events as u64);
+        let (store, committed, next, total, rate) = (store.clone(), committed.clone(), next.clone(), args.events as u64, args.rate);
         writers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return Ok::<(), kassa_store::StoreError>(());
                 }
+                if rate > 0 {
+                    tokio::time::sleep_until((started + Duration::from_micros(n * 1_000_000 / rate)).into()).await;
+                }
+                let begun = Instant::now();
                 let ids = store
                     .insert_events(vec![NewEvent {
                         merchant_id: merchant.0,
@@ -143,7 +158,7 @@ async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
                     }])
                     .await?;
                 let now = Instant::now();
-                committed.lock().expect("commits").extend(ids.into_iter().map(|id| (id, now)));
+                committed.lock().expect("commits").extend(ids.into_iter().map(|id| (id, (begun, now))));
             }
         }));
     }
@@ -181,7 +196,7 @@ async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
     let receipts = received.at.lock().expect("receipts").clone();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for (id, at) in &receipts {
-        if let Some(c) = commits.get(id) {
+        if let Some((_, c)) = commits.get(id) {
             hist.record(at.saturating_duration_since(*c).as_micros().max(1) as u64)?;
         }
     }
@@ -192,5 +207,39 @@ async fn bench(args: &NotifyBench, url: &str) -> anyhow::Result<ExitCode> {
         requests as f64 / total.as_secs_f64(), requests.saturating_sub(expected));
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!("commit → first receipt: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms(0.5), ms(0.9), ms(0.99), hist.max() as f64 / 1000.0);
-    Ok(ExitCode::SUCCESS)
+    let (gaps, misordered) = check_sequence(&engine, merchant, &commits).await?;
+    println!("sequence:      {} events pulled, {gaps} gap(s), {misordered} numbered before an event that committed before they were written", commits.len());
+    Ok(if gaps == 0 && misordered == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Pulls the merchant's events as a client would and counts gaps (sequence numbers
+/// missing or repeated) and events numbered before one that had committed before their
+/// own write began.
+async fn check_sequence(engine: &Engine, merchant: MerchantId, commits: &HashMap<String, (Instant, Instant)>) -> anyhow::Result<(usize, usize)> {
+    let mut pulled = Vec::with_capacity(commits.len());
+    let mut after = 0;
+    loop {
+        let page = engine.store.events_after(merchant, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        pulled.extend(page);
+    }
+    let mut gaps = usize::from(pulled.len() != commits.len());
+    for (i, e) in pulled.iter().enumerate() {
+        if e.seq != i as i64 + 1 {
+            gaps += 1;
+        }
+    }
+    // From the highest number down: the earliest commit among later-numbered events
+    // must not precede this event's write.
+    let mut misordered = 0;
+    let mut earliest_later: Option<Instant> = None;
+    for e in pulled.iter().rev() {
+        let Some((begun, done)) = commits.get(&e.public_id) else { continue };
+        if earliest_later.is_some_and(|c| c < *begun) {
+            misordered += 1;
+        }
+        earliest_later = Some(earliest_later.map_or(*done, |c| c.min(*done)));
+    }
+    Ok((gaps, misordered))
 }

@@ -81,6 +81,7 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
     )?);
     workers.extend(kassa_engine::exchange::spawn_exchange_workers(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::invoices::spawn_invoice_expiry(&engine, workers_stopping.clone()));
+    workers.push(kassa_engine::relay::spawn_relay(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::notifier::spawn_notifier(&engine, settings.notifier_options(), workers_stopping)?);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

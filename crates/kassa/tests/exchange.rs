@@ -280,6 +280,7 @@ async fn quotes_and_exchanges(backend: Backend) {
 
     // Each exchange raised its event.
     let key = app.t.engine.create_key(m, "native", vec![Scope::Read], vec![], "pull").await.unwrap();
+    app.t.engine.relay_events().await.unwrap();
     let (_, events) = app.get("/kassa/v1/events", key.token.as_deref()).await;
     let done: Vec<&Value> = events["events"].as_array().unwrap().iter().filter(|e| e["type"] == "exchange.done").collect();
     assert_eq!(done.len(), 2);

@@ -169,6 +169,7 @@ async fn invoice_lifecycles(backend: Backend) {
     assert_eq!(app.get(&format!("/kassa/v1/invoices/{id}"), Some(&other)).await.0, 404);
 
     // Every status change raised its event, in order, for each invoice.
+    app.t.engine.relay_events().await.unwrap();
     let events = app.t.engine.events_after(m, 0, 500).await.unwrap();
     let of = |id: &str| -> Vec<String> {
         events.iter().filter(|e| e["data"]["id"] == json!(id)).map(|e| e["type"].as_str().unwrap().to_string()).collect()

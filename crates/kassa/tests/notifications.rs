@@ -200,6 +200,7 @@ async fn retry_after_gone_and_rotation(backend: Backend) {
             only_endpoint: None,
         }]).await.unwrap();
     }
+    assert_eq!(app.t.engine.relay_events().await.unwrap(), 3);
     let (_, after) = app.get("/kassa/v1/deliveries", Some(&token)).await;
     assert_eq!(after["deliveries"].as_array().unwrap().len(), rows_before, "no delivery row per missed event");
     let (_, eps) = app.get("/kassa/v1/webhook-endpoints", Some(&token)).await;
@@ -487,12 +488,17 @@ async fn two_instances_deliver_each_event_once() {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let opts = NotifierOptions { max_in_flight_per_endpoint: 8, ..fast_options(vec![1]) };
+    // Each instance runs a relay, as the server does; they take turns.
+    let relays = [kassa_engine::relay::spawn_relay(&a, stopping.clone()), kassa_engine::relay::spawn_relay(&b, stopping.clone())];
     let ta = tokio::spawn(Notifier::new(a.clone(), opts.clone()).unwrap().run(stopping.clone()));
     let tb = tokio::spawn(Notifier::new(b.clone(), opts).unwrap().run(stopping));
     receiver.wait_for("/hook", ids.len(), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     let _ = tokio::join!(ta, tb);
+    for r in relays {
+        r.await.unwrap();
+    }
     let got = receiver.requests_to("/hook");
     let got_ids: Vec<String> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
     assert_eq!(got_ids.iter().cloned().collect::<BTreeSet<_>>(), ids, "every event delivered");
@@ -622,3 +628,87 @@ async fn redirects_and_concurrent_gone(backend: Backend) {
     assert_eq!(failed.iter().filter(|d| d["last_status_code"] == 410).count(), 6, "every attempt logged");
 }
 both_backends!(redirects_gone, redirects_and_concurrent_gone);
+
+// Item 8: events written by concurrent state changes (16 writers, two instances'
+// relays on PostgreSQL) while a client pulls: every pull is gap-free (it never sees a
+// number before the ones below it), each event is pulled once, and an event written
+// after another had committed is numbered after it.
+async fn pulls_stay_gap_free_under_concurrent_writes(backend: Backend) {
+    let t = TestEngine::new(backend).await;
+    let a = t.engine.clone().with_target_policy(TargetPolicy::development());
+    let m = t.merchant("shop").await;
+    let receiver = Receiver::start().await;
+    let endpoint = a.create_endpoint(m, &receiver.url("/hook"), "standard", &[]).await.unwrap().endpoint.id;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut relays = vec![kassa_engine::relay::spawn_relay(&a, stopping.clone())];
+    if backend == Backend::Postgres {
+        relays.push(kassa_engine::relay::spawn_relay(&t.another_instance(Default::default()).await, stopping.clone()));
+    }
+    // Each writer sends its events one after another: its own order is causal.
+    let mut writers = Vec::new();
+    for _ in 0..16 {
+        let e = a.clone();
+        writers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for _ in 0..15 {
+                mine.push(e.send_test_event(m, endpoint).await.unwrap());
+            }
+            mine
+        }));
+    }
+    let mut pulled: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pulled.len() < 240 {
+        assert!(Instant::now() < deadline, "only {} of 240 events pulled", pulled.len());
+        let after = pulled.last().map_or(0, |e| e["sequence"].as_i64().unwrap());
+        let page = a.events_after(m, after, 50).await.unwrap();
+        for (i, e) in page.iter().enumerate() {
+            assert_eq!(e["sequence"].as_i64(), Some(after + 1 + i as i64), "a gap after {after}: {page:?}");
+        }
+        pulled.extend(page);
+        tokio::task::yield_now().await;
+    }
+    let position: BTreeMap<String, i64> = pulled.iter().map(|e| (e["id"].as_str().unwrap().to_string(), e["sequence"].as_i64().unwrap())).collect();
+    assert_eq!(position.len(), 240, "each event once");
+    for w in writers {
+        let mine = w.await.unwrap();
+        let seqs: Vec<i64> = mine.iter().map(|id| position[id]).collect();
+        assert!(seqs.windows(2).all(|p| p[0] < p[1]), "a writer's events out of order: {seqs:?}");
+    }
+    stop.send(true).unwrap();
+    for r in relays {
+        r.await.unwrap();
+    }
+    assert!(a.events_after(m, 240, 10).await.unwrap().is_empty());
+    // Every event has its delivery, created by the relay.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let notifier = tokio::spawn(Notifier::new(a.clone(), fast_options(vec![1])).unwrap().run(stopping));
+    receiver.wait_for("/hook", 240, Duration::from_secs(60)).await;
+    stop.send(true).unwrap();
+    notifier.await.unwrap();
+    let ids: BTreeSet<String> = receiver.requests_to("/hook").iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert_eq!(ids, position.keys().cloned().collect::<BTreeSet<_>>());
+}
+both_backends!(pulls_stay_gap_free, pulls_stay_gap_free_under_concurrent_writes);
+
+// Item 8: a state change no longer waits for the merchant's event counter. Another
+// transaction holds the lock every event write took on it until its state change
+// committed (row lock on the merchant's `event_seq`); a test event is still written at
+// once, and numbered when the lock is released. (SQLite has one writer at a time.)
+#[tokio::test]
+async fn event_writes_do_not_wait_for_the_sequence() {
+    let t = TestEngine::new(Backend::Postgres).await;
+    let e = t.engine.clone().with_target_policy(TargetPolicy::development());
+    let m = t.merchant("shop").await;
+    let receiver = Receiver::start().await;
+    let endpoint = e.create_endpoint(m, &receiver.url("/hook"), "standard", &[]).await.unwrap().endpoint.id;
+    let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT event_seq FROM merchants WHERE id = $1 FOR NO KEY UPDATE").bind(m.0).execute(&mut *other).await.unwrap();
+    let written = tokio::time::timeout(Duration::from_secs(10), e.send_test_event(m, endpoint)).await;
+    let id = written.expect("the event write waited for another transaction of the merchant").unwrap();
+    other.rollback().await.unwrap();
+    assert_eq!(e.relay_events().await.unwrap(), 1);
+    let pulled = e.events_after(m, 0, 10).await.unwrap();
+    assert_eq!((pulled.len(), pulled[0]["id"].as_str(), pulled[0]["sequence"].as_i64()), (1, Some(id.as_str()), Some(1)));
+}

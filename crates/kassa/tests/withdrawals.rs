@@ -489,6 +489,7 @@ async fn the_store_applies_the_state_machines(backend: Backend) {
     assert_eq!(payout_row(store, p2).await.status, PayoutStatus::Confirmed);
     assert!(!store.fail_queued_withdrawal(a, "no").await.unwrap());
 
+    t.engine.relay_events().await.unwrap();
     let events: Vec<(i64, String)> = store
         .events_after(m, 0, 100)
         .await

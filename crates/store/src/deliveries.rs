@@ -67,6 +67,8 @@ pub struct ClaimedDelivery {
     /// The body sent by the first attempt (every retry sends the same bytes).
     pub body: Option<String>,
     pub event: EventRow,
+    /// Its endpoint as it was when claimed (None: the object's own callback URL).
+    pub endpoint: Option<crate::EndpointRow>,
 }
 
 /// What an attempt ended in.
@@ -95,6 +97,28 @@ pub struct Attempt {
     pub endpoint_id: Option<i64>,
     pub result: AttemptResult,
 }
+
+impl Attempt {
+    /// The delivery's status, next attempt time and delivery time after this attempt.
+    fn stored(&self) -> (&'static str, i64, Option<i64>) {
+        match &self.result {
+            AttemptResult::Delivered => ("delivered", self.attempted_at_ms, Some(self.attempted_at_ms)),
+            AttemptResult::Retry { next_attempt_at_ms } => ("pending", *next_attempt_at_ms, None),
+            AttemptResult::Failed | AttemptResult::Gone => ("failed", self.attempted_at_ms, None),
+        }
+    }
+}
+
+/// Attempts recorded per statement by `record_attempts`.
+const ATTEMPTS_PER_STATEMENT: usize = 64;
+
+/// Records an attempt's result on a delivery its claim still holds.
+const RECORD_ATTEMPT: &str = "UPDATE deliveries SET attempts = attempts + 1, status = $1, next_attempt_at_ms = $2, delivered_at_ms = $3,
+        body = COALESCE(body, $4), last_status_code = $5, last_error = $6, locked_by = NULL, locked_until_ms = NULL, updated_at_ms = $7
+    WHERE id = $8 AND locked_by = $9 AND status = 'pending'";
+/// Adds an attempt to a delivery's log.
+const LOG_ATTEMPT: &str = "INSERT INTO delivery_attempts (delivery_id, attempted_at_ms, status_code, latency_ms, error, instance)
+    VALUES ($1, $2, $3, $4, $5, $6)";
 
 impl Store {
     /// Claims up to `limit` due deliveries under `claim` (a token unique to this claim)
@@ -141,9 +165,15 @@ impl Store {
             event: EventRecord,
         }
         let rows: Vec<Claimed> = on_pool!(self, pool => sqlx::query_as(&sql).bind(claim).fetch_all(pool).await?);
+        let mut endpoint_ids: Vec<i64> = rows.iter().filter_map(|c| c.endpoint_id).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let endpoints: HashMap<i64, crate::EndpointRow> =
+            self.webhook_endpoints_by_id(&endpoint_ids).await?.into_iter().map(|e| (e.id, e)).collect();
         rows.into_iter()
             .map(|c| {
                 Ok(ClaimedDelivery {
+                    endpoint: c.endpoint_id.and_then(|id| endpoints.get(&id).cloned()),
                     id: c.d_id,
                     claim: claim.to_string(),
                     endpoint_id: c.endpoint_id,
@@ -192,11 +222,7 @@ impl Store {
     /// delivery (its lease ran out and another claim took it), and nothing is recorded.
     /// On `Gone` the endpoint row is locked first, as everywhere else (no deadlocks).
     pub async fn record_attempt(&self, a: &Attempt, claim: &str) -> Result<bool> {
-        let (status, next, delivered) = match &a.result {
-            AttemptResult::Delivered => ("delivered", a.attempted_at_ms, Some(a.attempted_at_ms)),
-            AttemptResult::Retry { next_attempt_at_ms } => ("pending", *next_attempt_at_ms, None),
-            AttemptResult::Failed | AttemptResult::Gone => ("failed", a.attempted_at_ms, None),
-        };
+        let (status, next, delivered) = a.stored();
         let now = self.now_ms();
         let code = a.status_code.map(i32::from);
         let gone_endpoint = if a.result == AttemptResult::Gone { a.endpoint_id } else { None };
@@ -211,10 +237,7 @@ impl Store {
                     .await?;
             }
             let n = sqlx::query(
-                "UPDATE deliveries SET attempts = attempts + 1, status = $1, next_attempt_at_ms = $2, delivered_at_ms = $3,
-                     body = COALESCE(body, $4), last_status_code = $5, last_error = $6, locked_by = NULL, locked_until_ms = NULL,
-                     updated_at_ms = $7
-                 WHERE id = $8 AND locked_by = $9 AND status = 'pending'")
+                RECORD_ATTEMPT)
                 .bind(status)
                 .bind(next)
                 .bind(delivered)
@@ -229,8 +252,7 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, attempted_at_ms, status_code, latency_ms, error, instance)
-                     VALUES ($1, $2, $3, $4, $5, $6)")
+                    LOG_ATTEMPT)
                     .bind(a.delivery_id)
                     .bind(a.attempted_at_ms)
                     .bind(code)
@@ -256,6 +278,62 @@ impl Store {
             }
             n == 1
         }))
+    }
+
+    /// Records attempts that disable no endpoint (anything but `Gone`) in one
+    /// transaction; for each, false when its claim no longer held the delivery (nothing
+    /// recorded for that one).
+    pub async fn record_attempts(&self, batch: &[(Attempt, String)]) -> Result<Vec<bool>> {
+        if let Some((a, _)) = batch.iter().find(|(a, _)| a.result == AttemptResult::Gone) {
+            return Err(crate::StoreError::Corrupt(format!("delivery {}: a 410 Gone attempt is recorded on its own", a.delivery_id)));
+        }
+        let now = self.now_ms();
+        let mut held_ids: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in batch.chunks(ATTEMPTS_PER_STATEMENT) {
+                // Each row: (delivery, claim, status, next attempt, delivered at, body, status code, error).
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("({})", (0..8).map(|c| format!("${}", 2 + i * 8 + c)).collect::<Vec<_>>().join(", ")))
+                    .collect();
+                let sql = format!(
+                    "UPDATE deliveries SET attempts = attempts + 1, status = v.column3, next_attempt_at_ms = v.column4,
+                         delivered_at_ms = v.column5, body = COALESCE(body, v.column6), last_status_code = v.column7,
+                         last_error = v.column8, locked_by = NULL, locked_until_ms = NULL, updated_at_ms = $1
+                     FROM (VALUES {}) AS v
+                     WHERE deliveries.id = v.column1 AND deliveries.locked_by = v.column2 AND deliveries.status = 'pending'
+                     RETURNING deliveries.id",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now);
+                for (a, claim) in chunk {
+                    let (status, next, delivered) = a.stored();
+                    q = q.bind(a.delivery_id).bind(claim).bind(status).bind(next).bind(delivered).bind(&a.body)
+                        .bind(a.status_code.map(i32::from)).bind(&a.error);
+                }
+                let updated = q.fetch_all(&mut *tx).await?;
+                let logged: Vec<&Attempt> = chunk.iter().map(|(a, _)| a).filter(|a| updated.contains(&a.delivery_id)).collect();
+                held_ids.extend(updated);
+                if logged.is_empty() {
+                    continue;
+                }
+                let values: Vec<String> = (0..logged.len())
+                    .map(|i| format!("({})", (1..=6).map(|c| format!("${}", i * 6 + c)).collect::<Vec<_>>().join(", ")))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO delivery_attempts (delivery_id, attempted_at_ms, status_code, latency_ms, error, instance) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for a in logged {
+                    q = q.bind(a.delivery_id).bind(a.attempted_at_ms).bind(a.status_code.map(i32::from)).bind(a.latency_ms).bind(&a.error)
+                        .bind(&a.instance);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(batch.iter().map(|(a, _)| held_ids.contains(&a.delivery_id)).collect())
     }
 
     pub async fn deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>> {

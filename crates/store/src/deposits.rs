@@ -289,6 +289,7 @@ impl Store {
                 .await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
@@ -321,6 +322,7 @@ impl Store {
                 .await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
             n
         });
         Ok(n)
@@ -361,6 +363,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
@@ -437,6 +440,7 @@ impl Store {
             q.bind(id).execute(&mut *tx).await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }

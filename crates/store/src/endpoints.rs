@@ -68,6 +68,16 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
     }
 
+    /// The endpoints with these ids (those that exist).
+    pub(crate) async fn webhook_endpoints_by_id(&self, ids: &[i64]) -> Result<Vec<EndpointRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let sql = format!("{ENDPOINT_COLUMNS} WHERE id IN ({list})");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+    }
+
     /// Every callback format stored: (format, endpoints using it, pending deliveries in it).
     pub async fn callback_formats_in_use(&self) -> Result<Vec<(String, i64, i64)>> {
         let sql = "SELECT format, SUM(e) AS endpoints, SUM(d) AS deliveries FROM (

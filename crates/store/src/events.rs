@@ -204,12 +204,10 @@ impl WithdrawalChange {
 /// An endpoint as routing sees it: (id, format, url, subscription).
 pub(crate) type RouteEndpoint = (i64, String, String, String);
 
-/// What writing events needs besides the rows: the time, and how objects of each
-/// dialect are reported (from the dialects registered with the engine).
+/// What writing events needs besides the rows: the time they are stamped with.
 #[derive(Clone, Debug)]
 pub(crate) struct WriteCtx {
     pub now_ms: i64,
-    pub routes: Arc<Vec<CallbackRoute>>,
 }
 
 /// Where an event goes: (endpoint, format, url).
@@ -247,75 +245,31 @@ pub(crate) fn targets(e: &NewEvent, endpoints: &[RouteEndpoint], routes: &[Callb
     out
 }
 
-/// Writes events, their sequence numbers and deliveries inside the open transaction
-/// `$tx`. Merchants' counters are locked in id order (no deadlocks between writers).
+/// Writes events to the outbox inside the open transaction `$tx` (the relay numbers
+/// and routes them once the transaction has committed); returns their public ids.
+/// The caller wakes the relay after committing (`Store::events_committed`).
 macro_rules! write_events {
     ($tx:expr, $ctx:expr, $events:expr) => {{
         let ctx: &$crate::events::WriteCtx = &$ctx;
-        let mut list: Vec<$crate::events::NewEvent> = $events;
-        list.sort_by_key(|e| e.merchant_id);
-        let now = ctx.now_ms;
-        // A disabled endpoint gets no delivery: it records the first event it missed
-        // and how many; enabling it and redelivering the time range creates them.
-        let mut endpoints: std::collections::HashMap<i64, (Vec<$crate::events::RouteEndpoint>, std::collections::HashSet<i64>)> =
-            std::collections::HashMap::new();
+        let list: Vec<$crate::events::NewEvent> = $events;
         let mut ids: Vec<String> = Vec::with_capacity(list.len());
         for e in &list {
-            let seq: i64 = sqlx::query_scalar("UPDATE merchants SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq")
-                .bind(e.merchant_id)
-                .fetch_one(&mut *$tx)
-                .await?;
             let public_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
-            let event_id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (public_id, merchant_id, seq, type, object_kind, object_id, origin, data, created_at_ms, callback_url)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id")
+            sqlx::query(
+                "INSERT INTO outbox (public_id, merchant_id, type, object_kind, object_id, origin, data, callback_url, only_endpoint_id, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .bind(&public_id)
                 .bind(e.merchant_id)
-                .bind(seq)
                 .bind(&e.event_type)
                 .bind(&e.object_kind)
                 .bind(e.object_id)
                 .bind(&e.origin)
                 .bind(e.data.to_string())
-                .bind(now)
                 .bind(&e.callback_url)
-                .fetch_one(&mut *$tx)
+                .bind(e.only_endpoint)
+                .bind(ctx.now_ms)
+                .execute(&mut *$tx)
                 .await?;
-            if !endpoints.contains_key(&e.merchant_id) {
-                let rows: Vec<(i64, String, String, String, String, Option<String>)> = sqlx::query_as(
-                    "SELECT id, format, url, event_types, status, disabled_reason FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY id")
-                    .bind(e.merchant_id)
-                    .fetch_all(&mut *$tx)
-                    .await?;
-                let disabled = rows.iter().filter(|r| r.4 != "active").map(|r| r.0).collect();
-                let routes = rows.into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
-                endpoints.insert(e.merchant_id, (routes, disabled));
-            }
-            let (routes, disabled) = &endpoints[&e.merchant_id];
-            for (endpoint, format, url) in $crate::events::targets(e, routes, &ctx.routes) {
-                if let Some(id) = endpoint.filter(|id| disabled.contains(id)) {
-                    sqlx::query(
-                        "UPDATE webhook_endpoints SET missed_from_event_id = COALESCE(missed_from_event_id, $1), missed_events = missed_events + 1
-                         WHERE id = $2")
-                        .bind(event_id)
-                        .bind(id)
-                        .execute(&mut *$tx)
-                        .await?;
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO deliveries (event_id, merchant_id, endpoint_id, format, url, status, attempts, next_attempt_at_ms,
-                         last_error, created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, NULL, $6, $6)")
-                    .bind(event_id)
-                    .bind(e.merchant_id)
-                    .bind(endpoint)
-                    .bind(format)
-                    .bind(url)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
             ids.push(public_id);
         }
         ids
@@ -376,6 +330,73 @@ macro_rules! report_changes {
 pub(crate) use report_changes;
 
 
+/// Most events the relay moves in one transaction.
+pub const RELAY_BATCH: u32 = 500;
+
+/// What one relay transaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relayed {
+    pub events: usize,
+    pub deliveries: usize,
+}
+
+/// An event waiting in the outbox.
+#[derive(sqlx::FromRow)]
+struct OutboxRecord {
+    id: i64,
+    public_id: String,
+    merchant_id: i64,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    object_kind: String,
+    object_id: i64,
+    origin: String,
+    data: String,
+    callback_url: Option<String>,
+    only_endpoint_id: Option<i64>,
+    created_at_ms: i64,
+}
+
+impl OutboxRecord {
+    /// The event it becomes with sequence number `seq` (its id is not known yet).
+    fn event(&self, seq: i64) -> Result<EventRow> {
+        Ok(EventRow {
+            id: 0,
+            public_id: self.public_id.clone(),
+            merchant_id: self.merchant_id,
+            seq,
+            event_type: self.event_type.clone(),
+            object_kind: self.object_kind.clone(),
+            object_id: self.object_id,
+            origin: self.origin.clone(),
+            data: serde_json::from_str(&self.data).map_err(|e| StoreError::Corrupt(format!("outbox event {} data: {e}", self.public_id)))?,
+            standard_body: None,
+            created_at_ms: self.created_at_ms,
+        })
+    }
+
+    /// The event as routing sees it.
+    fn routed(&self) -> NewEvent {
+        NewEvent {
+            merchant_id: self.merchant_id,
+            event_type: self.event_type.clone(),
+            object_kind: self.object_kind.clone(),
+            object_id: self.object_id,
+            origin: self.origin.clone(),
+            callback_url: self.callback_url.clone(),
+            data: serde_json::Value::Null,
+            only_endpoint: self.only_endpoint_id,
+        }
+    }
+}
+
+/// The PostgreSQL advisory lock (transaction-scoped) that keeps relays of several
+/// instances one at a time, so that numbers follow the order events became visible.
+const RELAY_LOCK: i64 = 0x6b61_7373_615f_7231;
+
+/// Rows per multi-row statement of the relay (well under both backends' bind limits).
+const RELAY_ROWS_PER_STATEMENT: usize = 100;
+
 impl Store {
     /// Writes events (test events, and events of objects other services report);
     /// returns their public ids.
@@ -384,6 +405,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let ids = write_events!(tx, self.write_ctx(), list);
             tx.commit().await?;
+            self.events_committed();
             ids
         }))
     }
@@ -396,15 +418,163 @@ impl Store {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let n = report_changes!(tx, self.write_ctx());
                 tx.commit().await?;
+                self.events_committed();
                 n
             }
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let n = report_changes!(tx, self.write_ctx());
                 tx.commit().await?;
+                self.events_committed();
                 n
             }
         })
+    }
+
+    /// Wakes this process's relay: call after committing a transaction that wrote events.
+    pub(crate) fn events_committed(&self) {
+        self.wakes.outbox.notify_one();
+    }
+
+    /// What wakes this process's relay and notifier.
+    pub fn wakes(&self) -> &Arc<crate::Wakes> {
+        &self.wakes
+    }
+
+    /// Moves up to `limit` committed events from the outbox to `events`, in one
+    /// transaction: each merchant's next sequence numbers in outbox order (gap-free; one
+    /// relay at a time, by the advisory lock on PostgreSQL and the write lock on
+    /// SQLite, so a number once seen is never followed by a smaller one), and their
+    /// deliveries to the merchant's endpoints as they are now. A disabled endpoint gets
+    /// no delivery: it counts what it missed (see `deliver_missed`).
+    /// `render` gives an event's body as Kassa's own webhooks carry it (frozen with the
+    /// event, so that deliveries and pulls need not render it).
+    pub async fn relay_events(&self, limit: u32, render: &(dyn Fn(&EventRow) -> Option<String> + Sync)) -> Result<Relayed> {
+        let waiting: bool = on_pool!(self, pool => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox)").fetch_one(pool).await?);
+        if !waiting {
+            return Ok(Relayed::default());
+        }
+        let routes = self.callback_routes.read().expect("callback routes").clone();
+        let now = self.now_ms();
+        let relayed = on_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            if matches!(self.db, Db::Postgres(_)) {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RELAY_LOCK).execute(&mut *tx).await?;
+            }
+            let rows: Vec<OutboxRecord> = sqlx::query_as(
+                    "SELECT id, public_id, merchant_id, type, object_kind, object_id, origin, data, callback_url, only_endpoint_id, created_at_ms
+                     FROM outbox ORDER BY id LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            // Each merchant's numbers, its counter updated once (in merchant id order).
+            let mut counts: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+            for r in &rows {
+                *counts.entry(r.merchant_id).or_default() += 1;
+            }
+            let mut next_seq: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+            for (merchant, n) in &counts {
+                let last: Option<i64> = sqlx::query_scalar("UPDATE merchants SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq")
+                    .bind(n)
+                    .bind(merchant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let last = last.ok_or_else(|| StoreError::Corrupt(format!("outbox events of merchant {merchant}, which does not exist")))?;
+                next_seq.insert(*merchant, last - n + 1);
+            }
+            let mut event_ids: std::collections::HashMap<String, i64> = std::collections::HashMap::with_capacity(rows.len());
+            for chunk in rows.chunks(RELAY_ROWS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("({})", (1..=11).map(|c| format!("${}", i * 11 + c)).collect::<Vec<_>>().join(", ")))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO events (public_id, merchant_id, seq, type, object_kind, object_id, origin, data, created_at_ms, callback_url, standard_body)
+                     VALUES {} RETURNING id, public_id",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+                for r in chunk {
+                    let seq = next_seq.get_mut(&r.merchant_id).expect("counted");
+                    let body = render(&r.event(*seq)?);
+                    q = q
+                        .bind(&r.public_id)
+                        .bind(r.merchant_id)
+                        .bind(*seq)
+                        .bind(&r.event_type)
+                        .bind(&r.object_kind)
+                        .bind(r.object_id)
+                        .bind(&r.origin)
+                        .bind(&r.data)
+                        .bind(r.created_at_ms)
+                        .bind(&r.callback_url)
+                        .bind(body);
+                    *seq += 1;
+                }
+                event_ids.extend(q.fetch_all(&mut *tx).await?.into_iter().map(|(id, public)| (public, id)));
+            }
+            // Routing, with each merchant's endpoints read once.
+            let mut endpoints: std::collections::HashMap<i64, (Vec<RouteEndpoint>, std::collections::HashSet<i64>)> = std::collections::HashMap::new();
+            for merchant in counts.keys() {
+                let found: Vec<(i64, String, String, String, String)> = sqlx::query_as(
+                        "SELECT id, format, url, event_types, status FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY id")
+                    .bind(merchant)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let disabled = found.iter().filter(|r| r.4 != "active").map(|r| r.0).collect();
+                endpoints.insert(*merchant, (found.into_iter().map(|r| (r.0, r.1, r.2, r.3)).collect(), disabled));
+            }
+            let mut deliveries: Vec<(i64, i64, Option<i64>, String, String)> = Vec::new();
+            let mut missed: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
+            for r in &rows {
+                let event_id = *event_ids.get(&r.public_id).ok_or_else(|| StoreError::Corrupt(format!("event {} was not stored", r.public_id)))?;
+                let (routed, disabled) = &endpoints[&r.merchant_id];
+                for (endpoint, format, url) in targets(&r.routed(), routed, &routes) {
+                    match endpoint.filter(|id| disabled.contains(id)) {
+                        Some(id) => {
+                            let m = missed.entry(id).or_insert((event_id, 0));
+                            m.0 = m.0.min(event_id);
+                            m.1 += 1;
+                        }
+                        None => deliveries.push((event_id, r.merchant_id, endpoint, format, url)),
+                    }
+                }
+            }
+            for chunk in deliveries.chunks(RELAY_ROWS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${}, ${}, ${}, ${}, 'pending', 0, $1, NULL, $1, $1)", i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5, i * 5 + 6))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO deliveries (event_id, merchant_id, endpoint_id, format, url, status, attempts, next_attempt_at_ms,
+                         last_error, created_at_ms, updated_at_ms) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (event_id, merchant, endpoint, format, url) in chunk {
+                    q = q.bind(event_id).bind(merchant).bind(endpoint).bind(format).bind(url);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for (endpoint, (first, n)) in &missed {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET missed_from_event_id = COALESCE(missed_from_event_id, $1), missed_events = missed_events + $2
+                     WHERE id = $3")
+                    .bind(first)
+                    .bind(n)
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for chunk in rows.chunks(RELAY_ROWS_PER_STATEMENT * 10) {
+                let ids = chunk.iter().map(|r| r.id.to_string()).collect::<Vec<_>>().join(", ");
+                sqlx::query(&format!("DELETE FROM outbox WHERE id IN ({ids})")).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Relayed { events: rows.len(), deliveries: deliveries.len() }
+        });
+        if relayed.deliveries > 0 {
+            self.wakes.deliveries.notify_one();
+        }
+        Ok(relayed)
     }
 
     pub async fn events_after(&self, merchant: MerchantId, after_seq: i64, limit: u32) -> Result<Vec<EventRow>> {

@@ -325,6 +325,7 @@ impl Store {
                 write_events!(tx, self.write_ctx(), vec![event]);
             }
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }

@@ -370,6 +370,7 @@ impl Store {
                 let events = restate_invoices!(tx, now, ids);
                 let n = write_events!(tx, self.write_ctx_at(now), events).len();
                 tx.commit().await?;
+                self.events_committed();
                 n
             }
             Db::Postgres(pool) => {
@@ -378,6 +379,7 @@ impl Store {
                 let events = restate_invoices!(tx, now, ids);
                 let n = write_events!(tx, self.write_ctx_at(now), events).len();
                 tx.commit().await?;
+                self.events_committed();
                 n
             }
         })

@@ -33,7 +33,7 @@ pub use ledger::{
 pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use deliveries::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow};
 pub use endpoints::{EndpointRow, NewEndpoint};
-pub use events::{EventRow, NewEvent};
+pub use events::{EventRow, NewEvent, Relayed, RELAY_BATCH};
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
 pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
@@ -103,6 +103,17 @@ pub struct Store {
     /// How objects of each API dialect are reported (shared by every clone; set once
     /// the dialects are registered).
     pub(crate) callback_routes: Arc<RwLock<Arc<Vec<CallbackRoute>>>>,
+    /// Signalled after a commit that wrote events to the outbox (wakes the relay), and
+    /// after the relay created deliveries (wakes the notifier).
+    pub(crate) wakes: Arc<Wakes>,
+}
+
+/// What wakes the relay and the notifier in this process (other processes' writes are
+/// found by polling).
+#[derive(Debug, Default)]
+pub struct Wakes {
+    pub outbox: Arc<tokio::sync::Notify>,
+    pub deliveries: Arc<tokio::sync::Notify>,
 }
 
 /// Runs the same code against whichever pool the store has. The body is compiled
@@ -191,7 +202,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await?;
-            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system(), callback_routes: Arc::default() });
+            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default() });
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() || path.contains("://") {
@@ -212,7 +223,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system(), callback_routes: Arc::default() })
+        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default() })
     }
 
     /// The same store reading time from `clock` (tests pass one they can move).
@@ -237,7 +248,7 @@ impl Store {
     }
 
     pub(crate) fn write_ctx_at(&self, now_ms: i64) -> events::WriteCtx {
-        events::WriteCtx { now_ms, routes: self.callback_routes.read().expect("callback routes").clone() }
+        events::WriteCtx { now_ms }
     }
 
     /// Now, in Unix milliseconds, by this store's clock.

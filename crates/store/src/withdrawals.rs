@@ -374,6 +374,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
@@ -409,6 +410,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
             failed
         }))
     }
@@ -507,6 +509,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
@@ -546,6 +549,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
@@ -627,6 +631,7 @@ impl Store {
             }
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
+            self.events_committed();
         });
         Ok(())
     }
