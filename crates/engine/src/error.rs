@@ -17,7 +17,8 @@ pub enum EngineError {
     InactiveCurrency(String),
     #[error("merchant {0:?} not found")]
     MerchantNotFound(String),
-    #[error("merchant {0} is blocked")]
+    /// The merchant's id goes to the log only.
+    #[error("the merchant account is blocked")]
     MerchantBlocked(i64),
     #[error("invalid {field}: {message}")]
     Invalid {
@@ -92,6 +93,29 @@ impl EngineError {
         }
     }
 
+    /// What a client is told: a ledger refusal without the internal account, hold or
+    /// unit figures it carries (those go to the log); anything else as it reads.
+    pub fn client_message(&self) -> String {
+        let EngineError::Ledger(e) = self else { return self.to_string() };
+        let text = match e {
+            LedgerError::NonPositiveLeg { .. } => "the amount must be positive".to_string(),
+            LedgerError::SameAccount { .. } => "funds cannot move from an account to itself".to_string(),
+            LedgerError::UnknownAccount { .. } => "the account does not exist".to_string(),
+            LedgerError::CurrencyMismatch { account_currency, leg_currency, .. } => {
+                format!("the account holds {account_currency}, not {leg_currency}")
+            }
+            LedgerError::InsufficientFunds { .. } => "insufficient funds".to_string(),
+            LedgerError::Overflow { .. } => "the balance would exceed the largest amount Kassa holds".to_string(),
+            LedgerError::HoldNotFound { .. } => "the reservation does not exist".to_string(),
+            LedgerError::HoldNotPending { status, .. } => format!("the reservation is already {}", status.as_str()),
+            LedgerError::BadIdempotencyKey | LedgerError::NoLegs | LedgerError::TooManyLegs { .. } | LedgerError::IdempotencyConflict { .. } => {
+                return e.to_string();
+            }
+        };
+        tracing::info!(error = %e, "ledger refusal");
+        text
+    }
+
     /// A refusal as text to keep, so that a repeat of the request can be answered
     /// with the very same refusal ([`EngineError::from_record`]); `None` for a failure.
     pub fn record(&self) -> Option<String> {
@@ -151,5 +175,32 @@ mod tests {
         }
         assert_eq!(EngineError::LedgerStopped.record(), None, "a failure is not a refusal");
         assert!(EngineError::from_record("{\"Nonsense\":1}").is_none());
+    }
+
+    #[test]
+    fn clients_are_not_told_internal_ids_or_units() {
+        let (a, h) = (AccountId(9017), TxId(7731));
+        let ltc = kassa_core::currency::CurrencyCode::parse("LTC").unwrap();
+        let eur = kassa_core::currency::CurrencyCode::parse("EUR").unwrap();
+        let ledger = [
+            LedgerError::NonPositiveLeg { units: -5 },
+            LedgerError::SameAccount { account: a },
+            LedgerError::UnknownAccount { account: a },
+            LedgerError::CurrencyMismatch { account: a, account_currency: ltc, leg_currency: eur },
+            LedgerError::InsufficientFunds { account: a, available: 0, required: 1_010_000 },
+            LedgerError::Overflow { account: a },
+            LedgerError::HoldNotFound { hold: h },
+            LedgerError::HoldNotPending { hold: h, status: HoldStatus::Voided },
+            LedgerError::NoLegs,
+            LedgerError::TooManyLegs { count: 9999 },
+        ];
+        for e in ledger {
+            let internal = e.to_string();
+            let told = EngineError::Ledger(e).client_message();
+            for leak in ["9017", "7731", "units", "1010000", "account 9"] {
+                assert!(!told.contains(leak), "{told:?} (from {internal:?}) tells {leak:?}");
+            }
+        }
+        assert_eq!(EngineError::MerchantBlocked(4017).client_message(), "the merchant account is blocked");
     }
 }

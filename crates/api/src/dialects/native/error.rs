@@ -111,6 +111,6 @@ impl From<EngineError> for ApiError {
                 return Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: Internal, message: "internal error; see the server log".into() };
             }
         };
-        Self { status, code, message: e.to_string() }
+        Self { status, code, message: e.client_message() }
     }
 }
