@@ -4,7 +4,7 @@
 //! instance runs one; the store keeps them one at a time, so each merchant's sequence
 //! stays gap-free and in the order events became visible.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kassa_core::events::STANDARD_FORMAT;
 use kassa_store::{EventRow, Relayed, RELAY_BATCH};
@@ -43,22 +43,43 @@ impl Engine {
 
 struct Relay {
     engine: Engine,
+    last_metrics: Option<Instant>,
+}
+
+impl Relay {
+    /// Publishes the outbox backlog every couple of seconds (a relay that cannot keep
+    /// up, or cannot write, shows here before merchants notice late callbacks).
+    async fn update_metrics(&mut self) {
+        if self.last_metrics.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return;
+        }
+        self.last_metrics = Some(Instant::now());
+        if let Ok((waiting, oldest)) = self.engine.store.outbox_backlog().await {
+            metrics::gauge!("kassa_event_outbox_backlog").set(waiting as f64);
+            let age = oldest.map(|t| (self.engine.now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+            metrics::gauge!("kassa_event_outbox_oldest_seconds").set(age);
+        }
+    }
 }
 
 impl Worker for Relay {
     async fn cycle(&mut self) {
-        for _ in 0..BATCHES_PER_CYCLE {
+        let mut more = false;
+        for i in 0..BATCHES_PER_CYCLE {
             match self.engine.relay_batch().await {
-                Ok(r) if r.events < RELAY_BATCH as usize => return,
-                Ok(_) => {}
+                Ok(r) if r.events < RELAY_BATCH as usize => break,
+                Ok(_) => more = i + 1 == BATCHES_PER_CYCLE,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot relay events from the outbox; retrying");
-                    return;
+                    break;
                 }
             }
         }
-        // More are waiting: go on at once.
-        self.engine.store.wakes().outbox.notify_one();
+        self.update_metrics().await;
+        if more {
+            // More are waiting: go on at once.
+            self.engine.store.wakes().outbox.notify_one();
+        }
     }
 
     async fn stop(&mut self) {
@@ -70,5 +91,5 @@ impl Worker for Relay {
 /// Starts the relay; it stops when `shutdown` turns true.
 pub fn spawn_relay(engine: &Engine, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let pace = Pace { name: "event relay".into(), interval: RELAY_POLL, lease: None, wake: Some(engine.store.wakes().outbox.clone()) };
-    tokio::spawn(worker::run(engine.clone(), pace, Relay { engine: engine.clone() }, shutdown))
+    tokio::spawn(worker::run(engine.clone(), pace, Relay { engine: engine.clone(), last_metrics: None }, shutdown))
 }

@@ -571,17 +571,19 @@ async fn c4_crash_before_delivery(backend: Backend) {
     // Deliveries run concurrently and may arrive out of order; the sequence orders them.
     let by_seq: BTreeMap<i64, Value> = got.iter().map(|r| (r.json()["sequence"].as_i64().unwrap(), r.json()["type"].clone())).collect();
     assert_eq!(by_seq.into_values().collect::<Vec<_>>(), vec![json!("deposit.seen"), json!("deposit.confirmed"), json!("deposit.credited")]);
-    // The notifier publishes its backlog gauges once a second or so: wait for an empty one.
+    // The relay and the notifier publish their backlog gauges every 2 s: wait for empty ones.
     let started = Instant::now();
     let metrics = loop {
         let metrics = client.get(format!("{}/metrics", server.base_url)).send().await.unwrap().text().await.unwrap();
-        if metrics.lines().any(|l| l == "kassa_webhook_backlog 0") || started.elapsed() > Duration::from_secs(15) {
+        let empty = |gauge: &str| metrics.lines().any(|l| l == format!("{gauge} 0"));
+        if (empty("kassa_webhook_backlog") && empty("kassa_event_outbox_backlog")) || started.elapsed() > Duration::from_secs(15) {
             break metrics;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(metrics.lines().any(|l| l == "kassa_webhook_backlog 0"), "{metrics}");
     assert!(metrics.contains("kassa_webhook_oldest_undelivered_seconds 0"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "kassa_event_outbox_backlog 0"), "{metrics}");
     assert!(metrics.contains("kassa_webhook_delivery_latency_seconds"), "{metrics}");
     assert!(metrics.contains("kassa_webhook_attempts_total{format=\"standard\",outcome=\"delivered\"} 3"), "{metrics}");
     let (code, _) = server.terminate();

@@ -577,6 +577,11 @@ impl Store {
         Ok(relayed)
     }
 
+    /// (events waiting in the outbox, creation time of the oldest) for the relay's gauges.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<i64>)> {
+        Ok(on_pool!(self, pool => sqlx::query_as("SELECT COUNT(*), MIN(created_at_ms) FROM outbox").fetch_one(pool).await?))
+    }
+
     pub async fn events_after(&self, merchant: MerchantId, after_seq: i64, limit: u32) -> Result<Vec<EventRow>> {
         let sql = format!("{EVENT_COLUMNS} WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3");
         let rows: Vec<EventRecord> =
