@@ -217,7 +217,7 @@ impl Notifier {
     pub async fn run_once(&self) -> Result<NotifyReport, EngineError> {
         self.engine.relay_events().await?;
         let mut attempts = Vec::new();
-        for d in self.claim().await? {
+        for d in self.claim(self.global.available_permits().min(CLAIM_BATCH)).await? {
             if let Some(slot) = self.slot(&d).await? {
                 attempts.push(self.deliver(d, slot));
             }
@@ -238,7 +238,7 @@ impl Notifier {
     /// true when that filled every free slot (more may be due).
     async fn dispatch(self: &Arc<Self>, tasks: &mut JoinSet<bool>) -> Result<bool, EngineError> {
         let free = self.global.available_permits().min(CLAIM_BATCH);
-        let claimed = self.claim().await?;
+        let claimed = self.claim(free).await?;
         let full = free > 0 && claimed.len() == free;
         for d in claimed {
             if let Some(slot) = self.slot(&d).await? {
@@ -249,8 +249,8 @@ impl Notifier {
         Ok(full)
     }
 
-    async fn claim(&self) -> Result<Vec<ClaimedDelivery>, EngineError> {
-        let free = self.global.available_permits().min(CLAIM_BATCH);
+    /// Claims up to `free` due deliveries.
+    async fn claim(&self, free: usize) -> Result<Vec<ClaimedDelivery>, EngineError> {
         if free == 0 {
             return Ok(Vec::new());
         }
@@ -300,20 +300,20 @@ impl Notifier {
         let attempt_no = u32::try_from(d.attempts).unwrap_or(0) + 1;
         let format = d.format.clone();
         let format = format.as_str();
-        let endpoint = d.endpoint.clone();
+        let endpoint = d.endpoint.as_ref();
         let body = match &d.body {
             Some(b) => Ok(b.clone()),
             None if format == STANDARD_FORMAT => self.engine.standard_body(&d.event).await,
             None => self.engine.render(format, &d.event).map(|r| r.body),
         };
-        let (sent, result) = match (&endpoint, body) {
+        let (sent, result) = match (endpoint, body) {
             (Some(e), Ok(_)) if e.status != "active" => {
                 (None, Err(format!("endpoint disabled: {}", e.disabled_reason.as_deref().unwrap_or("by the merchant"))))
             }
             (_, Err(e)) => (None, Err(format!("cannot render the event: {e}"))),
             (_, Ok(body)) => {
                 crash_point("before_delivery");
-                let r = self.send(format, &d, endpoint.as_ref(), &body).await;
+                let r = self.send(format, &d, endpoint, &body).await;
                 (Some(body), r)
             }
         };

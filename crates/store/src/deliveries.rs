@@ -218,9 +218,11 @@ impl Store {
         }))
     }
 
-    /// Records an attempt and its result; false when `claim` no longer holds the
-    /// delivery (its lease ran out and another claim took it), and nothing is recorded.
-    /// On `Gone` the endpoint row is locked first, as everywhere else (no deadlocks).
+    /// Records one attempt and its result in a transaction of its own (the notifier
+    /// records a `Gone` this way, `record_attempts` takes the rest); false when `claim`
+    /// no longer holds the delivery (its lease ran out and another claim took it), and
+    /// nothing is recorded. On `Gone` the endpoint row is locked first, as everywhere
+    /// else (no deadlocks).
     pub async fn record_attempt(&self, a: &Attempt, claim: &str) -> Result<bool> {
         let (status, next, delivered) = a.stored();
         let now = self.now_ms();
