@@ -76,6 +76,9 @@ impl Engine {
         for (entry, account) in &data.currency_mismatches {
             push(format!("entry {entry} has a currency other than its account {}", account.0), &mut violations);
         }
+        for (entry, missing) in &data.dangling_entries {
+            push(format!("entry {entry} refers to {missing} that does not exist"), &mut violations);
+        }
         for a in &data.accounts {
             let sums = data.sums.get(&a.id).cloned().unwrap_or_default();
             if a.balance != sums.posted {

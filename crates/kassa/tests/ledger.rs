@@ -322,6 +322,58 @@ async fn l3_check_detects_tampering(backend: Backend) {
 }
 both_backends!(l3_tamper, l3_check_detects_tampering);
 
+// The ledger is append-only and its entries refer to rows that exist: the database
+// refuses deleting or renumbering ledger rows and entries for a missing account or
+// transaction, and the checker reports an entry written around those guards.
+async fn ledger_rows_cannot_dangle(backend: Backend) {
+    let t = TestEngine::new(backend).await;
+    let a = t.merchant("a").await;
+    t.fund(a, "LTC", "1").await;
+    let account = t.merchant_account(a, "LTC").await.0;
+    let before = t.engine.check().await.unwrap();
+    let copy = |tx: &str, acc: &str, peer: &str| {
+        format!(
+            "INSERT INTO ledger_entries (tx_id, account_id, peer_account_id, currency, units, pending)
+             SELECT {tx}, {acc}, {peer}, currency, units, pending FROM ledger_entries WHERE account_id = {account}"
+        )
+    };
+    let refused = [
+        ("an entry of a missing account", copy("tx_id", "987654", "peer_account_id")),
+        ("an entry with a missing peer", copy("tx_id", "account_id", "987654")),
+        ("an entry of a missing transaction", copy("987654", "account_id", "peer_account_id")),
+        ("moving an entry to a missing account", format!("UPDATE ledger_entries SET account_id = 987654 WHERE account_id = {account}")),
+        ("deleting an entry", format!("DELETE FROM ledger_entries WHERE account_id = {account}")),
+        ("deleting a transaction", format!("DELETE FROM ledger_transactions WHERE id IN (SELECT tx_id FROM ledger_entries WHERE account_id = {account})")),
+        ("deleting an account", format!("DELETE FROM accounts WHERE id = {account}")),
+        ("renumbering an account", format!("UPDATE accounts SET id = 987654 WHERE id = {account}")),
+        ("renumbering a transaction", "UPDATE ledger_transactions SET id = id + 1000000".to_string()),
+    ];
+    for (what, sql) in &refused {
+        let result = t.db.try_execute_raw(sql).await;
+        let message = result.expect_err(&format!("{what} was allowed"));
+        assert!(
+            message.contains("append-only") || message.contains("missing") || message.contains("FOREIGN KEY"),
+            "{what}: {message}"
+        );
+    }
+    let after = t.engine.check().await.unwrap();
+    assert!(after.ok(), "{:?}", after.violations);
+    assert_eq!((after.transactions, after.entries, after.accounts), (before.transactions, before.entries, before.accounts));
+
+    // Around the guards (a replica's session on PostgreSQL, foreign keys off on SQLite).
+    let bypass = match backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF;",
+        Backend::Postgres => "SET session_replication_role = replica;",
+    };
+    t.db.execute_raw(&format!("{bypass} {}", copy("tx_id", "987654", "peer_account_id"))).await;
+    t.db.execute_raw(&format!("{bypass} {}", copy("987654", "account_id", "987655"))).await;
+    let report = t.engine.check().await.unwrap();
+    for missing in ["an account", "a transaction", "a peer account"] {
+        assert!(report.violations.iter().any(|v| v.ends_with(&format!("refers to {missing} that does not exist"))), "{missing}: {:?}", report.violations);
+    }
+}
+both_backends!(no_dangling, ledger_rows_cannot_dangle);
+
 // Balances of 10^30-scale amounts stay exact through storage (i128 end to end).
 async fn huge_amounts_are_exact(backend: Backend) {
     let t = TestEngine::new(backend).await;

@@ -107,6 +107,8 @@ pub struct CheckData {
     pub unbalanced_transactions: Vec<(i64, String, i128)>,
     /// Entries whose currency differs from their account's.
     pub currency_mismatches: Vec<(i64, AccountId)>,
+    /// Entries whose transaction, account or peer account does not exist ("an account", …).
+    pub dangling_entries: Vec<(i64, &'static str)>,
     pub transactions: u64,
     pub entries: u64,
 }
@@ -437,16 +439,20 @@ impl Store {
         let (accounts_sql, entries_sql) = match self.db {
             Db::Sqlite(_) => (
                 "SELECT id, code, currency, allow_negative, balance, pending_debits, pending_credits FROM accounts ORDER BY id",
-                "SELECT e.id, e.tx_id, e.account_id, e.currency, e.units, e.pending, t.hold_status, a.currency
-                 FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.tx_id
-                 JOIN accounts a ON a.id = e.account_id ORDER BY e.tx_id, e.id",
+                "SELECT e.id, e.tx_id, e.account_id, e.currency, e.units, e.pending, t.hold_status, a.currency,
+                        t.id IS NOT NULL, p.id IS NOT NULL
+                 FROM ledger_entries e LEFT JOIN ledger_transactions t ON t.id = e.tx_id
+                 LEFT JOIN accounts a ON a.id = e.account_id LEFT JOIN accounts p ON p.id = e.peer_account_id
+                 ORDER BY e.tx_id, e.id",
             ),
             Db::Postgres(_) => (
                 "SELECT id, code, currency, allow_negative, balance::text, pending_debits::text, pending_credits::text
                  FROM accounts ORDER BY id",
-                "SELECT e.id, e.tx_id, e.account_id, e.currency, e.units::text, e.pending, t.hold_status, a.currency
-                 FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.tx_id
-                 JOIN accounts a ON a.id = e.account_id ORDER BY e.tx_id, e.id",
+                "SELECT e.id, e.tx_id, e.account_id, e.currency, e.units::text, e.pending, t.hold_status, a.currency,
+                        t.id IS NOT NULL, p.id IS NOT NULL
+                 FROM ledger_entries e LEFT JOIN ledger_transactions t ON t.id = e.tx_id
+                 LEFT JOIN accounts a ON a.id = e.account_id LEFT JOIN accounts p ON p.id = e.peer_account_id
+                 ORDER BY e.tx_id, e.id",
             ),
         };
         let rows: Vec<(i64, String, String, bool, String, String, String)> =
@@ -485,13 +491,19 @@ impl Store {
                 let units = parse_units(&row.try_get::<String, _>(4)?, "entry units")?;
                 let pending: bool = row.try_get(5)?;
                 let hold_status: Option<String> = row.try_get(6)?;
-                let account_currency: String = row.try_get(7)?;
+                let account_currency: Option<String> = row.try_get(7)?;
+                let (tx_exists, peer_exists): (bool, bool) = (row.try_get(8)?, row.try_get(9)?);
+                for (exists, what) in [(tx_exists, "a transaction"), (account_currency.is_some(), "an account"), (peer_exists, "a peer account")] {
+                    if !exists {
+                        data.dangling_entries.push((entry_id, what));
+                    }
+                }
                 if current_tx != Some(tx_id) {
                     finish_tx(current_tx, &mut tx_sums, &mut data.unbalanced_transactions);
                     current_tx = Some(tx_id);
                 }
                 *tx_sums.entry(currency.clone()).or_default() += units;
-                if currency != account_currency {
+                if account_currency.as_ref().is_some_and(|c| *c != currency) {
                     data.currency_mismatches.push((entry_id, account));
                 }
                 let sums = data.sums.entry(account).or_default();

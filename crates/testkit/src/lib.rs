@@ -85,16 +85,26 @@ impl TestDb {
 
     /// Runs raw SQL against the database (tests that corrupt data on purpose).
     pub async fn execute_raw(&self, sql: &str) {
+        if let Err(e) = self.try_execute_raw(sql).await {
+            panic!("raw SQL {sql:?}: {e}");
+        }
+    }
+
+    /// Runs SQL (one or more statements, on one connection) and returns the database's
+    /// error message if it refuses.
+    pub async fn try_execute_raw(&self, sql: &str) -> Result<(), String> {
         match self.backend {
             Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.url)).await.expect("connect");
-                sqlx::query(sql).execute(&pool).await.expect("raw SQL");
+                let result = sqlx::raw_sql(sql).execute(&pool).await;
                 pool.close().await;
+                result.map(|_| ()).map_err(|e| e.to_string())
             }
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.url).await.expect("connect");
-                sqlx::query(sql).execute(&pool).await.expect("raw SQL");
+                let result = sqlx::raw_sql(sql).execute(&pool).await;
                 pool.close().await;
+                result.map(|_| ()).map_err(|e| e.to_string())
             }
         }
     }

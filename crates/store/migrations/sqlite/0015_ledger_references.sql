@@ -1,0 +1,13 @@
+-- The ledger is append-only: its accounts, transactions and entries cannot be deleted
+-- or renumbered (on PostgreSQL this is what lets entries be checked against their
+-- accounts once per statement; here the foreign keys stay, SQLite checks them cheaply).
+CREATE TRIGGER accounts_no_delete BEFORE DELETE ON accounts
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: DELETE on accounts refused'); END;
+CREATE TRIGGER accounts_no_renumber BEFORE UPDATE OF id ON accounts
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: UPDATE of id on accounts refused'); END;
+CREATE TRIGGER ledger_transactions_no_delete BEFORE DELETE ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: DELETE on ledger_transactions refused'); END;
+CREATE TRIGGER ledger_transactions_no_renumber BEFORE UPDATE OF id ON ledger_transactions
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: UPDATE of id on ledger_transactions refused'); END;
+CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: DELETE on ledger_entries refused'); END;
