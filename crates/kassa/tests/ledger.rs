@@ -429,3 +429,29 @@ async fn i3_same_key_replays_even_when_the_balance_is_spent(backend: Backend) {
     t.assert_books_balance().await;
 }
 both_backends!(i3_exact, i3_same_key_replays_even_when_the_balance_is_spent);
+
+// SQLite: commits reach the database file through the background checkpoint, without
+// a commit that waits for one (with a commit checkpointing only past 64 Ki pages of log,
+// these few would stay in the log).
+#[tokio::test]
+async fn sqlite_checkpoints_in_the_background() {
+    use sqlx::ConnectOptions;
+    let t = TestEngine::new(Backend::Sqlite).await;
+    let a = t.merchant("a").await;
+    for _ in 0..3 {
+        t.fund(a, "LTC", "1").await;
+    }
+    let expected = t.engine.check().await.unwrap().transactions as i64;
+    // Immutable: reads the database file alone, never the log.
+    let file_only = sqlx::sqlite::SqliteConnectOptions::new().filename(&t.db.url).immutable(true).read_only(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut conn = file_only.connect().await.unwrap();
+        let in_file: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_transactions").fetch_one(&mut conn).await.unwrap_or(0);
+        if in_file == expected {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "after 10 s the database file holds {in_file} of {expected} ledger transactions");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

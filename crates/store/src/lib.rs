@@ -4,6 +4,7 @@
 //! per backend. Amounts cross this boundary as `i128` units only.
 
 mod chains;
+mod checkpoint;
 mod deliveries;
 mod deposits;
 mod endpoints;
@@ -106,6 +107,8 @@ pub struct Store {
     /// Signalled after a commit that wrote events to the outbox (wakes the relay), and
     /// after the relay created deliveries (wakes the notifier).
     pub(crate) wakes: Arc<Wakes>,
+    /// Held by every clone: the SQLite checkpoint task stops when the last one is gone.
+    alive: Arc<()>,
 }
 
 /// What wakes the relay and the notifier in this process (other processes' writes are
@@ -202,7 +205,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(connect)
                 .await?;
-            return Ok(Self { db: Db::Postgres(pool), clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default() });
+            return Ok(Self::over(Db::Postgres(pool)));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if path.is_empty() || path.contains("://") {
@@ -216,14 +219,21 @@ impl Store {
             // mode may lose the last commits).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            .pragma("wal_autocheckpoint", checkpoint::COMMIT_CHECKPOINT_PAGES)
             .busy_timeout(Duration::from_secs(30))
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
-        Ok(Self { db: Db::Sqlite(pool), clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default() })
+        let store = Self::over(Db::Sqlite(pool.clone()));
+        checkpoint::spawn(pool, connect, Arc::downgrade(&store.alive));
+        Ok(store)
+    }
+
+    fn over(db: Db) -> Self {
+        Self { db, clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default(), alive: Arc::default() }
     }
 
     /// The same store reading time from `clock` (tests pass one they can move).
