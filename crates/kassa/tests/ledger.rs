@@ -337,7 +337,7 @@ async fn ledger_rows_cannot_dangle(backend: Backend) {
              SELECT {tx}, {acc}, {peer}, currency, units, pending FROM ledger_entries WHERE account_id = {account}"
         )
     };
-    let refused = [
+    let mut refused = vec![
         ("an entry of a missing account", copy("tx_id", "987654", "peer_account_id")),
         ("an entry with a missing peer", copy("tx_id", "account_id", "987654")),
         ("an entry of a missing transaction", copy("987654", "account_id", "peer_account_id")),
@@ -347,7 +347,11 @@ async fn ledger_rows_cannot_dangle(backend: Backend) {
         ("deleting an account", format!("DELETE FROM accounts WHERE id = {account}")),
         ("renumbering an account", format!("UPDATE accounts SET id = 987654 WHERE id = {account}")),
         ("renumbering a transaction", "UPDATE ledger_transactions SET id = id + 1000000".to_string()),
+        ("renumbering an entry", "UPDATE ledger_entries SET id = id + 1000000".to_string()),
     ];
+    if matches!(backend, Backend::Sqlite) {
+        refused.push(("renumbering an account by its rowid", format!("UPDATE accounts SET rowid = 987654 WHERE id = {account}")));
+    }
     for (what, sql) in &refused {
         let result = t.db.try_execute_raw(sql).await;
         let message = result.expect_err(&format!("{what} was allowed"));

@@ -107,8 +107,9 @@ pub struct Store {
     /// Signalled after a commit that wrote events to the outbox (wakes the relay), and
     /// after the relay created deliveries (wakes the notifier).
     pub(crate) wakes: Arc<Wakes>,
-    /// Held by every clone: the SQLite checkpoint task stops when the last one is gone.
-    alive: Arc<()>,
+    /// The SQLite checkpoint task, awaited by `close` (it ends when the pool closes or
+    /// the last clone is dropped).
+    checkpointer: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// What wakes the relay and the notifier in this process (other processes' writes are
@@ -228,12 +229,13 @@ impl Store {
             .connect_with(connect.clone())
             .await?;
         let store = Self::over(Db::Sqlite(pool.clone()));
-        checkpoint::spawn(pool, connect, Arc::downgrade(&store.alive));
+        let task = checkpoint::spawn(pool, connect, Arc::downgrade(&store.checkpointer));
+        *store.checkpointer.lock().expect("checkpointer") = Some(task);
         Ok(store)
     }
 
     fn over(db: Db) -> Self {
-        Self { db, clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default(), alive: Arc::default() }
+        Self { db, clock: Clock::system(), callback_routes: Arc::default(), wakes: Arc::default(), checkpointer: Arc::default() }
     }
 
     /// The same store reading time from `clock` (tests pass one they can move).
@@ -301,7 +303,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
+        let checkpointer = self.checkpointer.lock().expect("checkpointer").take();
+        if let Some(task) = checkpointer {
+            task.await.ok();
+        }
     }
 }
 
