@@ -78,6 +78,9 @@ impl Chains {
 /// A deposit address as merchants see it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DepositAddress {
+    /// The address's own number (the CoinsPaid-style dialect shows it).
+    #[serde(skip)]
+    pub id: i64,
     pub address: String,
     pub currency: String,
     #[schema(required = true)]
@@ -91,7 +94,7 @@ pub struct DepositAddress {
 
 impl From<DepositAddressRow> for DepositAddress {
     fn from(r: DepositAddressRow) -> Self {
-        Self { address: r.address, currency: r.currency, label: r.label, foreign_id: r.foreign_id, created_at: format_ms(r.created_at_ms) }
+        Self { id: r.id, address: r.address, currency: r.currency, label: r.label, foreign_id: r.foreign_id, created_at: format_ms(r.created_at_ms) }
     }
 }
 

@@ -1,14 +1,54 @@
-//! The CoinsPaid-style dialect (spec `coinspaid.md`): v1 (WllxPay) and v2
-//! (WallexPay). Its callback formats are here; its API is not served yet, so it has
-//! no mounts.
+//! The CoinsPaid-style dialect (spec `coinspaid.md`): v1 (WllxPay) and v2 (WallexPay),
+//! mounted under `/api` (so `/api/v1/…` and `/api/v2/…`). It only translates between
+//! that wire format and the engine.
+//!
+//! - Authentication: `X-Processing-Key` and `X-Processing-Signature` (hex HMAC-SHA512
+//!   of the raw body, `auth`), checked before the body is parsed; failures are 403
+//!   `{"error", "code"}`.
+//! - Success: v2 `{"data": …}`, v1 `{"status": "ok", "data": …}`; 200 for reads, 201
+//!   for what creates something. Refusals: 400 `{"errors": {"<field>": "<message>"}}`,
+//!   every value a string; v1 adds `error_code`.
+//! - Decimals are strings at the currency's precision; ids are integers.
+//!
+//! Served so far: `ping`, `currencies/list`, `accounts/list` and `addresses/take` (v1
+//! and v2, without `convert_to`).
 
+pub mod auth;
 pub mod callbacks;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kassa_core::currency::{CurrencyKind, Fee};
+use kassa_core::{Amount, Currency};
 use kassa_engine::callbacks::CallbackFormat;
+use kassa_engine::merchants::{AuthError, Principal, Scope};
+use kassa_engine::notifications::Origin;
+use kassa_engine::EngineError;
+use serde_json::{json, Map, Value};
 
-pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect::unmounted("coinspaid", &KEYS, callbacks);
+use crate::limits::{self, AuthFailed, Group, Limited};
+use crate::wire;
+use crate::AppState;
+
+/// Longest `foreign_id` the dialect accepts.
+const MAX_FOREIGN_ID_CHARS: usize = 128;
+
+pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
+    name: "coinspaid",
+    default_mounts: &["/api"],
+    router,
+    owns,
+    refusal,
+    limit_group,
+    callbacks,
+    keys: Some(&KEYS),
+};
 
 /// A public key (`X-Processing-Key`) and an HMAC secret.
 pub static KEYS: kassa_engine::merchants::KeyKind =
@@ -16,4 +56,300 @@ pub static KEYS: kassa_engine::merchants::KeyKind =
 
 fn callbacks() -> Vec<Arc<dyn CallbackFormat>> {
     vec![Arc::new(callbacks::Callback::V1), Arc::new(callbacks::Callback::V2)]
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/ping", get(ping))
+        .route("/v2/currencies/list", post(|s: State<AppState>, r: Request| v2(currencies_list(s, r))))
+        .route("/v2/accounts/list", post(|s: State<AppState>, r: Request| v2(accounts_list(s, r))))
+        .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
+        .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
+}
+
+/// True for paths (relative to a mount) of this dialect.
+fn owns(path: &str) -> bool {
+    path.starts_with("/v1/") || path.starts_with("/v2/")
+}
+
+fn limit_group(method: &Method, path: &str) -> Group {
+    match (method, path) {
+        (&Method::POST, "/v1/addresses/take" | "/v2/addresses/take") => Group::Address,
+        _ => Group::Default,
+    }
+}
+
+/// The server's own refusals, in the errors envelope.
+fn refusal(r: crate::dialects::Refusal) -> Response {
+    use crate::dialects::Refusal;
+    let (status, field, message) = match r {
+        Refusal::NotFound => (StatusCode::NOT_FOUND, "path", "no such endpoint".to_string()),
+        Refusal::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body", "the request body is too large".to_string()),
+        Refusal::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "request", "the request took too long".to_string()),
+        Refusal::TooManyRequests { retry_after_secs } => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit", format!("too many requests; retry after {retry_after_secs} s"))
+        }
+    };
+    (status, Json(json!({ "errors": { field: message } }))).into_response()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// A refusal in this dialect's shapes.
+pub struct CpError {
+    status: StatusCode,
+    /// The field it is about (the key in `errors`).
+    field: &'static str,
+    message: String,
+    /// v1's `error_code`, and the `code` of an authentication failure.
+    code: &'static str,
+    /// A rate limit refused it (the HTTP layer words it and adds `Retry-After`).
+    limited: Option<Limited>,
+}
+
+impl CpError {
+    fn bad(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, field, message: message.into(), code, limited: None }
+    }
+
+    fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, field: "auth", message: message.into(), code, limited: None }
+    }
+
+    fn render(self, version: Version) -> Response {
+        if let Some(l) = self.limited {
+            return l.into_response();
+        }
+        if self.status == StatusCode::FORBIDDEN {
+            let mut r = (self.status, Json(json!({ "error": self.message, "code": self.code }))).into_response();
+            if matches!(self.code, "missing_key" | "bad_key" | "bad_signature") {
+                r.extensions_mut().insert(AuthFailed);
+            }
+            return r;
+        }
+        let mut body = json!({ "errors": { self.field: self.message } });
+        if version == Version::V1 {
+            body["error_code"] = json!(self.code);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<Limited> for CpError {
+    fn from(l: Limited) -> Self {
+        Self { limited: Some(l), ..Self::bad("rate_limit", "too_many_requests", "too many requests") }
+    }
+}
+
+impl From<AuthError> for CpError {
+    fn from(e: AuthError) -> Self {
+        let code = match e {
+            AuthError::Engine(inner) => return inner.into(),
+            AuthError::Missing => "missing_key",
+            AuthError::Unknown | AuthError::Revoked | AuthError::WrongDialect => "bad_key",
+            AuthError::MerchantBlocked => "account_blocked",
+            AuthError::IpNotAllowed => "ip_not_allowed",
+            AuthError::MissingScope(_) => "forbidden",
+        };
+        // An unknown, revoked or foreign key is not told apart (no probing for keys).
+        let message = if code == "bad_key" { "the processing key is not valid".to_string() } else { e.to_string() };
+        Self::forbidden(code, message)
+    }
+}
+
+impl From<EngineError> for CpError {
+    fn from(e: EngineError) -> Self {
+        let (field, code) = match &e {
+            EngineError::UnknownCurrency(_) | EngineError::InactiveCurrency(_) | EngineError::ChainNotConfigured(_) => ("currency", "forbidden_currency"),
+            EngineError::ChainHalted(_) => ("currency", "currency_unavailable"),
+            EngineError::MerchantBlocked(_) => ("account", "account_blocked"),
+            EngineError::InsufficientFunds { .. } => ("amount", "not_enough_balance"),
+            EngineError::BelowMinimum(_) => ("amount", "amount_too_small"),
+            EngineError::AboveMaximum(_) | EngineError::LimitReached(_) => ("amount", "amount_too_large"),
+            EngineError::Amount(_) => ("amount", "invalid_amount"),
+            EngineError::Invalid { field: "address", .. } => ("address", "invalid_address"),
+            EngineError::Invalid { field: "foreign_id", .. } => ("foreign_id", "invalid_foreign_id"),
+            EngineError::Invalid { field: "currency", .. } => ("currency", "forbidden_currency"),
+            EngineError::Invalid { .. } => ("request", "bad_request"),
+            EngineError::RatesUnavailable(_) => ("rates", "rates_unavailable"),
+            EngineError::NotFound(_) => ("id", "not_found"),
+            _ => {
+                tracing::error!(error = %e, "coinspaid: internal error");
+                return Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    field: "server",
+                    message: "internal error".into(),
+                    code: "internal_error",
+                    limited: None,
+                };
+            }
+        };
+        Self::bad(field, code, e.client_message())
+    }
+}
+
+async fn v2(handler: impl std::future::Future<Output = Result<(StatusCode, Value), CpError>>) -> Response {
+    match handler.await {
+        Ok((status, data)) => (status, Json(json!({ "data": data }))).into_response(),
+        Err(e) => e.render(Version::V2),
+    }
+}
+
+async fn v1(handler: impl std::future::Future<Output = Result<(StatusCode, Value), CpError>>) -> Response {
+    match handler.await {
+        Ok((status, data)) => (status, Json(json!({ "status": "ok", "data": data }))).into_response(),
+        Err(e) => e.render(Version::V1),
+    }
+}
+
+/// An authenticated request: who, and its parameters.
+struct Signed {
+    who: Principal,
+    params: Map<String, Value>,
+}
+
+/// Checks the key and the signature over the raw body, then the merchant's standing,
+/// and only then reads the body.
+async fn authenticate(state: &AppState, req: Request) -> Result<Signed, CpError> {
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| CpError { status: StatusCode::PAYLOAD_TOO_LARGE, ..CpError::bad("body", "body_too_large", "the request body is too large") })?;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_string();
+    let (key, signature) = (header("x-processing-key"), header("x-processing-signature"));
+    if key.is_empty() {
+        return Err(CpError::forbidden("missing_key", "the X-Processing-Key header is missing"));
+    }
+    if signature.is_empty() {
+        return Err(CpError::forbidden("bad_signature", "the X-Processing-Signature header is missing"));
+    }
+    let (admitted, secret) = state.engine.hmac_key(&key, KEYS.dialect, limits::client_ip(&parts.extensions)).await?;
+    auth::verify(&secret, &signature, &bytes).map_err(|e| CpError::forbidden("bad_signature", e.to_string()))?;
+    // Only a correctly signed request learns why its key is refused.
+    let who = admitted?;
+    limits::admit_key(&parts.extensions, who.key_id)?;
+    let params = auth::params(&bytes).map_err(|m| CpError::bad("request", "bad_request", m))?;
+    Ok(Signed { who, params })
+}
+
+/// A string parameter (a JSON string or number; blank counts as absent).
+fn text(p: &Map<String, Value>, key: &'static str) -> Result<Option<String>, CpError> {
+    wire::amount_text(wire::non_blank(p.get(key))).map_err(|_| CpError::bad(key, "bad_request", format!("{key} must be a string")))
+}
+
+fn required(p: &Map<String, Value>, key: &'static str) -> Result<String, CpError> {
+    text(p, key)?.ok_or_else(|| CpError::bad(key, "bad_request", format!("{key} is required")))
+}
+
+/// A currency this dialect offers: every active currency Kassa is configured with.
+fn offered<'a>(state: &'a AppState, field: &'static str, code: &str) -> Result<&'a Currency, CpError> {
+    match state.engine.currencies.get(code) {
+        Ok(c) if c.active => Ok(c),
+        _ => Err(CpError::bad(field, "forbidden_currency", format!("{code} is not a currency this account can use"))),
+    }
+}
+
+fn kind(c: &Currency) -> &'static str {
+    match c.kind {
+        CurrencyKind::Crypto => "crypto",
+        CurrencyKind::Fiat => "fiat",
+    }
+}
+
+/// A fee's percentage as a decimal string without trailing zeros ("0", "1.5").
+fn percent(fee: Fee) -> String {
+    let text = Amount::from_units(fee.percent_e6, 6).map(|a| a.to_string()).unwrap_or_else(|_| "0".into());
+    match text.split_once('.') {
+        Some((whole, frac)) if frac.trim_end_matches('0').is_empty() => whole.to_string(),
+        Some((whole, frac)) => format!("{whole}.{}", frac.trim_end_matches('0')),
+        None => text,
+    }
+}
+
+/// A currency's `id`: the same for a code whatever else is configured (the first 31
+/// bits of the SHA-256 of its code).
+fn currency_id(c: &Currency) -> u32 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(c.code.as_str().as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) >> 1
+}
+
+async fn ping() -> &'static str {
+    "OK"
+}
+
+async fn currencies_list(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Read)?;
+    let visible = wire::flag(s.params.get("visible")).map_err(|_| CpError::bad("visible", "bad_request", "visible must be true or false"))?;
+    let list: Vec<Value> = state
+        .engine
+        .currencies
+        .all()
+        .filter(|c| visible.is_none_or(|v| v == c.active))
+        .map(|c| {
+            json!({
+                "id": currency_id(c),
+                "type": kind(c),
+                "currency": c.code.as_str(),
+                "minimum_amount": c.min_withdrawal.to_string(),
+                "deposit_fee_percent": percent(c.fees.deposit),
+                "withdrawal_fee_percent": percent(c.fees.withdrawal),
+                "precision": c.precision,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, Value::Array(list)))
+}
+
+async fn accounts_list(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Read)?;
+    let held = state.engine.balances(s.who.merchant, None).await?;
+    let list: Vec<Value> = state
+        .engine
+        .currencies
+        .all()
+        .filter(|c| c.active)
+        .map(|c| {
+            let balance = held.iter().find(|b| b.currency == c.code.as_str()).map(|b| b.available.clone());
+            json!({
+                "currency": c.code.as_str(),
+                "type": kind(c),
+                "balance": balance.unwrap_or_else(|| Amount::zero(c.precision).to_string()),
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, Value::Array(list)))
+}
+
+async fn addresses_take(State(state): State<AppState>, req: Request, version: Version) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Receive)?;
+    let p = &s.params;
+    let foreign_id = required(p, "foreign_id")?;
+    if foreign_id.chars().count() > MAX_FOREIGN_ID_CHARS {
+        return Err(CpError::bad("foreign_id", "invalid_foreign_id", format!("foreign_id must be at most {MAX_FOREIGN_ID_CHARS} characters")));
+    }
+    let code = required(p, "currency")?;
+    let currency = offered(&state, "currency", &code)?;
+    if currency.chain.is_none() {
+        return Err(CpError::bad("currency", "forbidden_currency", format!("{code} has no deposit addresses")));
+    }
+    if version == Version::V2 && text(p, "convert_to")?.is_some() {
+        return Err(CpError::bad("convert_to", "bad_request", "conversion on deposit is not available on this server yet"));
+    }
+    let origin = Origin { dialect: if version == Version::V1 { "coinspaid_v1" } else { "coinspaid_v2" }.into(), callback_url: None };
+    let a = state.engine.create_deposit_address_from(s.who.merchant, currency.code.as_str(), None, Some(foreign_id), origin).await?;
+    let data = match version {
+        Version::V1 => json!({ "id": a.id, "address": a.address, "foreign_id": a.foreign_id, "tag": null }),
+        Version::V2 => json!({
+            "id": a.id, "currency": a.currency, "convert_to": null, "address": a.address, "tag": null, "foreign_id": a.foreign_id,
+        }),
+    };
+    Ok((StatusCode::CREATED, data))
 }

@@ -1,0 +1,180 @@
+//! The CoinsPaid-style dialect (v1 and v2) through real HTTP, each request signed here
+//! independently (HMAC-SHA512 over the body bytes as sent, the way the Go, PHP and C#
+//! clients serialise them): ping, currencies, accounts and deposit addresses on a real
+//! litecoind, and the refusals in the spec's shapes. Both backends.
+
+use hmac::{Hmac, Mac};
+use kassa_engine::chains::ChainSettings;
+use kassa_engine::merchants::Scope;
+use kassa_testkit::{both_backends, Backend, ChainWorld, TestApp};
+use serde_json::{json, Value};
+
+struct Key {
+    public: String,
+    secret: String,
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// POSTs `body` exactly as given, signed with `key`; returns (status, JSON body).
+async fn call(app: &TestApp, key: &Key, path: &str, body: &str) -> (u16, Value) {
+    let resp = app
+        .client
+        .post(app.url(path))
+        .header("X-Processing-Key", &key.public)
+        .header("X-Processing-Signature", sign(&key.secret, body.as_bytes()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON ({status}): {text}")))
+}
+
+async fn key(app: &TestApp, name: &str, scopes: &[Scope]) -> (kassa_core::ledger::MerchantId, Key) {
+    let m = app.t.merchant(name).await;
+    let k = app.t.engine.create_key(m, "coinspaid", scopes.to_vec(), vec![], "cp").await.unwrap();
+    (m, Key { public: k.public_key, secret: k.secret.unwrap() })
+}
+
+/// Every value of `errors` is a string (clients index it as a map of strings).
+fn assert_errors_shape(b: &Value) {
+    let errors = b["errors"].as_object().unwrap_or_else(|| panic!("no errors object: {b}"));
+    assert!(!errors.is_empty() && errors.values().all(Value::is_string), "{b}");
+}
+
+async fn reads_and_refusals(backend: Backend) {
+    let rate_limits = kassa_api::limits::RateLimitOptions { auth_failures: None, ..Default::default() };
+    let app = TestApp::spawn_with(backend, kassa_api::HttpOptions { rate_limits, ..Default::default() }).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive]).await;
+    app.t.fund(m, "LTC", "1.5").await;
+    app.t.fund(m, "EUR", "20").await;
+
+    // ping: plain text, no signature needed.
+    let resp = app.client.get(app.url("/api/v2/ping")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.text().await.unwrap(), "OK");
+
+    // accounts/list: every currency, zero included, at each one's precision; every
+    // spelling of "no parameters" is accepted.
+    let accounts = json!({"data": [
+        {"currency": "BTC", "type": "crypto", "balance": "0.00000000"},
+        {"currency": "EUR", "type": "fiat", "balance": "20.00"},
+        {"currency": "LTC", "type": "crypto", "balance": "1.50000000"},
+        {"currency": "USD", "type": "fiat", "balance": "0.00"},
+    ]});
+    for body in ["", "null", "[]", "{}"] {
+        assert_eq!(call(&app, &k, "/api/v2/accounts/list", body).await, (200, accounts.clone()), "body {body:?}");
+    }
+
+    // currencies/list, with and without `visible`.
+    let (status, b) = call(&app, &k, "/api/v2/currencies/list", "{}").await;
+    assert_eq!(status, 200);
+    let ltc = b["data"].as_array().unwrap().iter().find(|c| c["currency"] == "LTC").unwrap().clone();
+    // The id: the first 31 bits of SHA-256("LTC"), the same whatever else is configured.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(b"LTC");
+    let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) >> 1;
+    assert_eq!(
+        ltc,
+        json!({"id": id, "type": "crypto", "currency": "LTC", "minimum_amount": "0.00100000", "deposit_fee_percent": "0", "withdrawal_fee_percent": "0.5", "precision": 8})
+    );
+    let codes: Vec<&str> = b["data"].as_array().unwrap().iter().map(|c| c["currency"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["BTC", "EUR", "LTC", "USD"]);
+    assert_eq!(call(&app, &k, "/api/v2/currencies/list", r#"{"visible":true}"#).await.1["data"].as_array().unwrap().len(), 4);
+    assert_eq!(call(&app, &k, "/api/v2/currencies/list", r#"{"visible":false}"#).await.1, json!({"data": []}));
+    let (status, b) = call(&app, &k, "/api/v2/currencies/list", r#"{"visible":"maybe"}"#).await;
+    assert_eq!((status, b), (400, json!({"errors": {"visible": "visible must be true or false"}})));
+
+    // Authentication: 403 {"error", "code"}, before the body is read.
+    let unsigned = app.client.post(app.url("/api/v2/accounts/list")).body("{}").send().await.unwrap();
+    assert_eq!(unsigned.status().as_u16(), 403);
+    assert_eq!(unsigned.json::<Value>().await.unwrap(), json!({"error": "the X-Processing-Key header is missing", "code": "missing_key"}));
+    let resp = app.client.post(app.url("/api/v2/accounts/list")).header("X-Processing-Key", &k.public).body("{}").send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.json::<Value>().await.unwrap()["code"].clone()), (403, json!("bad_signature")));
+    let tampered = app
+        .client
+        .post(app.url("/api/v2/accounts/list"))
+        .header("X-Processing-Key", &k.public)
+        .header("X-Processing-Signature", sign(&k.secret, b"{}"))
+        .body(r#"{"x":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status().as_u16(), 403);
+    assert_eq!(tampered.json::<Value>().await.unwrap(), json!({"error": "X-Processing-Signature does not match the request body", "code": "bad_signature"}));
+    let stranger = Key { public: "no-such-key".into(), secret: k.secret.clone() };
+    assert_eq!(call(&app, &stranger, "/api/v2/accounts/list", "{}").await, (403, json!({"error": "the processing key is not valid", "code": "bad_key"})));
+    let ww = app.t.engine.create_key(m, "westwallet", vec![Scope::Read], vec![], "ww").await.unwrap();
+    let ww = Key { public: ww.public_key, secret: ww.secret.unwrap() };
+    assert_eq!(call(&app, &ww, "/api/v2/accounts/list", "{}").await.1["code"], "bad_key", "another dialect's key");
+    let (_, reader) = key(&app, "reader", &[Scope::Read]).await;
+    let (status, b) = call(&app, &reader, "/api/v2/addresses/take", r#"{"currency":"LTC","foreign_id":"1"}"#).await;
+    assert_eq!((status, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+
+    // Malformed bodies, correctly signed: 400 in the errors envelope.
+    for (body, message) in [("{", "the body is not valid JSON"), ("[1,2]", "the body must be a JSON object"), ("\"x\"", "the body must be a JSON object")] {
+        assert_eq!(call(&app, &k, "/api/v2/accounts/list", body).await, (400, json!({"errors": {"request": message}})), "{body}");
+    }
+    // An unknown endpoint under the mount answers in the errors envelope too.
+    let resp = app.client.post(app.url("/api/v2/nowhere")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_errors_shape(&resp.json::<Value>().await.unwrap());
+}
+both_backends!(reads, reads_and_refusals);
+
+async fn deposit_addresses(backend: Backend) {
+    let ChainWorld { t, node: _node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let app = TestApp::serve(t, Default::default()).await;
+    let (_, k) = key(&app, "shop", &[Scope::Read, Scope::Receive]).await;
+
+    // v2: 201 and the address object; the same foreign_id and currency give the same
+    // address again. Go's struct order and a numeric foreign_id (PHP) both work.
+    let (status, first) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","foreign_id":"user-1"}"#).await;
+    assert_eq!(status, 201, "{first}");
+    let a = &first["data"];
+    assert!(a["id"].is_i64() && a["address"].as_str().unwrap().starts_with("rltc1"), "{first}");
+    assert_eq!(first, json!({"data": {"id": a["id"], "currency": "LTC", "convert_to": null, "address": a["address"], "tag": null, "foreign_id": "user-1"}}));
+    let (status, again) = call(&app, &k, "/api/v2/addresses/take", r#"{"foreign_id":"user-1","currency":"LTC"}"#).await;
+    assert_eq!((status, &again), (201, &first));
+    let (_, other) = call(&app, &k, "/api/v2/addresses/take", r#"{"foreign_id":42,"currency":"LTC"}"#).await;
+    assert_ne!(other["data"]["address"], a["address"]);
+    assert_eq!(other["data"]["foreign_id"], "42", "foreign_id is emitted as a string");
+
+    // v1: the status envelope, its own fields; the same foreign_id is the same address.
+    let (status, v1) = call(&app, &k, "/api/v1/addresses/take", r#"{"foreign_id":"user-1","currency":"LTC"}"#).await;
+    assert_eq!(status, 201);
+    assert_eq!(v1, json!({"status": "ok", "data": {"id": a["id"], "address": a["address"], "foreign_id": "user-1", "tag": null}}));
+
+    // Refusals: the field, a message, and in v1 a stable code; nothing stored.
+    let store = app.t.db.store().await;
+    let stored = || async { store.deposit_addresses_after("litecoin", 0, 1000).await.unwrap().len() };
+    let before = stored().await;
+    let cases: [(&str, &str, Value); 6] = [
+        ("/api/v2/addresses/take", r#"{"currency":"LTC"}"#, json!({"errors": {"foreign_id": "foreign_id is required"}})),
+        ("/api/v2/addresses/take", r#"{"foreign_id":"x"}"#, json!({"errors": {"currency": "currency is required"}})),
+        ("/api/v2/addresses/take", r#"{"foreign_id":"x","currency":"XYZ"}"#, json!({"errors": {"currency": "XYZ is not a currency this account can use"}})),
+        ("/api/v2/addresses/take", r#"{"foreign_id":"x","currency":"EUR"}"#, json!({"errors": {"currency": "EUR has no deposit addresses"}})),
+        ("/api/v2/addresses/take", r#"{"foreign_id":{"a":1},"currency":"LTC"}"#, json!({"errors": {"foreign_id": "foreign_id must be a string"}})),
+        (
+            "/api/v1/addresses/take",
+            r#"{"foreign_id":"x","currency":"XYZ"}"#,
+            json!({"errors": {"currency": "XYZ is not a currency this account can use"}, "error_code": "forbidden_currency"}),
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let (status, b) = call(&app, &k, path, body).await;
+        assert_eq!((status, b), (400, expected), "{path} {body}");
+    }
+    let long = format!(r#"{{"foreign_id":"{}","currency":"LTC"}}"#, "x".repeat(129));
+    let (status, b) = call(&app, &k, "/api/v1/addresses/take", &long).await;
+    assert_eq!((status, b["error_code"].as_str()), (400, Some("invalid_foreign_id")));
+    assert_eq!(stored().await, before, "nothing stored");
+}
+both_backends!(addresses, deposit_addresses);
