@@ -325,6 +325,29 @@ async fn dev_network_runs_and_pays_a_test_deposit() {
         }
     };
     assert_eq!(balance("EUR").await, "100.00");
+    // The printed CoinsPaid-style key pair signs requests to the printed base URL.
+    let coinspaid = field("CoinsPaid:");
+    let words: Vec<&str> = coinspaid.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let after = |label: &str| words[words.iter().position(|w| *w == label).unwrap() + 1].to_string();
+    let (cp_key, cp_secret) = (after("key"), after("secret"));
+    // The printed URL names the configured listen address (port 0 here): keep its path.
+    let printed = after("URL");
+    let cp_base = format!("{base}/{}", printed.splitn(4, '/').nth(3).unwrap_or_default());
+    let mut mac = <hmac::Hmac<sha2::Sha512> as hmac::Mac>::new_from_slice(cp_secret.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, b"{}");
+    let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    let accounts: Value = client
+        .post(format!("{cp_base}/v2/accounts/list"))
+        .header("X-Processing-Key", &cp_key)
+        .header("X-Processing-Signature", signature)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(accounts["data"].as_array().unwrap().iter().any(|a| a["currency"] == "EUR" && a["balance"] == "100.00"), "{accounts}");
 
     // The printed command pays the deposit and mines its confirmations.
     let out = dev(&["pay", &address, "0.5"]).output().unwrap();
