@@ -48,6 +48,11 @@ pub struct Quote {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub expires_at: String,
+    /// `created_at` and `expires_at` in Unix milliseconds (for dialects that show numbers).
+    #[serde(skip)]
+    pub created_at_ms: i64,
+    #[serde(skip)]
+    pub expires_at_ms: i64,
 }
 
 /// An exchange done: value moved between two of the merchant's currencies.
@@ -122,6 +127,13 @@ impl Engine {
         self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))
     }
 
+    /// The configured pair `from` and `to` belong to (either direction).
+    fn pair_of<'r>(rates: &'r Rates, from: &Currency, to: &Currency) -> Result<&'r crate::rates::PairConfig, EngineError> {
+        rates
+            .pair(from.code.as_str(), to.code.as_str())
+            .ok_or_else(|| EngineError::invalid("pair", format!("{} → {} is not an exchangeable pair", from.code, to.code)))
+    }
+
     fn exchange_currencies(&self, from: &str, to: &str) -> Result<(Currency, Currency), EngineError> {
         let f = self.currencies.active(from)?.clone();
         let t = self.currencies.active(to)?.clone();
@@ -134,10 +146,7 @@ impl Engine {
     /// Prices a conversion now: (conversion, customer rate, source).
     fn price(&self, from: &Currency, to: &Currency, side: &Side) -> Result<(Conversion, Rate, &'static str), EngineError> {
         let rates = self.rates()?;
-        let pair = rates
-            .pair(from.code.as_str(), to.code.as_str())
-            .ok_or_else(|| EngineError::invalid("pair", format!("{} → {} is not an exchangeable pair", from.code, to.code)))?
-            .clone();
+        let pair = Self::pair_of(rates, from, to)?.clone();
         let latest = rates.current(from.code.as_str(), to.code.as_str())?;
         let rate = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
         let fee = from.fees.exchange;
@@ -205,6 +214,8 @@ impl Engine {
             source: q.source.clone(),
             created_at: format_ms(q.created_at_ms),
             expires_at: format_ms(q.expires_at_ms),
+            created_at_ms: q.created_at_ms,
+            expires_at_ms: q.expires_at_ms,
         })
     }
 
@@ -410,9 +421,7 @@ impl Engine {
     pub fn rate(&self, from: &str, to: &str) -> Result<RateView, EngineError> {
         let (f, t) = self.exchange_currencies(from, to)?;
         let rates = self.rates()?;
-        let pair = rates
-            .pair(f.code.as_str(), t.code.as_str())
-            .ok_or_else(|| EngineError::invalid("pair", format!("{} → {} is not an exchangeable pair", f.code, t.code)))?;
+        let pair = Self::pair_of(rates, &f, &t)?;
         let latest = rates.current(f.code.as_str(), t.code.as_str())?;
         let customer = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
         Ok(RateView {
@@ -423,6 +432,26 @@ impl Engine {
             source: latest.source.to_string(),
             updated_at: format_ms(latest.fetched_at_ms),
         })
+    }
+
+    /// The least that can be sent from `from` into `to`, in `from`: the pair's minimum
+    /// when `from` is its base, else what it takes (fee included) to receive that
+    /// minimum of the base at the current rate.
+    pub fn min_exchange_amount(&self, from: &str, to: &str) -> Result<String, EngineError> {
+        let (f, t) = self.exchange_currencies(from, to)?;
+        let rates = self.rates()?;
+        let pair = Self::pair_of(rates, &f, &t)?;
+        if pair.base == f.code.as_str() || pair.min_base_units == 0 {
+            return Ok(f.amount(if pair.base == f.code.as_str() { pair.min_base_units } else { 0 })?.to_string());
+        }
+        let rate = rates.current(f.code.as_str(), t.code.as_str())?.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
+        let c = from_receiver(pair.min_base_units, f.fees.exchange, rate, f.precision, t.precision).map_err(|e| EngineError::invalid("amount", e))?;
+        Ok(f.amount(c.sender_units)?.to_string())
+    }
+
+    /// How long a quote holds its price.
+    pub fn quote_lifetime(&self) -> Result<std::time::Duration, EngineError> {
+        Ok(self.rates()?.options.quote_ttl)
     }
 
     /// Exchangeable pairs with their spreads, minimums and current mid rates.

@@ -178,3 +178,86 @@ async fn deposit_addresses(backend: Backend) {
     assert_eq!(stored().await, before, "nothing stored");
 }
 both_backends!(addresses, deposit_addresses);
+
+/// An app whose engine has one pair, LTC/USD at a fixed 100 with a 1 % spread and a
+/// least exchange of 0.01 LTC.
+async fn app_with_rates(backend: Backend) -> TestApp {
+    use kassa_core::rates::Rate;
+    use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
+    let mut t = kassa_testkit::TestEngine::new(backend).await;
+    let rates = Rates::new(
+        RatesOptions {
+            sources: vec![Source::Fixed { rates: [("LTC/USD".to_string(), Rate::parse("100").unwrap())].into() }],
+            pairs: vec![PairConfig { base: "LTC".into(), quote: "USD".into(), spread_e6: 1_000_000, min_base_units: 1_000_000 }],
+            ..RatesOptions::default()
+        },
+        t.engine.clock().clone(),
+    )
+    .unwrap();
+    rates.refresh().await;
+    t.engine = t.engine.clone().with_rates(rates);
+    TestApp::serve(t, Default::default()).await
+}
+
+async fn pairs_rates_and_quotes(backend: Backend) {
+    let app = app_with_rates(backend).await;
+    let (_, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
+    let ltc_usd = json!({
+        "currency_from": {"currency": "LTC", "type": "crypto", "min_amount": "0.01000000"},
+        "currency_to": {"currency": "USD", "type": "fiat"},
+        "rate_from": "1",
+        "rate_to": "99.0",
+    });
+    let usd_ltc = json!({
+        "currency_from": {"currency": "USD", "type": "fiat", "min_amount": "1.02"},
+        "currency_to": {"currency": "LTC", "type": "crypto"},
+        "rate_from": "1",
+        "rate_to": "0.0099",
+    });
+    assert_eq!(call(&app, &k, "/api/v2/currencies/pairs", "{}").await, (200, json!({"data": [ltc_usd, usd_ltc]})));
+    assert_eq!(call(&app, &k, "/api/v2/currencies/pairs", r#"{"currency_from":"USD"}"#).await, (200, json!({"data": [usd_ltc]})));
+    assert_eq!(call(&app, &k, "/api/v2/currencies/pairs", r#"{"currency_to":"EUR"}"#).await, (200, json!({"data": []})));
+    assert_eq!(call(&app, &k, "/api/v2/currencies/rates", r#"{"currency_from":"LTC","currency_to":"USD"}"#).await, (200, json!({"data": [ltc_usd]})));
+    let (status, b) = call(&app, &k, "/api/v2/currencies/rates", r#"{"currency_from":"LTC","currency_to":"EUR"}"#).await;
+    assert_eq!((status, b), (400, json!({"errors": {"currency_to": "LTC → EUR is not an exchangeable pair"}})));
+    let (status, b) = call(&app, &k, "/api/v2/currencies/rates", r#"{"currency_from":"LTC"}"#).await;
+    assert_eq!((status, b), (400, json!({"errors": {"currency_to": "currency_to is required"}})));
+
+    // exchange/calculate: a quote held fix_period seconds, timestamps as integers.
+    let (status, q) = call(&app, &k, "/api/v2/exchange/calculate", r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1.5"}"#).await;
+    assert_eq!(status, 200, "{q}");
+    let d = &q["data"];
+    let fixed = d["ts_fixed"].as_i64().unwrap();
+    let period = d["fix_period"].as_i64().unwrap();
+    assert!(period > 0);
+    assert_eq!(
+        q,
+        json!({"data": {
+            "sender_amount": "1.50000000", "sender_currency": "LTC", "receiver_amount": "148.50", "receiver_currency": "USD",
+            "fee_amount": "0.00000000", "fee_currency": "LTC", "price": "99.0", "ts_fixed": fixed, "ts_release": fixed + period, "fix_period": period,
+        }})
+    );
+    // By what the receiver gets, as a number (PHP).
+    let (_, q) = call(&app, &k, "/api/v2/exchange/calculate", r#"{"sender_currency":"USD","receiver_currency":"LTC","receiver_amount":0.5}"#).await;
+    assert_eq!((q["data"]["sender_amount"].as_str(), q["data"]["receiver_amount"].as_str()), (Some("50.51"), Some("0.50000000")), "{q}");
+    let refusals = [
+        (r#"{"sender_currency":"LTC","receiver_currency":"USD"}"#, json!({"errors": {"sender_amount": "give one of sender_amount and receiver_amount"}})),
+        (r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1","receiver_amount":"1"}"#, json!({"errors": {"sender_amount": "give one of sender_amount and receiver_amount"}})),
+        (r#"{"sender_currency":"LTC","receiver_currency":"EUR","sender_amount":"1"}"#, json!({"errors": {"receiver_currency": "LTC → EUR is not an exchangeable pair"}})),
+        (r#"{"sender_currency":"XYZ","receiver_currency":"USD","sender_amount":"1"}"#, json!({"errors": {"sender_currency": "XYZ is not a currency this account can use"}})),
+    ];
+    for (body, expected) in refusals {
+        assert_eq!(call(&app, &k, "/api/v2/exchange/calculate", body).await, (400, expected), "{body}");
+    }
+    for body in [
+        r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"0.001"}"#,
+        r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1.123456789"}"#,
+        r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"-1"}"#,
+        r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1e400"}"#,
+    ] {
+        let (status, b) = call(&app, &k, "/api/v2/exchange/calculate", body).await;
+        assert_eq!(status, 400, "{body}: {b}");
+        assert_errors_shape(&b);
+    }
+}
+both_backends!(exchange_reads, pairs_rates_and_quotes);

@@ -10,8 +10,9 @@
 //!   every value a string; v1 adds `error_code`.
 //! - Decimals are strings at the currency's precision; ids are integers.
 //!
-//! Served so far: `ping`, `currencies/list`, `accounts/list` and `addresses/take` (v1
-//! and v2, without `convert_to`).
+//! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
+//! `accounts/list`, `exchange/calculate` and `addresses/take` (v1 and v2, without
+//! `convert_to`).
 
 pub mod auth;
 pub mod callbacks;
@@ -62,7 +63,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/ping", get(ping))
         .route("/v2/currencies/list", post(|s: State<AppState>, r: Request| v2(currencies_list(s, r))))
+        .route("/v2/currencies/pairs", post(|s: State<AppState>, r: Request| v2(currencies_pairs(s, r, false))))
+        .route("/v2/currencies/rates", post(|s: State<AppState>, r: Request| v2(currencies_pairs(s, r, true))))
         .route("/v2/accounts/list", post(|s: State<AppState>, r: Request| v2(accounts_list(s, r))))
+        .route("/v2/exchange/calculate", post(|s: State<AppState>, r: Request| v2(exchange_calculate(s, r))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
 }
@@ -75,6 +79,7 @@ fn owns(path: &str) -> bool {
 fn limit_group(method: &Method, path: &str) -> Group {
     match (method, path) {
         (&Method::POST, "/v1/addresses/take" | "/v2/addresses/take") => Group::Address,
+        (&Method::POST, "/v2/exchange/calculate") => Group::Quote,
         _ => Group::Default,
     }
 }
@@ -174,6 +179,11 @@ impl From<EngineError> for CpError {
             EngineError::Invalid { field: "address", .. } => ("address", "invalid_address"),
             EngineError::Invalid { field: "foreign_id", .. } => ("foreign_id", "invalid_foreign_id"),
             EngineError::Invalid { field: "currency", .. } => ("currency", "forbidden_currency"),
+            EngineError::QuoteExpired(_) => ("price", "quote_expired"),
+            EngineError::QuoteMismatch(_) => ("price", "quote_mismatch"),
+            EngineError::Invalid { field: "pair", .. } => ("currency_to", "pair_not_exchangeable"),
+            EngineError::Invalid { field: "to_currency", .. } => ("receiver_currency", "pair_not_exchangeable"),
+            EngineError::Invalid { field: "amount", .. } => ("amount", "invalid_amount"),
             EngineError::Invalid { .. } => ("request", "bad_request"),
             EngineError::RatesUnavailable(_) => ("rates", "rates_unavailable"),
             EngineError::NotFound(_) => ("id", "not_found"),
@@ -188,7 +198,12 @@ impl From<EngineError> for CpError {
                 };
             }
         };
-        Self::bad(field, code, e.client_message())
+        // The field is the key of `errors`: its message says the rest.
+        let message = match &e {
+            EngineError::Invalid { message, .. } => message.clone(),
+            e => e.client_message(),
+        };
+        Self::bad(field, code, message)
     }
 }
 
@@ -352,4 +367,90 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
         }),
     };
     Ok((StatusCode::CREATED, data))
+}
+
+/// One direction of an exchangeable pair, as `currencies/pairs` shows it.
+fn pair_object(state: &AppState, from: &Currency, to: &Currency) -> Result<Value, CpError> {
+    let rate = state.engine.rate(from.code.as_str(), to.code.as_str())?;
+    Ok(json!({
+        "currency_from": {
+            "currency": from.code.as_str(),
+            "type": kind(from),
+            "min_amount": state.engine.min_exchange_amount(from.code.as_str(), to.code.as_str())?,
+        },
+        "currency_to": { "currency": to.code.as_str(), "type": kind(to) },
+        "rate_from": "1",
+        "rate_to": rate.rate,
+    }))
+}
+
+/// `currencies/pairs` (optional filters) and `currencies/rates` (both currencies
+/// required): each exchangeable direction with its current rate, spread taken.
+async fn currencies_pairs(State(state): State<AppState>, req: Request, one: bool) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Read)?;
+    let (from, to) = if one {
+        (Some(required(&s.params, "currency_from")?), Some(required(&s.params, "currency_to")?))
+    } else {
+        (text(&s.params, "currency_from")?, text(&s.params, "currency_to")?)
+    };
+    let from = from.map(|c| offered(&state, "currency_from", &c).map(|c| c.code.to_string())).transpose()?;
+    let to = to.map(|c| offered(&state, "currency_to", &c).map(|c| c.code.to_string())).transpose()?;
+    let mut list = Vec::new();
+    for p in state.engine.pairs()? {
+        for (a, b) in [(&p.base, &p.quote), (&p.quote, &p.base)] {
+            if from.as_ref().is_some_and(|f| f != a) || to.as_ref().is_some_and(|t| t != b) {
+                continue;
+            }
+            let (Ok(fa), Ok(fb)) = (offered(&state, "currency_from", a), offered(&state, "currency_to", b)) else { continue };
+            // A pair without a fresh rate is not offered until it has one.
+            match pair_object(&state, fa, fb) {
+                Ok(o) => list.push(o),
+                Err(e) if one => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+    if one && list.is_empty() {
+        let (f, t) = (from.unwrap_or_default(), to.unwrap_or_default());
+        return Err(CpError::bad("currency_to", "pair_not_exchangeable", format!("{f} → {t} is not an exchangeable pair")));
+    }
+    Ok((StatusCode::OK, Value::Array(list)))
+}
+
+/// A quote: its amounts and price held for `fix_period` seconds.
+async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Exchange)?;
+    let p = &s.params;
+    let from = offered(&state, "sender_currency", &required(p, "sender_currency")?)?;
+    let to = offered(&state, "receiver_currency", &required(p, "receiver_currency")?)?;
+    let side = match (text(p, "sender_amount")?, text(p, "receiver_amount")?) {
+        (Some(a), None) => kassa_engine::exchange::Side::Sender(a),
+        (None, Some(a)) => kassa_engine::exchange::Side::Receiver(a),
+        _ => return Err(CpError::bad("sender_amount", "bad_request", "give one of sender_amount and receiver_amount")),
+    };
+    let q = state.engine.quote(s.who.merchant, from.code.as_str(), to.code.as_str(), side).await.map_err(|e| {
+        let mut e = CpError::from(e);
+        if e.field == "currency_to" {
+            e.field = "receiver_currency";
+        }
+        e
+    })?;
+    let (fixed, release) = (q.created_at_ms.div_euclid(1000), q.expires_at_ms.div_euclid(1000));
+    Ok((
+        StatusCode::OK,
+        json!({
+            "sender_amount": q.sender_amount,
+            "sender_currency": q.from_currency,
+            "receiver_amount": q.receiver_amount,
+            "receiver_currency": q.to_currency,
+            "fee_amount": q.fee_amount,
+            "fee_currency": q.fee_currency,
+            "price": q.rate,
+            "ts_fixed": fixed,
+            "ts_release": release,
+            "fix_period": state.engine.quote_lifetime()?.as_secs(),
+        }),
+    ))
 }
