@@ -74,6 +74,12 @@ pub struct Exchange {
     pub status: String,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The exchange's own number (for dialects whose ids are integers).
+    #[serde(skip)]
+    pub number: i64,
+    /// True when this answers a repeated `client_id` (the exchange existed already).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// What a client believes a quote says (a dialect may send the quoted price and
@@ -235,6 +241,8 @@ impl Engine {
             rate: x.rate.clone(),
             status: x.status.clone(),
             created_at: format_ms(x.created_at_ms),
+            number: x.id,
+            replayed: false,
         })
     }
 
@@ -317,6 +325,12 @@ impl Engine {
     }
 
     async fn replay_exchange(&self, existing: ExchangeRow, request_hash: &[u8]) -> Result<Exchange, EngineError> {
+        let mut x = self.replay_exchange_row(existing, request_hash).await?;
+        x.replayed = true;
+        Ok(x)
+    }
+
+    async fn replay_exchange_row(&self, existing: ExchangeRow, request_hash: &[u8]) -> Result<Exchange, EngineError> {
         if existing.request_hash != request_hash {
             return Err(EngineError::Ledger(LedgerError::IdempotencyConflict { key: existing.client_id }));
         }

@@ -261,3 +261,53 @@ async fn pairs_rates_and_quotes(backend: Backend) {
     }
 }
 both_backends!(exchange_reads, pairs_rates_and_quotes);
+
+/// The merchant's balances as accounts/list shows them.
+async fn balances(app: &TestApp, k: &Key) -> Vec<(String, String)> {
+    let (_, b) = call(app, k, "/api/v2/accounts/list", "").await;
+    b["data"].as_array().unwrap().iter().map(|a| (a["currency"].as_str().unwrap().to_string(), a["balance"].as_str().unwrap().to_string())).collect()
+}
+
+async fn exchange_now_once_per_foreign_id(backend: Backend) {
+    let app = app_with_rates(backend).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
+    app.t.fund(m, "LTC", "2").await;
+    let body = r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1.5","foreign_id":"ex-1"}"#;
+    let (status, x) = call(&app, &k, "/api/v2/exchange/now", body).await;
+    assert_eq!(status, 201, "{x}");
+    assert!(x["data"]["id"].is_i64(), "{x}");
+    assert_eq!(
+        x,
+        json!({"data": {
+            "id": x["data"]["id"], "foreign_id": "ex-1", "type": "exchange", "sender_amount": "1.50000000", "sender_currency": "LTC",
+            "receiver_amount": "148.50", "receiver_currency": "USD", "fee_amount": "0.00000000", "fee_currency": "LTC", "price": "99.0",
+            "status": "processing",
+        }})
+    );
+    let after = vec![("BTC".into(), "0.00000000".into()), ("EUR".into(), "0.00".into()), ("LTC".into(), "0.50000000".into()), ("USD".into(), "148.50".into())];
+    assert_eq!(balances(&app, &k).await, after);
+
+    // The same foreign_id again, the same request or another: 400, no second effect.
+    let duplicate = json!({"errors": {"foreign_id": "an exchange with foreign_id ex-1 exists already"}});
+    assert_eq!(call(&app, &k, "/api/v2/exchange/now", body).await, (400, duplicate.clone()));
+    let other = r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"0.1","foreign_id":"ex-1"}"#;
+    assert_eq!(call(&app, &k, "/api/v2/exchange/now", other).await, (400, duplicate));
+    assert_eq!(balances(&app, &k).await, after);
+
+    // 20 at once with one foreign_id: one exchange.
+    let body = r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"0.1","foreign_id":"ex-2"}"#;
+    let results = futures_util::future::join_all((0..20).map(|_| call(&app, &k, "/api/v2/exchange/now", body))).await;
+    assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 1, "{results:?}");
+    assert!(results.iter().all(|(s, b)| *s == 201 || b["errors"]["foreign_id"].is_string()), "{results:?}");
+    let after = vec![("BTC".into(), "0.00000000".into()), ("EUR".into(), "0.00".into()), ("LTC".into(), "0.40000000".into()), ("USD".into(), "158.40".into())];
+    assert_eq!(balances(&app, &k).await, after);
+
+    // More than the balance: refused, nothing moves.
+    let (status, b) = call(&app, &k, "/api/v2/exchange/now", r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1","foreign_id":"ex-3"}"#).await;
+    assert_eq!((status, b["errors"]["amount"].is_string()), (400, true), "{b}");
+    let (status, b) = call(&app, &k, "/api/v2/exchange/now", r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"0.1"}"#).await;
+    assert_eq!((status, b), (400, json!({"errors": {"foreign_id": "foreign_id is required"}})));
+    assert_eq!(balances(&app, &k).await, after);
+    app.t.assert_books_balance().await;
+}
+both_backends!(exchange_now, exchange_now_once_per_foreign_id);

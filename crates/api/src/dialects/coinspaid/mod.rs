@@ -11,8 +11,8 @@
 //! - Decimals are strings at the currency's precision; ids are integers.
 //!
 //! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
-//! `accounts/list`, `exchange/calculate` and `addresses/take` (v1 and v2, without
-//! `convert_to`).
+//! `accounts/list`, `exchange/calculate`, `exchange/now` and `addresses/take` (v1 and
+//! v2, without `convert_to`).
 
 pub mod auth;
 pub mod callbacks;
@@ -67,6 +67,7 @@ pub fn router() -> Router<AppState> {
         .route("/v2/currencies/rates", post(|s: State<AppState>, r: Request| v2(currencies_pairs(s, r, true))))
         .route("/v2/accounts/list", post(|s: State<AppState>, r: Request| v2(accounts_list(s, r))))
         .route("/v2/exchange/calculate", post(|s: State<AppState>, r: Request| v2(exchange_calculate(s, r))))
+        .route("/v2/exchange/now", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
 }
@@ -173,6 +174,7 @@ impl From<EngineError> for CpError {
             EngineError::ChainHalted(_) => ("currency", "currency_unavailable"),
             EngineError::MerchantBlocked(_) => ("account", "account_blocked"),
             EngineError::InsufficientFunds { .. } => ("amount", "not_enough_balance"),
+            EngineError::Ledger(kassa_core::ledger::LedgerError::IdempotencyConflict { .. }) | EngineError::Conflict(_) => ("foreign_id", "duplicate_foreign_id"),
             EngineError::BelowMinimum(_) => ("amount", "amount_too_small"),
             EngineError::AboveMaximum(_) | EngineError::LimitReached(_) => ("amount", "amount_too_large"),
             EngineError::Amount(_) => ("amount", "invalid_amount"),
@@ -418,25 +420,33 @@ async fn currencies_pairs(State(state): State<AppState>, req: Request, one: bool
     Ok((StatusCode::OK, Value::Array(list)))
 }
 
-/// A quote: its amounts and price held for `fix_period` seconds.
-async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
-    let s = authenticate(&state, req).await?;
-    s.who.require(Scope::Exchange)?;
-    let p = &s.params;
-    let from = offered(&state, "sender_currency", &required(p, "sender_currency")?)?;
-    let to = offered(&state, "receiver_currency", &required(p, "receiver_currency")?)?;
+/// What an exchange request names: the two currencies and one of the amounts.
+fn exchange_request<'a>(state: &'a AppState, p: &Map<String, Value>) -> Result<(&'a Currency, &'a Currency, kassa_engine::exchange::Side), CpError> {
+    let from = offered(state, "sender_currency", &required(p, "sender_currency")?)?;
+    let to = offered(state, "receiver_currency", &required(p, "receiver_currency")?)?;
     let side = match (text(p, "sender_amount")?, text(p, "receiver_amount")?) {
         (Some(a), None) => kassa_engine::exchange::Side::Sender(a),
         (None, Some(a)) => kassa_engine::exchange::Side::Receiver(a),
         _ => return Err(CpError::bad("sender_amount", "bad_request", "give one of sender_amount and receiver_amount")),
     };
-    let q = state.engine.quote(s.who.merchant, from.code.as_str(), to.code.as_str(), side).await.map_err(|e| {
-        let mut e = CpError::from(e);
-        if e.field == "currency_to" {
-            e.field = "receiver_currency";
-        }
-        e
-    })?;
+    Ok((from, to, side))
+}
+
+/// An exchange refusal: a pair that does not exist is about `receiver_currency` here.
+fn exchange_error(e: EngineError) -> CpError {
+    let mut e = CpError::from(e);
+    if e.field == "currency_to" {
+        e.field = "receiver_currency";
+    }
+    e
+}
+
+/// A quote: its amounts and price held for `fix_period` seconds.
+async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Exchange)?;
+    let (from, to, side) = exchange_request(&state, &s.params)?;
+    let q = state.engine.quote(s.who.merchant, from.code.as_str(), to.code.as_str(), side).await.map_err(exchange_error)?;
     let (fixed, release) = (q.created_at_ms.div_euclid(1000), q.expires_at_ms.div_euclid(1000));
     Ok((
         StatusCode::OK,
@@ -451,6 +461,42 @@ async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Resu
             "ts_fixed": fixed,
             "ts_release": release,
             "fix_period": state.engine.quote_lifetime()?.as_secs(),
+        }),
+    ))
+}
+
+/// An exchange at the current rate, once per `foreign_id`: a repeated `foreign_id`
+/// is refused and changes nothing.
+async fn exchange_now(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Exchange)?;
+    let foreign_id = required(&s.params, "foreign_id")?;
+    if foreign_id.chars().count() > MAX_FOREIGN_ID_CHARS {
+        return Err(CpError::bad("foreign_id", "invalid_foreign_id", format!("foreign_id must be at most {MAX_FOREIGN_ID_CHARS} characters")));
+    }
+    let (from, to, side) = exchange_request(&state, &s.params)?;
+    let duplicate = || CpError::bad("foreign_id", "duplicate_foreign_id", format!("an exchange with foreign_id {foreign_id} exists already"));
+    let x = state.engine.exchange_now(s.who.merchant, from.code.as_str(), to.code.as_str(), side, &foreign_id).await.map_err(|e| match exchange_error(e) {
+        e if e.code == "duplicate_foreign_id" => duplicate(),
+        e => e,
+    })?;
+    if x.replayed {
+        return Err(duplicate());
+    }
+    Ok((
+        StatusCode::CREATED,
+        json!({
+            "id": x.number,
+            "foreign_id": x.client_id,
+            "type": "exchange",
+            "sender_amount": x.sender_amount,
+            "sender_currency": x.from_currency,
+            "receiver_amount": x.receiver_amount,
+            "receiver_currency": x.to_currency,
+            "fee_amount": x.fee_amount,
+            "fee_currency": x.fee_currency,
+            "price": x.rate,
+            "status": "processing",
         }),
     ))
 }
