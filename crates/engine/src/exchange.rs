@@ -294,6 +294,40 @@ impl Engine {
         .await
     }
 
+    /// Executes the merchant's live quote of this direction that has this price and
+    /// amount (a dialect that names a quote by what it says rather than by its id).
+    /// A repeated `client_id` answers with its exchange, marked replayed. Only the
+    /// latest [`LIVE_QUOTE_WINDOW`] quotes of the merchant are looked at.
+    pub async fn execute_quote_by_price(
+        &self,
+        merchant: MerchantId,
+        from: &str,
+        to: &str,
+        side: Side,
+        price: &str,
+        client_id: &str,
+    ) -> Result<Exchange, EngineError> {
+        validate_client_id(client_id)?;
+        if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
+            let hash = existing.request_hash.clone();
+            return self.replay_exchange(existing, &hash).await;
+        }
+        let (f, t) = self.exchange_currencies(from, to)?;
+        let wanted = Rate::parse(price.trim()).map_err(|_| EngineError::invalid("price", format!("{price:?} is not a price")))?;
+        let (units, by_sender) = match &side {
+            Side::Sender(a) => (f.parse_amount(a.trim(), SignPolicy::Positive)?.units(), true),
+            Side::Receiver(a) => (t.parse_amount(a.trim(), SignPolicy::Positive)?.units(), false),
+        };
+        let live = self.store.live_quotes(merchant, f.code.as_str(), t.code.as_str(), self.now_ms(), LIVE_QUOTE_WINDOW).await?;
+        let quote = live
+            .into_iter()
+            .find(|q| Rate::parse(&q.rate).ok() == Some(wanted) && units == if by_sender { q.sender_units } else { q.receiver_units })
+            .ok_or_else(|| {
+                EngineError::QuoteExpired(format!("no live quote of {} → {} at {price} for this amount: ask for a new quote", f.code, t.code))
+            })?;
+        self.execute_quote(merchant, &quote.public_id, client_id, QuoteCheck::default()).await
+    }
+
     /// Exchanges at the current rate, now.
     pub async fn exchange_now(&self, merchant: MerchantId, from: &str, to: &str, side: Side, client_id: &str) -> Result<Exchange, EngineError> {
         validate_client_id(client_id)?;
@@ -491,6 +525,9 @@ impl Engine {
             .collect()
     }
 }
+
+/// How many of a merchant's latest quotes `execute_quote_by_price` looks through.
+pub const LIVE_QUOTE_WINDOW: u32 = 200;
 
 fn validate_client_id(id: &str) -> Result<(), EngineError> {
     if id.is_empty() || id.len() > 200 {

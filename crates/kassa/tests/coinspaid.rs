@@ -311,3 +311,46 @@ async fn exchange_now_once_per_foreign_id(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(exchange_now, exchange_now_once_per_foreign_id);
+
+async fn exchange_fixed_at_a_quoted_price(backend: Backend) {
+    let app = app_with_rates(backend).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
+    app.t.fund(m, "LTC", "2").await;
+    let (_, q) = call(&app, &k, "/api/v2/exchange/calculate", r#"{"sender_currency":"LTC","receiver_currency":"USD","receiver_amount":"99"}"#).await;
+    let q = &q["data"];
+    assert_eq!((q["sender_amount"].as_str(), q["price"].as_str()), (Some("1.00000000"), Some("99.0")), "{q}");
+
+    let fixed = |price: &str, amount: &str, foreign_id: &str| {
+        json!({"sender_currency": "LTC", "receiver_currency": "USD", "receiver_amount": amount, "price": price, "foreign_id": foreign_id}).to_string()
+    };
+    let no_quote = json!({"errors": {"price": "no live quote of LTC → USD at 98 for this amount: ask for a new quote"}});
+    assert_eq!(call(&app, &k, "/api/v2/exchange/fixed", &fixed("98", "99", "fx-0")).await, (400, no_quote), "not the quoted price");
+    let (status, b) = call(&app, &k, "/api/v2/exchange/fixed", &fixed("99.0", "98", "fx-0")).await;
+    assert_eq!((status, b["errors"]["price"].is_string()), (400, true), "not the quoted amount: {b}");
+    let (status, b) = call(&app, &k, "/api/v2/exchange/fixed", r#"{"sender_currency":"LTC","receiver_currency":"USD","receiver_amount":"99","foreign_id":"fx-0"}"#).await;
+    assert_eq!((status, b), (400, json!({"errors": {"price": "price is required"}})));
+
+    let (status, x) = call(&app, &k, "/api/v2/exchange/fixed", &fixed("99", "99", "fx-1")).await;
+    assert_eq!(status, 201, "{x}");
+    assert_eq!(
+        (x["data"]["type"].as_str(), x["data"]["sender_amount"].as_str(), x["data"]["receiver_amount"].as_str(), x["data"]["price"].as_str()),
+        (Some("exchange"), Some("1.00000000"), Some("99.00"), Some("99.0"))
+    );
+    let after = vec![("BTC".into(), "0.00000000".into()), ("EUR".into(), "0.00".into()), ("LTC".into(), "1.00000000".into()), ("USD".into(), "99.00".into())];
+    assert_eq!(balances(&app, &k).await, after);
+    // Once: the same foreign_id is refused, and the executed quote is no longer live.
+    let (status, b) = call(&app, &k, "/api/v2/exchange/fixed", &fixed("99", "99", "fx-1")).await;
+    assert_eq!((status, b), (400, json!({"errors": {"foreign_id": "an exchange with foreign_id fx-1 exists already"}})));
+    let (status, b) = call(&app, &k, "/api/v2/exchange/fixed", &fixed("99", "99", "fx-2")).await;
+    assert_eq!((status, b["errors"]["price"].is_string()), (400, true), "{b}");
+    assert_eq!(balances(&app, &k).await, after);
+
+    // A quote past its fix_period is not live.
+    let (_, q) = call(&app, &k, "/api/v2/exchange/calculate", r#"{"sender_currency":"LTC","receiver_currency":"USD","receiver_amount":"49.5"}"#).await;
+    app.t.advance(std::time::Duration::from_secs(q["data"]["fix_period"].as_u64().unwrap() + 1));
+    let (status, b) = call(&app, &k, "/api/v2/exchange/fixed", &fixed("99", "49.5", "fx-3")).await;
+    assert_eq!((status, b["errors"]["price"].is_string()), (400, true), "{b}");
+    assert_eq!(balances(&app, &k).await, after);
+    app.t.assert_books_balance().await;
+}
+both_backends!(exchange_fixed, exchange_fixed_at_a_quoted_price);

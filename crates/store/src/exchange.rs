@@ -205,6 +205,26 @@ impl Store {
         r.map(QuoteRow::try_from).transpose()
     }
 
+    /// The merchant's unexpired, unexecuted quotes of one direction, newest first,
+    /// among its latest `window` quotes (a bounded scan however many it has asked for).
+    pub async fn live_quotes(&self, merchant: MerchantId, from: &str, to: &str, now_ms: i64, window: u32) -> Result<Vec<QuoteRow>> {
+        let sql = format!(
+            "SELECT * FROM ({QUOTE_COLUMNS} WHERE merchant_id = $1 ORDER BY id DESC LIMIT $2) AS q
+             WHERE from_currency = $3 AND to_currency = $4 AND expires_at_ms >= $5
+               AND NOT EXISTS (SELECT 1 FROM exchanges x WHERE x.quote_id = q.id)
+             ORDER BY id DESC"
+        );
+        let rows: Vec<QuoteRecord> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(merchant.0)
+            .bind(i64::from(window))
+            .bind(from)
+            .bind(to)
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(QuoteRow::try_from).collect()
+    }
+
     /// Records an exchange as `pending`. A repeated client id or quote is `Duplicate`.
     pub async fn insert_exchange(&self, x: &NewExchange) -> Result<ExchangeRow> {
         let now = self.now_ms();

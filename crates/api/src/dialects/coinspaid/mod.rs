@@ -11,8 +11,8 @@
 //! - Decimals are strings at the currency's precision; ids are integers.
 //!
 //! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
-//! `accounts/list`, `exchange/calculate`, `exchange/now` and `addresses/take` (v1 and
-//! v2, without `convert_to`).
+//! `accounts/list`, `exchange/calculate`, `exchange/now`, `exchange/fixed` and
+//! `addresses/take` (v1 and v2, without `convert_to`).
 
 pub mod auth;
 pub mod callbacks;
@@ -67,7 +67,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2/currencies/rates", post(|s: State<AppState>, r: Request| v2(currencies_pairs(s, r, true))))
         .route("/v2/accounts/list", post(|s: State<AppState>, r: Request| v2(accounts_list(s, r))))
         .route("/v2/exchange/calculate", post(|s: State<AppState>, r: Request| v2(exchange_calculate(s, r))))
-        .route("/v2/exchange/now", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r))))
+        .route("/v2/exchange/now", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, false))))
+        .route("/v2/exchange/fixed", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, true))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
 }
@@ -465,9 +466,10 @@ async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Resu
     ))
 }
 
-/// An exchange at the current rate, once per `foreign_id`: a repeated `foreign_id`
-/// is refused and changes nothing.
-async fn exchange_now(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+/// An exchange once per `foreign_id` (a repeated `foreign_id` is refused and changes
+/// nothing): at the current rate, or `fixed` at the `price` of one of the merchant's
+/// live quotes for that amount.
+async fn exchange_now(State(state): State<AppState>, req: Request, fixed: bool) -> Result<(StatusCode, Value), CpError> {
     let s = authenticate(&state, req).await?;
     s.who.require(Scope::Exchange)?;
     let foreign_id = required(&s.params, "foreign_id")?;
@@ -476,9 +478,20 @@ async fn exchange_now(State(state): State<AppState>, req: Request) -> Result<(St
     }
     let (from, to, side) = exchange_request(&state, &s.params)?;
     let duplicate = || CpError::bad("foreign_id", "duplicate_foreign_id", format!("an exchange with foreign_id {foreign_id} exists already"));
-    let x = state.engine.exchange_now(s.who.merchant, from.code.as_str(), to.code.as_str(), side, &foreign_id).await.map_err(|e| match exchange_error(e) {
-        e if e.code == "duplicate_foreign_id" => duplicate(),
-        e => e,
+    let (merchant, from, to) = (s.who.merchant, from.code.as_str(), to.code.as_str());
+    let done = if fixed {
+        let price = required(&s.params, "price")?;
+        state.engine.execute_quote_by_price(merchant, from, to, side, &price, &foreign_id).await
+    } else {
+        state.engine.exchange_now(merchant, from, to, side, &foreign_id).await
+    };
+    let x = done.map_err(|e| match e {
+        // Another foreign_id took this quote first.
+        EngineError::Conflict(_) if fixed => CpError::bad("price", "quote_used", "that quote has been executed already: ask for a new one"),
+        e => match exchange_error(e) {
+            e if e.code == "duplicate_foreign_id" => duplicate(),
+            e => e,
+        },
     })?;
     if x.replayed {
         return Err(duplicate());
