@@ -251,6 +251,12 @@ impl Engine {
     pub async fn execute_quote(&self, merchant: MerchantId, quote_id: &str, client_id: &str, check: QuoteCheck) -> Result<Exchange, EngineError> {
         validate_client_id(client_id)?;
         let q = self.store.quote(merchant, quote_id).await?.ok_or(EngineError::NotFound("quote"))?;
+        self.execute_quote_row(merchant, q, client_id, check).await
+    }
+
+    /// `execute_quote` for a quote already read.
+    async fn execute_quote_row(&self, merchant: MerchantId, q: QuoteRow, client_id: &str, check: QuoteCheck) -> Result<Exchange, EngineError> {
+        let quote_id = q.public_id.as_str();
         let request_hash = hash(&["fixed", quote_id]);
         if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
             return self.replay_exchange(existing, &request_hash).await;
@@ -325,7 +331,7 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::QuoteExpired(format!("no live quote of {} → {} at {price} for this amount: ask for a new quote", f.code, t.code))
             })?;
-        self.execute_quote(merchant, &quote.public_id, client_id, QuoteCheck::default()).await
+        self.execute_quote_row(merchant, quote, client_id, QuoteCheck::default()).await
     }
 
     /// Exchanges at the current rate, now.
@@ -489,8 +495,11 @@ impl Engine {
         let (f, t) = self.exchange_currencies(from, to)?;
         let rates = self.rates()?;
         let pair = Self::pair_of(rates, &f, &t)?;
-        if pair.base == f.code.as_str() || pair.min_base_units == 0 {
-            return Ok(f.amount(if pair.base == f.code.as_str() { pair.min_base_units } else { 0 })?.to_string());
+        if pair.base == f.code.as_str() {
+            return Ok(f.amount(pair.min_base_units)?.to_string());
+        }
+        if pair.min_base_units == 0 {
+            return Ok(kassa_core::Amount::zero(f.precision).to_string());
         }
         let rate = rates.current(f.code.as_str(), t.code.as_str())?.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
         let c = from_receiver(pair.min_base_units, f.fees.exchange, rate, f.precision, t.precision).map_err(|e| EngineError::invalid("amount", e))?;
