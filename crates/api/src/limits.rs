@@ -128,6 +128,8 @@ pub struct RateLimitOptions {
     pub groups: [GroupLimits; 4],
     /// Failed authentications allowed per client IP.
     pub auth_failures: Option<Rate>,
+    /// Whether the limits dialects' own documentation sets on some routes apply.
+    pub documented_limits: bool,
 }
 
 impl RateLimitOptions {
@@ -144,7 +146,7 @@ impl RateLimitOptions {
 
     /// No limit at all (benchmarks).
     pub fn unlimited() -> Self {
-        Self { client_ip_header: None, groups: [GroupLimits { per_key: None, per_ip: None }; 4], auth_failures: None }
+        Self { client_ip_header: None, groups: [GroupLimits { per_key: None, per_ip: None }; 4], auth_failures: None, documented_limits: false }
     }
 
     pub fn group(&self, g: Group) -> GroupLimits {
@@ -154,7 +156,7 @@ impl RateLimitOptions {
 
 impl Default for RateLimitOptions {
     fn default() -> Self {
-        Self { client_ip_header: None, groups: Self::DEFAULT_GROUPS, auth_failures: Some(Self::DEFAULT_AUTH_FAILURES) }
+        Self { client_ip_header: None, groups: Self::DEFAULT_GROUPS, auth_failures: Some(Self::DEFAULT_AUTH_FAILURES), documented_limits: true }
     }
 }
 
@@ -194,6 +196,9 @@ pub struct Limiter {
     per_ip: [Option<Keyed<IpAddr>>; 4],
     per_key: [Option<Keyed<i64>>; 4],
     failures: Option<Keyed<IpAddr>>,
+    /// The dialects' documented limits, by name, made on first use (none when every
+    /// limit is off).
+    documented: Option<Mutex<HashMap<&'static str, Arc<Keyed<IpAddr>>>>>,
     /// Clients whose guard is spent, until when (engine-clock time since the epoch).
     blocked: Mutex<HashMap<IpAddr, Duration>>,
     checks: AtomicU64,
@@ -213,6 +218,7 @@ impl Limiter {
             per_ip: Group::ALL.map(|g| make(options.group(g).per_ip, &clock)),
             per_key: Group::ALL.map(|g| make(options.group(g).per_key, &clock)),
             failures: make(options.auth_failures, &clock),
+            documented: options.documented_limits.then(|| Mutex::new(HashMap::new())),
             blocked: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
             clock,
@@ -250,6 +256,12 @@ impl Limiter {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        if let Some(documented) = &self.documented {
+            for l in documented.lock().expect("the documented limits are never poisoned").values() {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        }
         let now = self.clock.now();
         self.blocked.lock().expect("the blocked list is never poisoned").retain(|_, until| *until > now);
     }
@@ -270,6 +282,20 @@ impl Limiter {
             self.verdict(&self.per_ip[group.index()], &ip)?;
         }
         Ok(())
+    }
+
+    /// Admits a request from `ip` against a dialect's documented limit of its route.
+    pub fn admit_documented(&self, ip: IpAddr, limit: crate::dialects::DocumentedLimit) -> Result<(), Limited> {
+        let Some(documented) = &self.documented else {
+            return Ok(());
+        };
+        let keyed = documented
+            .lock()
+            .expect("the documented limits are never poisoned")
+            .entry(limit.name)
+            .or_insert_with(|| Arc::new(Keyed::dashmap_with_clock(limit.per_ip.quota(), self.clock.clone())))
+            .clone();
+        keyed.check_key(&bucket_of(ip)).map_err(|not_until| Limited::after(not_until.wait_time_from(self.clock.now())))
     }
 
     /// Admits an authenticated request of API key `key_id`.

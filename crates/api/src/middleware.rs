@@ -91,11 +91,18 @@ async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], req: Reques
 async fn rate_limits(mounts: &[(String, &'static Dialect)], limiter: Arc<Limiter>, mut req: Request, next: Next) -> Response {
     let (dialect, rest) = dialects::route_of(mounts, req.uri().path());
     let group = (dialect.limit_group)(req.method(), rest);
+    let documented = (dialect.documented_limit)(req.method(), rest);
     let ip = limiter.client_ip(req.headers(), req.extensions());
     if let Some(ip) = ip {
         req.extensions_mut().insert(ClientIp(ip));
         if let Err(limited) = limiter.admit_ip(ip, group) {
             return refuse(dialect, group, limited);
+        }
+        if let Some(documented) = documented {
+            if let Err(limited) = limiter.admit_documented(ip, documented) {
+                tracing::info!(client_ip = %ip, limit = documented.name, "a documented rate limit refused a request");
+                return refuse(dialect, group, limited);
+            }
         }
     }
     req.extensions_mut().insert(RequestLimits { limiter: limiter.clone(), group });

@@ -182,6 +182,10 @@ both_backends!(addresses, deposit_addresses);
 /// An app whose engine has one pair, LTC/USD at a fixed 100 with a 1 % spread and a
 /// least exchange of 0.01 LTC.
 async fn app_with_rates(backend: Backend) -> TestApp {
+    app_with_rates_and(backend, Default::default()).await
+}
+
+async fn app_with_rates_and(backend: Backend, options: kassa_api::HttpOptions) -> TestApp {
     use kassa_core::rates::Rate;
     use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
     let mut t = kassa_testkit::TestEngine::new(backend).await;
@@ -196,7 +200,7 @@ async fn app_with_rates(backend: Backend) -> TestApp {
     .unwrap();
     rates.refresh().await;
     t.engine = t.engine.clone().with_rates(rates);
-    TestApp::serve(t, Default::default()).await
+    TestApp::serve(t, options).await
 }
 
 async fn pairs_rates_and_quotes(backend: Backend) {
@@ -355,3 +359,37 @@ async fn exchange_fixed_at_a_quoted_price(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(exchange_fixed, exchange_fixed_at_a_quoted_price);
+
+// exchange/calculate: 30 a minute per client IP, as the seed documents; the 31st is 429
+// in the errors envelope with Retry-After, another IP is not affected, and the budget
+// refills with the (moved) clock.
+async fn calculate_is_limited_per_ip(backend: Backend) {
+    let rate_limits = kassa_api::limits::RateLimitOptions { client_ip_header: Some("x-forwarded-for".parse().unwrap()), ..Default::default() };
+    let app = app_with_rates_and(backend, kassa_api::HttpOptions { rate_limits, ..Default::default() }).await;
+    let (_, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
+    let body = r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1"}"#;
+    let calculate = |ip: &'static str| {
+        app.client
+            .post(app.url("/api/v2/exchange/calculate"))
+            .header("X-Processing-Key", &k.public)
+            .header("X-Processing-Signature", sign(&k.secret, body.as_bytes()))
+            .header("x-forwarded-for", ip)
+            .body(body)
+            .send()
+    };
+    for i in 0..30 {
+        assert_eq!(calculate("203.0.113.7").await.unwrap().status().as_u16(), 200, "request {}", i + 1);
+    }
+    let refused = calculate("203.0.113.7").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "one request back every 2 s: {retry_after}");
+    let b: Value = refused.json().await.unwrap();
+    assert!(b["errors"]["rate_limit"].as_str().unwrap().starts_with("too many requests"), "{b}");
+    assert_eq!(calculate("198.51.100.9").await.unwrap().status().as_u16(), 200, "another client has its own budget");
+    // Other routes of the same client are not held back by it.
+    assert_eq!(call(&app, &k, "/api/v2/currencies/pairs", "{}").await.0, 200);
+    app.t.advance(std::time::Duration::from_secs(retry_after));
+    assert_eq!(calculate("203.0.113.7").await.unwrap().status().as_u16(), 200, "refilled");
+}
+both_backends!(calculate_limit, calculate_is_limited_per_ip);

@@ -51,6 +51,9 @@ pub struct Dialect {
     /// The rate limit group of a request (method, path relative to a mount) besides
     /// `default`: where it creates addresses, quotes or invoices.
     pub limit_group: fn(&Method, &str) -> Group,
+    /// A limit its own documentation sets on a route, per client IP, on top of the
+    /// configured groups (e.g. CoinsPaid's 30 `exchange/calculate` a minute).
+    pub documented_limit: fn(&Method, &str) -> Option<DocumentedLimit>,
     /// Its callback formats (how its objects' notifications look and are signed).
     pub callbacks: fn() -> Vec<Arc<dyn CallbackFormat>>,
     /// How its API keys look, if it has keys of its own.
@@ -68,6 +71,7 @@ impl Dialect {
             owns: owns_nothing,
             refusal: native::refusal,
             limit_group: default_group,
+            documented_limit: no_documented_limit,
             callbacks,
             keys: Some(keys),
         }
@@ -76,6 +80,20 @@ impl Dialect {
 
 fn owns_nothing(_: &str) -> bool {
     false
+}
+
+/// A limit a dialect's documentation sets on one of its routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DocumentedLimit {
+    /// Its name in logs and metrics, e.g. `coinspaid_exchange_calculate`.
+    pub name: &'static str,
+    /// Per client IP.
+    pub per_ip: crate::limits::Rate,
+}
+
+/// A dialect whose documentation sets no limit of its own.
+pub fn no_documented_limit(_: &Method, _: &str) -> Option<DocumentedLimit> {
+    None
 }
 
 /// Every request of a dialect without groups counts against `default` only.

@@ -47,6 +47,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns,
     refusal,
     limit_group,
+    documented_limit,
     callbacks,
     keys: Some(&KEYS),
 };
@@ -84,6 +85,12 @@ fn limit_group(method: &Method, path: &str) -> Group {
         (&Method::POST, "/v2/exchange/calculate") => Group::Quote,
         _ => Group::Default,
     }
+}
+
+/// The seed's own limit: 30 `exchange/calculate` a minute per client IP.
+fn documented_limit(method: &Method, path: &str) -> Option<crate::dialects::DocumentedLimit> {
+    (method == Method::POST && path == "/v2/exchange/calculate")
+        .then_some(crate::dialects::DocumentedLimit { name: "coinspaid_exchange_calculate", per_ip: crate::limits::Rate::new(30, 60) })
 }
 
 /// The server's own refusals, in the errors envelope.

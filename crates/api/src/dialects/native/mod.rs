@@ -42,6 +42,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns: |_| true,
     refusal,
     limit_group,
+    documented_limit: crate::dialects::no_documented_limit,
     callbacks: Vec::new,
     keys: Some(&KEYS),
 };

@@ -72,6 +72,7 @@ pub const DIALECT: crate::dialects::Dialect = crate::dialects::Dialect {
     owns,
     refusal,
     limit_group,
+    documented_limit: crate::dialects::no_documented_limit,
     callbacks: || vec![std::sync::Arc::new(callbacks::Ipn)],
     keys: Some(&KEYS),
 };
