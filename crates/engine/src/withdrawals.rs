@@ -93,6 +93,10 @@ pub struct Withdrawal {
     pub created_at_ms: i64,
     #[serde(skip)]
     pub updated_at_ms: i64,
+    /// This answer is the withdrawal an earlier request with the same idempotency key
+    /// stored (dialects that refuse a repeated id instead of answering it read this).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// Test-only fault injection: with `KASSATEST_CRASH_AT=<point>` in the environment the
@@ -132,6 +136,7 @@ impl Engine {
             updated_at: format_ms(w.updated_at_ms),
             created_at_ms: w.created_at_ms,
             updated_at_ms: w.updated_at_ms,
+            replayed: false,
         })
     }
 
@@ -227,7 +232,7 @@ impl Engine {
         for _ in 0..MAX_CONCURRENT_REPEATS {
             if let Some(existing) = self.store.withdrawal_by_key(r.merchant, &r.idempotency_key).await? {
                 match self.settled(existing, &hash).await? {
-                    Some(w) => return Ok(w),
+                    Some(w) => return Ok(Withdrawal { replayed: true, ..w }),
                     None => continue,
                 }
             }

@@ -393,3 +393,250 @@ async fn calculate_is_limited_per_ip(backend: Backend) {
     assert_eq!(calculate("203.0.113.7").await.unwrap().status().as_u16(), 200, "refilled");
 }
 both_backends!(calculate_limit, calculate_is_limited_per_ip);
+
+/// The merchant's withdrawals, as the engine lists them.
+async fn withdrawals_of(app: &TestApp, m: kassa_core::ledger::MerchantId) -> Vec<kassa_engine::withdrawals::Withdrawal> {
+    app.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap()
+}
+
+/// The merchant's available LTC, as `accounts/list` shows it.
+async fn ltc_balance(app: &TestApp, k: &Key) -> String {
+    let (_, list) = call(app, k, "/api/v2/accounts/list", "").await;
+    let ltc = list["data"].as_array().unwrap().iter().find(|a| a["currency"] == "LTC").cloned().unwrap();
+    ltc["balance"].as_str().unwrap().to_string()
+}
+
+// withdrawal/crypto (v2) and withdrawal/make (v1) on a real litecoind: a real deposit
+// funds the merchant; 201 with the exact answer; a repeated foreign_id is refused and
+// changes nothing; each bad request is refused with its field, nothing stored; the coins
+// arrive on-chain exactly; the callbacks (v2 for the v2 address and withdrawal, v1 for
+// the v1 withdrawal) are the spec's bodies, signed (HMAC-SHA512 checked here).
+async fn withdrawals_on_regtest(backend: Backend) {
+    use kassa_engine::notifier::{Notifier, NotifierOptions};
+    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    t.engine = t.engine.clone().with_target_policy(kassa_engine::webhooks::TargetPolicy::development());
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive, Scope::Withdraw]).await;
+    let receiver = kassa_testkit::receiver::Receiver::start().await;
+    app.t.engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
+    app.t.engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
+    let schedule = kassa_api::dialects::callback_formats().names().into_iter().map(|f| (f.to_string(), vec![1])).collect();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: schedule, jitter_percent: 0, ..Default::default() }).unwrap();
+    let mut watcher = kassa_engine::watcher::Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    watcher.cycle().await.unwrap();
+    let broadcaster = kassa_engine::broadcaster::Broadcaster::new(app.t.engine.clone(), "litecoin", std::time::Duration::ZERO).unwrap();
+
+    // A real deposit of 2 LTC to a v2 address.
+    let (_, taken) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","foreign_id":"user-1"}"#).await;
+    let deposit_address = taken["data"]["address"].as_str().unwrap().to_string();
+    let dtx = node.pay(&deposit_address, "2").await;
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(ltc_balance(&app, &k).await, "2.00000000");
+
+    // v2: Go's struct order, amounts as strings. Fee 0.0001 + 0.5 %: sender_amount is
+    // what the balance gives, receiver_amount what the address receives.
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let body = format!(r#"{{"foreign_id":"w-1","amount":"0.5","currency":"LTC","address":"{dest}"}}"#);
+    let (status, w) = call(&app, &k, "/api/v2/withdrawal/crypto", &body).await;
+    assert_eq!(status, 201, "{w}");
+    let id = w["data"]["id"].as_i64().expect("an integer id");
+    assert_eq!(
+        w,
+        json!({"data": {"id": id, "foreign_id": "w-1", "type": "withdrawal", "status": "processing", "amount": "0.50000000",
+            "sender_amount": "0.50260000", "sender_currency": "LTC", "receiver_amount": "0.50000000", "receiver_currency": "LTC"}})
+    );
+    assert_eq!(ltc_balance(&app, &k).await, "1.49740000");
+    // The same foreign_id again, as sent or with another amount, in v2 or v1: refused,
+    // nothing more held.
+    let duplicate = json!({"errors": {"foreign_id": "a withdrawal with foreign_id w-1 exists already"}});
+    assert_eq!(call(&app, &k, "/api/v2/withdrawal/crypto", &body).await, (400, duplicate.clone()));
+    let other = format!(r#"{{"foreign_id":"w-1","amount":"0.4","currency":"LTC","address":"{dest}"}}"#);
+    assert_eq!(call(&app, &k, "/api/v2/withdrawal/crypto", &other).await, (400, duplicate.clone()));
+    let (status, v1dup) = call(&app, &k, "/api/v1/withdrawal/make", &other).await;
+    assert_eq!((status, v1dup["error_code"].as_str(), &v1dup["errors"]), (400, Some("duplicate_foreign_id"), &duplicate["errors"]));
+    assert_eq!(ltc_balance(&app, &k).await, "1.49740000");
+
+    // v1: PHP sends the amount as a number and escapes slashes; the flat answer.
+    let dest1 = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let body1 = format!(r#"{{"currency":"LTC","foreign_id":"w\/2","amount":0.25,"address":"{dest1}","tag":null}}"#);
+    let (status, w1) = call(&app, &k, "/api/v1/withdrawal/make", &body1).await;
+    assert_eq!(status, 201, "{w1}");
+    let id1 = w1["data"]["id"].as_i64().unwrap();
+    assert_eq!(
+        w1,
+        json!({"status": "ok", "data": {"id": id1, "currency": "LTC", "currency_fee": "LTC", "address": dest1, "tag": null, "amount": "0.25000000",
+            "status": "processing"}})
+    );
+    assert_eq!(withdrawals_of(&app, m).await.iter().find(|w| w.id == id1).unwrap().idempotency_key, "w/2");
+    assert_eq!(ltc_balance(&app, &k).await, "1.24605000");
+
+    // Refusals: the field and a message (v1 also a stable code); nothing stored or held.
+    let good = |extra: Value| {
+        let mut b = json!({"foreign_id": "w-bad", "amount": "0.1", "currency": "LTC", "address": dest});
+        for (key, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(key);
+            } else {
+                b[key] = v.clone();
+            }
+        }
+        b.to_string()
+    };
+    let cases: Vec<(String, Value, &str)> = vec![
+        (good(json!({"foreign_id": null})), json!({"foreign_id": "foreign_id is required"}), "bad_request"),
+        (good(json!({"amount": null})), json!({"amount": "amount is required"}), "bad_request"),
+        (good(json!({"address": null})), json!({"address": "address is required"}), "bad_request"),
+        (good(json!({"currency": null})), json!({"currency": "currency is required"}), "bad_request"),
+        (good(json!({"currency": "XYZ"})), json!({"currency": "XYZ is not a currency this account can use"}), "forbidden_currency"),
+        (good(json!({"currency": "EUR"})), json!({"currency": "EUR cannot be withdrawn to an address"}), "forbidden_currency"),
+        (good(json!({"amount": {"v": 1}})), json!({"amount": "amount must be a string"}), "bad_request"),
+        (good(json!({"foreign_id": "x".repeat(129)})), json!({"foreign_id": "foreign_id must be at most 128 characters"}), "invalid_foreign_id"),
+        (good(json!({"tag": "memo-1"})), json!({"tag": "LTC withdrawals take no tag"}), "bad_request"),
+    ];
+    let n_before = withdrawals_of(&app, m).await.len();
+    for (body, errors, code) in &cases {
+        assert_eq!(call(&app, &k, "/api/v2/withdrawal/crypto", body).await, (400, json!({ "errors": errors })), "{body}");
+        let (status, b) = call(&app, &k, "/api/v1/withdrawal/make", body).await;
+        assert_eq!((status, &b["errors"], b["error_code"].as_str()), (400, errors, Some(*code)), "{body}");
+    }
+    // The engine's refusals: each with its field and code.
+    for (body, field, code) in [
+        (good(json!({"address": "rltc1qnotanaddress"})), "address", "invalid_address"),
+        (good(json!({"address": "LTC-address"})), "address", "invalid_address"),
+        (good(json!({"amount": "0.0001"})), "amount", "amount_too_small"),
+        (good(json!({"amount": "101"})), "amount", "amount_too_large"),
+        (good(json!({"amount": "50"})), "amount", "not_enough_balance"),
+        (good(json!({"amount": "0.123456789"})), "amount", "invalid_amount"),
+        (good(json!({"amount": "-1"})), "amount", "invalid_amount"),
+        (good(json!({"amount": "1e-1"})), "amount", "invalid_amount"),
+        (good(json!({"amount": "99999999999999999999999999999999999999999"})), "amount", "invalid_amount"),
+    ] {
+        let (status, b) = call(&app, &k, "/api/v1/withdrawal/make", &body).await;
+        assert_eq!(status, 400, "{body}: {b}");
+        assert_errors_shape(&b);
+        let message = b["errors"][field].as_str().unwrap_or_else(|| panic!("{body}: no {field} in {b}"));
+        assert!(!message.is_empty());
+        assert_eq!(b["error_code"].as_str(), Some(code), "{body}: {b}");
+        let (status, b2) = call(&app, &k, "/api/v2/withdrawal/crypto", &body).await;
+        assert_eq!((status, &b2["errors"]), (400, &b["errors"]), "{body}");
+    }
+    let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", &good(json!({"convert_to": "BTC"}))).await;
+    assert_eq!((status, b["errors"]["convert_to"].as_str()), (400, Some("conversion on withdrawal is not available on this server yet")));
+    let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", r#"{"foreign_id":"w-bad","amount":"0.1","#).await;
+    assert_eq!(status, 400, "malformed JSON: {b}");
+    assert_errors_shape(&b);
+    // A 2 MB body is refused before it is read; the server serves on.
+    let huge = format!(r#"{{"foreign_id":"w-big","amount":"0.1","currency":"LTC","address":"{dest}","pad":"{}"}}"#, "x".repeat(2 << 20));
+    let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", &huge).await;
+    assert_eq!((status, b), (413, json!({"errors": {"body": "the request body is too large"}})));
+    // Without the withdraw scope: 403 forbidden.
+    let (_, reader) = key(&app, "reader", &[Scope::Read]).await;
+    let (status, b) = call(&app, &reader, "/api/v2/withdrawal/crypto", &good(json!({}))).await;
+    assert_eq!((status, b["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(withdrawals_of(&app, m).await.len(), n_before, "refusals store nothing");
+    assert_eq!(ltc_balance(&app, &k).await, "1.24605000", "and hold nothing");
+
+    // Paid on-chain in one transaction, exactly; confirmed after 3 blocks.
+    let sent = broadcaster.cycle().await.unwrap();
+    assert_eq!((sent.payouts_sent, sent.withdrawals_sent), (1, 2), "one transaction pays both");
+    node.mine(3).await;
+    assert_eq!(broadcaster.cycle().await.unwrap().confirmed, 1);
+    let received = |a: String| {
+        let node = &node;
+        async move { node.miner_rpc("getreceivedbyaddress", json!([a, 3])).await.to_string() }
+    };
+    assert_eq!(received(dest.clone()).await, "0.50000000");
+    assert_eq!(received(dest1.clone()).await, "0.25000000");
+    let txid = app.t.engine.withdrawal(m, id).await.unwrap().txid.unwrap();
+    watcher.cycle().await.unwrap();
+
+    // Callbacks. v2: the deposit (seen, then confirmed) and withdrawal w-1 (broadcast,
+    // then confirmed); v1: withdrawal w/2. Each signed with the merchant's key.
+    for _ in 0..5 {
+        notifier.run_once().await.unwrap();
+    }
+    let v2 = receiver.requests_to("/cp2");
+    let v1 = receiver.requests_to("/cp1");
+    for r in v2.iter().chain(&v1) {
+        assert_eq!(r.header("x-processing-key").as_deref(), Some(k.public.as_str()));
+        assert_eq!(r.header("x-processing-signature").unwrap(), sign(&k.secret, &r.body), "signed over the exact body");
+        assert!(r.body.is_ascii());
+    }
+    // Delivered concurrently: found by what they report.
+    let mut kinds: Vec<(String, String)> = v2.iter().map(|r| (r.json()["type"].as_str().unwrap().into(), r.json()["status"].as_str().unwrap().into())).collect();
+    kinds.sort();
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+    assert_eq!(kinds, pairs(&[("deposit", "confirmed"), ("deposit", "not_confirmed"), ("withdrawal", "confirmed"), ("withdrawal", "not_confirmed")]));
+    let find = |list: &[kassa_testkit::receiver::Received], kind: &str, status: &str| {
+        list.iter().map(|r| r.json()).find(|b| b["type"] == kind && b["status"] == status).unwrap()
+    };
+    let deposit = find(&v2, "deposit", "confirmed");
+    let (deposit_id, address_id) = (deposit["id"].as_i64().unwrap(), taken["data"]["id"].clone());
+    assert_eq!(
+        deposit,
+        json!({"id": deposit_id, "foreign_id": "user-1", "type": "deposit",
+            "crypto_address": {"id": address_id, "currency": "LTC", "convert_to": null, "address": deposit_address, "tag": null, "foreign_id": "user-1"},
+            "currency_sent": {"currency": "LTC", "amount": "2.00000000"},
+            "currency_received": {"currency": "LTC", "amount": "2.00000000", "amount_minus_fee": "2.00000000"},
+            "transactions": [{"id": deposit_id, "currency": "LTC", "transaction_type": "blockchain", "type": "deposit", "address": deposit_address,
+                "tag": null, "amount": "2.00000000", "txid": dtx, "confirmations": "3"}],
+            "fees": [{"type": "deposit", "currency": "LTC", "amount": "0.00000000"}],
+            "error": "", "status": "confirmed"})
+    );
+    assert_eq!(
+        find(&v2, "withdrawal", "confirmed"),
+        json!({"id": id, "foreign_id": "w-1", "type": "withdrawal",
+            "crypto_address": {"id": null, "currency": "LTC", "convert_to": null, "address": dest, "tag": null, "foreign_id": null},
+            "currency_sent": {"currency": "LTC", "amount": "0.50260000"},
+            "currency_received": {"currency": "LTC", "amount": "0.50000000"},
+            "transactions": [{"id": id, "currency": "LTC", "transaction_type": "blockchain", "type": "withdrawal", "address": dest,
+                "tag": null, "amount": "0.50000000", "txid": txid, "confirmations": "3"}],
+            "fees": [{"type": "withdrawal", "currency": "LTC", "amount": "0.00260000"}],
+            "error": "", "status": "confirmed"})
+    );
+    assert_eq!(v1.len(), 2);
+    assert_eq!(find(&v1, "withdrawal", "not_confirmed")["confirmations"], "0");
+    assert_eq!(
+        find(&v1, "withdrawal", "confirmed"),
+        json!({"id": id1.to_string(), "txid": txid, "foreign_id": "w/2", "currency": "LTC", "currency_fee": "LTC", "confirmations": "3",
+            "amount": "0.25000000", "fee": "0.00135000", "address": dest1, "type": "withdrawal", "status": "confirmed", "error": ""})
+    );
+    app.t.assert_books_balance().await;
+}
+both_backends!(withdrawals, withdrawals_on_regtest);
+
+// 50 concurrent withdrawal/crypto with one foreign_id make one withdrawal (the others
+// are told it is a duplicate); 50 with different foreign_ids against a balance that
+// covers one make one (the others: not enough balance). Nothing else is held.
+async fn concurrent_withdrawals(backend: Backend) {
+    let ChainWorld { t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Withdraw]).await;
+    app.t.fund(m, "LTC", "1").await;
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let body = |id: &str| format!(r#"{{"foreign_id":"{id}","amount":"0.6","currency":"LTC","address":"{dest}"}}"#);
+
+    let same = body("same");
+    let answers = futures_util::future::join_all((0..50).map(|_| call(&app, &k, "/api/v2/withdrawal/crypto", &same))).await;
+    let created: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    for (status, b) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!((*status, b["errors"]["foreign_id"].as_str()), (400, Some("a withdrawal with foreign_id same exists already")), "{b}");
+    }
+    assert_eq!(withdrawals_of(&app, m).await.len(), 1);
+    assert_eq!(ltc_balance(&app, &k).await, "0.39690000", "0.6 + 0.0001 + 0.5 % held once");
+
+    app.t.fund(m, "LTC", "0.3031").await; // 0.7: one more 0.6031, not two
+    let bodies: Vec<String> = (0..50).map(|i| body(&format!("many-{i}"))).collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| call(&app, &k, "/api/v2/withdrawal/crypto", b))).await;
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 201).count(), 1, "{answers:?}");
+    for (status, b) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*status, 400, "{b}");
+        assert!(b["errors"]["amount"].as_str().unwrap().contains("insufficient"), "{b}");
+    }
+    assert_eq!(withdrawals_of(&app, m).await.len(), 2);
+    assert_eq!(ltc_balance(&app, &k).await, "0.09690000");
+    app.t.assert_books_balance().await;
+}
+both_backends!(withdrawal_races, concurrent_withdrawals);

@@ -12,7 +12,8 @@
 //!
 //! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
 //! `accounts/list`, `exchange/calculate`, `exchange/now`, `exchange/fixed` and
-//! `addresses/take` (v1 and v2, without `convert_to`).
+//! `addresses/take` (v1 and v2, without `convert_to`), `withdrawal/crypto` (v2) and
+//! `withdrawal/make` (v1), without `convert_to`.
 
 pub mod auth;
 pub mod callbacks;
@@ -72,6 +73,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2/exchange/fixed", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, true))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
+        .route("/v2/withdrawal/crypto", post(|s: State<AppState>, r: Request| v2(withdraw(s, r, Version::V2))))
+        .route("/v1/withdrawal/make", post(|s: State<AppState>, r: Request| v1(withdraw(s, r, Version::V1))))
 }
 
 /// True for paths (relative to a mount) of this dialect.
@@ -270,6 +273,15 @@ fn required(p: &Map<String, Value>, key: &'static str) -> Result<String, CpError
     text(p, key)?.ok_or_else(|| CpError::bad(key, "bad_request", format!("{key} is required")))
 }
 
+/// The client's `foreign_id`: required, at most `MAX_FOREIGN_ID_CHARS` characters.
+fn foreign_id(p: &Map<String, Value>) -> Result<String, CpError> {
+    let id = required(p, "foreign_id")?;
+    if id.chars().count() > MAX_FOREIGN_ID_CHARS {
+        return Err(CpError::bad("foreign_id", "invalid_foreign_id", format!("foreign_id must be at most {MAX_FOREIGN_ID_CHARS} characters")));
+    }
+    Ok(id)
+}
+
 /// A currency this dialect offers: every active currency Kassa is configured with.
 fn offered<'a>(state: &'a AppState, field: &'static str, code: &str) -> Result<&'a Currency, CpError> {
     match state.engine.currencies.get(code) {
@@ -356,10 +368,7 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
     let s = authenticate(&state, req).await?;
     s.who.require(Scope::Receive)?;
     let p = &s.params;
-    let foreign_id = required(p, "foreign_id")?;
-    if foreign_id.chars().count() > MAX_FOREIGN_ID_CHARS {
-        return Err(CpError::bad("foreign_id", "invalid_foreign_id", format!("foreign_id must be at most {MAX_FOREIGN_ID_CHARS} characters")));
-    }
+    let foreign_id = foreign_id(p)?;
     let code = required(p, "currency")?;
     let currency = offered(&state, "currency", &code)?;
     if currency.chain.is_none() {
@@ -368,8 +377,7 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
     if version == Version::V2 && text(p, "convert_to")?.is_some() {
         return Err(CpError::bad("convert_to", "bad_request", "conversion on deposit is not available on this server yet"));
     }
-    let origin = Origin { dialect: if version == Version::V1 { "coinspaid_v1" } else { "coinspaid_v2" }.into(), callback_url: None };
-    let a = state.engine.create_deposit_address_from(s.who.merchant, currency.code.as_str(), None, Some(foreign_id), origin).await?;
+    let a = state.engine.create_deposit_address_from(s.who.merchant, currency.code.as_str(), None, Some(foreign_id), origin(version)).await?;
     let data = match version {
         Version::V1 => json!({ "id": a.id, "address": a.address, "foreign_id": a.foreign_id, "tag": null }),
         Version::V2 => json!({
@@ -479,10 +487,7 @@ async fn exchange_calculate(State(state): State<AppState>, req: Request) -> Resu
 async fn exchange_now(State(state): State<AppState>, req: Request, fixed: bool) -> Result<(StatusCode, Value), CpError> {
     let s = authenticate(&state, req).await?;
     s.who.require(Scope::Exchange)?;
-    let foreign_id = required(&s.params, "foreign_id")?;
-    if foreign_id.chars().count() > MAX_FOREIGN_ID_CHARS {
-        return Err(CpError::bad("foreign_id", "invalid_foreign_id", format!("foreign_id must be at most {MAX_FOREIGN_ID_CHARS} characters")));
-    }
+    let foreign_id = foreign_id(&s.params)?;
     let (from, to, side) = exchange_request(&state, &s.params)?;
     let duplicate = || CpError::bad("foreign_id", "duplicate_foreign_id", format!("an exchange with foreign_id {foreign_id} exists already"));
     let (merchant, from, to) = (s.who.merchant, from.code.as_str(), to.code.as_str());
@@ -519,4 +524,71 @@ async fn exchange_now(State(state): State<AppState>, req: Request, fixed: bool) 
             "status": "processing",
         }),
     ))
+}
+
+/// The dialect's name for objects made through `version` (their callbacks' format).
+fn origin(version: Version) -> Origin {
+    Origin { dialect: if version == Version::V1 { "coinspaid_v1" } else { "coinspaid_v2" }.into(), callback_url: None }
+}
+
+/// `withdrawal/crypto` (v2) and `withdrawal/make` (v1): a withdrawal once per
+/// `foreign_id` (a repeated one is refused and changes nothing); its amount plus fee
+/// is held at once. `sender_amount` is what the balance gives (amount and fee),
+/// `receiver_amount` what the address receives.
+async fn withdraw(State(state): State<AppState>, req: Request, version: Version) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Withdraw)?;
+    let p = &s.params;
+    let foreign_id = foreign_id(p)?;
+    let currency = offered(&state, "currency", &required(p, "currency")?)?;
+    if currency.chain.is_none() {
+        return Err(CpError::bad("currency", "forbidden_currency", format!("{} cannot be withdrawn to an address", currency.code)));
+    }
+    if version == Version::V2 && text(p, "convert_to")?.is_some() {
+        return Err(CpError::bad("convert_to", "bad_request", "conversion on withdrawal is not available on this server yet"));
+    }
+    let amount = required(p, "amount")?;
+    let address = required(p, "address")?;
+    let address = state.engine.check_withdrawal_address(currency.code.as_str(), &address)?;
+    // A null or empty tag is no tag (clients send both); this server's chains take none.
+    if text(p, "tag")?.is_some() {
+        return Err(CpError::bad("tag", "bad_request", format!("{} withdrawals take no tag", currency.code)));
+    }
+    let request = kassa_engine::withdrawals::WithdrawalRequest {
+        merchant: s.who.merchant,
+        currency: currency.code.to_string(),
+        address,
+        amount,
+        priority: kassa_chain::Priority::Medium,
+        idempotency_key: foreign_id.clone(),
+        origin: origin(version),
+        description: None,
+    };
+    let duplicate = || CpError::bad("foreign_id", "duplicate_foreign_id", format!("a withdrawal with foreign_id {foreign_id} exists already"));
+    let w = state.engine.request_withdrawal(request).await.map_err(|e| match e {
+        // A concurrent request with this foreign_id is still holding its funds.
+        EngineError::InProgress(_) => duplicate(),
+        e => match CpError::from(e) {
+            e if e.code == "duplicate_foreign_id" => duplicate(),
+            e => e,
+        },
+    })?;
+    if w.replayed {
+        return Err(duplicate());
+    }
+    let status = if w.status == "pending" { "pending" } else { "processing" };
+    let data = match version {
+        Version::V1 => json!({
+            "id": w.id, "currency": w.currency, "currency_fee": w.currency, "address": w.address, "tag": null, "amount": w.amount, "status": status,
+        }),
+        Version::V2 => {
+            let parse = |a: &str| currency.parse_amount(a, kassa_core::SignPolicy::NonNegative).map_err(EngineError::from);
+            let sent = parse(&w.amount)?.checked_add(parse(&w.fee)?).map_err(EngineError::from)?;
+            json!({
+                "id": w.id, "foreign_id": w.idempotency_key, "type": "withdrawal", "status": status, "amount": w.amount,
+                "sender_amount": sent.to_string(), "sender_currency": w.currency, "receiver_amount": w.amount, "receiver_currency": w.currency,
+            })
+        }
+    };
+    Ok((StatusCode::CREATED, data))
 }
