@@ -39,6 +39,7 @@ pub type Mounts = Arc<Vec<(String, &'static Dialect)>>;
 pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts, limiter: Arc<Limiter>) -> Router {
     let for_fallback = mounts.clone();
     let for_limits = mounts.clone();
+    let (max_body, drain_for) = (options.max_body_bytes, options.request_timeout);
     router
         .fallback(move |uri: axum::http::Uri| {
             let mounts = for_fallback.clone();
@@ -49,7 +50,7 @@ pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts, limiter: Arc<
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, options.request_timeout))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let mounts = mounts.clone();
-            async move { dialect_limit_errors(&mounts, req, next).await }
+            async move { dialect_limit_errors(&mounts, (max_body, drain_for), req, next).await }
         }))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let (mounts, limiter) = (for_limits.clone(), limiter.clone());
@@ -68,10 +69,37 @@ pub fn wrap(router: Router, options: &HttpOptions, mounts: Mounts, limiter: Arc<
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
 }
 
+/// How much of a declared oversized body is read (and dropped) before it is refused,
+/// as a multiple of the body limit.
+const DRAIN_FACTOR: usize = 16;
+
 /// tower-http answers oversized bodies and timeouts in plain text; give them the
-/// shape of the dialect the path belongs to.
-async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], req: Request, next: Next) -> Response {
+/// shape of the dialect the path belongs to. A body declared larger than the limit
+/// (`Content-Length`) is refused without being parsed, after reading and dropping it
+/// up to `DRAIN_FACTOR` times the limit (within the request timeout): a client still
+/// writing it then receives the refusal, instead of a reset connection.
+async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], limit: (usize, std::time::Duration), req: Request, next: Next) -> Response {
+    let (max_body, drain_for) = limit;
     let dialect = dialects::owner(mounts, req.uri().path());
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|&len| len > max_body) {
+        use futures_util::StreamExt;
+        let mut stream = req.into_body().into_data_stream();
+        let drain = async {
+            let mut read = 0usize;
+            while read <= max_body.saturating_mul(DRAIN_FACTOR) {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len(),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(drain_for, drain).await;
+        tracing::info!(declared_bytes = len, limit_bytes = max_body, "refused a request body over the limit");
+        let mut refused = (dialect.refusal)(Refusal::BodyTooLarge);
+        refused.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+        return refused;
+    }
     let response = next.run(req).await;
     let is_json = response
         .headers()

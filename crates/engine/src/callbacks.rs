@@ -18,6 +18,9 @@ use crate::EngineError;
 pub struct CallbackEvent<'a> {
     pub event: &'a EventRow,
     pub currency: Option<&'a Currency>,
+    /// The other currency of the object's conversion, if any: what a deposit converts
+    /// to (`convert_to`), what a withdrawal with exchange was paid from (`source_currency`).
+    pub other: Option<&'a Currency>,
 }
 
 impl CallbackEvent<'_> {

@@ -90,11 +90,22 @@ pub struct DepositAddress {
     pub foreign_id: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The currency its deposits are converted to on arrival (absent: kept as received).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convert_to: Option<String>,
 }
 
 impl From<DepositAddressRow> for DepositAddress {
     fn from(r: DepositAddressRow) -> Self {
-        Self { id: r.id, address: r.address, currency: r.currency, label: r.label, foreign_id: r.foreign_id, created_at: format_ms(r.created_at_ms) }
+        Self {
+            id: r.id,
+            address: r.address,
+            currency: r.currency,
+            label: r.label,
+            foreign_id: r.foreign_id,
+            created_at: format_ms(r.created_at_ms),
+            convert_to: r.convert_to,
+        }
     }
 }
 
@@ -169,12 +180,14 @@ impl Engine {
         label: Option<String>,
         foreign_id: Option<String>,
     ) -> Result<DepositAddress, EngineError> {
-        self.create_deposit_address_from(merchant, currency, label, foreign_id, Origin::native()).await
+        self.create_deposit_address_from(merchant, currency, label, foreign_id, Origin::native(), None).await
     }
 
     /// As `create_deposit_address`, for an API dialect: the address's deposits are also
     /// reported in that dialect's callback format (to `origin.callback_url` when given,
-    /// which must pass the callback target checks).
+    /// which must pass the callback target checks). With `convert_to`, its deposits are
+    /// converted to that currency on arrival; a `foreign_id` keeps the conversion its
+    /// address was made with (asking for another is refused).
     pub async fn create_deposit_address_from(
         &self,
         merchant: MerchantId,
@@ -182,6 +195,7 @@ impl Engine {
         label: Option<String>,
         foreign_id: Option<String>,
         origin: Origin,
+        convert_to: Option<&str>,
     ) -> Result<DepositAddress, EngineError> {
         for (field, v) in [("label", &label), ("foreign_id", &foreign_id)] {
             if let Some(v) = v {
@@ -195,9 +209,23 @@ impl Engine {
         if !c.can_receive {
             return Err(EngineError::invalid("currency", format!("{currency} cannot receive deposits")));
         }
+        let convert_to = match convert_to {
+            Some(to) => {
+                self.check_deposit_conversion(c.code.as_str(), to)?;
+                Some(self.currencies.get(to)?.code.to_string())
+            }
+            None => None,
+        };
+        let same_conversion = |existing: DepositAddressRow| {
+            if existing.convert_to == convert_to {
+                return Ok(existing.into());
+            }
+            let has = existing.convert_to.as_deref().map_or("no conversion".to_string(), |to| format!("conversion to {to}"));
+            Err(EngineError::invalid("foreign_id", format!("the {currency} address of this foreign_id was made with {has}; use another foreign_id")))
+        };
         if let Some(f) = &foreign_id {
             if let Some(existing) = self.store.deposit_address_by_foreign_id(merchant, currency, f).await? {
-                return Ok(existing.into());
+                return same_conversion(existing);
             }
         }
         let callback_url = match &origin.callback_url {
@@ -218,6 +246,7 @@ impl Engine {
                 foreign_id: foreign_id.clone(),
                 origin: origin.dialect.clone(),
                 callback_url,
+                convert_to: convert_to.clone(),
             })
             .await;
         match row {
@@ -227,8 +256,8 @@ impl Engine {
                 .store
                 .deposit_address_by_foreign_id(merchant, currency, foreign_id.as_deref().unwrap_or_default())
                 .await?
-                .map(Into::into)
-                .ok_or_else(|| EngineError::Conflict("deposit address vanished".into())),
+                .map(same_conversion)
+                .ok_or_else(|| EngineError::Conflict("deposit address vanished".into()))?,
             Err(e) => Err(e.into()),
         }
     }

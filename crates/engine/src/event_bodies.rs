@@ -25,7 +25,11 @@ impl Engine {
             if !f.events().contains(&e.event_type.as_str()) {
                 return Err(EngineError::invalid("event", format!("{} has no {format} callback", e.event_type)));
             }
-            let body = f.render(&CallbackEvent { event: e, currency: currency.as_ref() })?;
+            let other = match d.get("convert_to").or(d.get("source_currency")).and_then(Value::as_str) {
+                Some(code) => Some(self.currencies.get(code)?.clone()),
+                None => None,
+            };
+            let body = f.render(&CallbackEvent { event: e, currency: currency.as_ref(), other: other.as_ref() })?;
             return Ok(Rendered { body, content_type: f.content_type() });
         }
         let amount = |key: &str| -> Result<String, EngineError> {

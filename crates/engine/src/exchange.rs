@@ -150,7 +150,7 @@ impl Engine {
     }
 
     /// Prices a conversion now: (conversion, customer rate, source).
-    fn price(&self, from: &Currency, to: &Currency, side: &Side) -> Result<(Conversion, Rate, &'static str), EngineError> {
+    pub(crate) fn price(&self, from: &Currency, to: &Currency, side: &Side) -> Result<(Conversion, Rate, &'static str), EngineError> {
         let rates = self.rates()?;
         let pair = Self::pair_of(rates, from, to)?.clone();
         let latest = rates.current(from.code.as_str(), to.code.as_str())?;
@@ -492,18 +492,73 @@ impl Engine {
     /// when `from` is its base, else what it takes (fee included) to receive that
     /// minimum of the base at the current rate.
     pub fn min_exchange_amount(&self, from: &str, to: &str) -> Result<String, EngineError> {
+        self.min_in_sending_currency(from, to, |p| p.min_base_units)
+    }
+
+    /// The least deposit of `from` converted to `to` on arrival, in `from` (smaller
+    /// ones are credited as received).
+    pub fn min_deposit_exchange_amount(&self, from: &str, to: &str) -> Result<String, EngineError> {
+        self.min_in_sending_currency(from, to, |p| p.min_base_units.max(p.min_deposit_base_units))
+    }
+
+    /// A pair's least amount (in its base currency, as `least` reads it) in the sending
+    /// currency `from`, at the current rate when that is the quote currency.
+    fn min_in_sending_currency(&self, from: &str, to: &str, least: impl Fn(&crate::rates::PairConfig) -> i128) -> Result<String, EngineError> {
         let (f, t) = self.exchange_currencies(from, to)?;
         let rates = self.rates()?;
         let pair = Self::pair_of(rates, &f, &t)?;
+        let min = least(pair);
         if pair.base == f.code.as_str() {
-            return Ok(f.amount(pair.min_base_units)?.to_string());
+            return Ok(f.amount(min)?.to_string());
         }
-        if pair.min_base_units == 0 {
+        if min == 0 {
             return Ok(kassa_core::Amount::zero(f.precision).to_string());
         }
         let rate = rates.current(f.code.as_str(), t.code.as_str())?.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
-        let c = from_receiver(pair.min_base_units, f.fees.exchange, rate, f.precision, t.precision).map_err(|e| EngineError::invalid("amount", e))?;
+        let c = from_receiver(min, f.fees.exchange, rate, f.precision, t.precision).map_err(|e| EngineError::invalid("amount", e))?;
         Ok(f.amount(c.sender_units)?.to_string())
+    }
+
+    /// Checks that deposits of `from` can be converted to `to` on arrival (an address
+    /// with conversion): both active, different, and an exchangeable pair.
+    pub fn check_deposit_conversion(&self, from: &str, to: &str) -> Result<(), EngineError> {
+        let (f, t) = self.exchange_currencies(from, to).map_err(|e| match e {
+            EngineError::Invalid { message, .. } => EngineError::invalid("convert_to", message),
+            e => e,
+        })?;
+        Self::pair_of(self.rates()?, &f, &t).map_err(|_| EngineError::invalid("convert_to", format!("{} → {} is not an exchangeable pair", f.code, t.code)))?;
+        Ok(())
+    }
+
+    /// How a deposit of `net_units` of `from` (its deposit fee taken) is converted to
+    /// `to` on arrival, now: at the current rate less spread, the exchange fee taken.
+    /// Credited as received (and why) when it is below the pair's least deposit
+    /// converted, or no fresh rate is known: a deposit is never held back for a rate.
+    pub(crate) fn deposit_conversion(&self, from: &Currency, to: &str, net_units: i128) -> kassa_store::CreditConversion {
+        use kassa_store::{CreditConversion, DepositConversion};
+        let priced = (|| {
+            let t = self.currencies.get(to)?.clone();
+            let rates = self.rates()?;
+            let pair = Self::pair_of(rates, from, &t)?.clone();
+            let (c, rate, _) = self.price(from, &t, &Side::Sender(from.amount(net_units)?.to_string()))?;
+            let base_units = if pair.base == from.code.as_str() { c.sender_units } else { c.receiver_units };
+            if base_units < pair.min_deposit_base_units {
+                let least = self.min_deposit_exchange_amount(from.code.as_str(), to)?;
+                return Err(EngineError::invalid("amount", format!("below the least deposit converted to {to}, {least} {}", from.code)));
+            }
+            Ok::<_, EngineError>(DepositConversion { currency: t.code.to_string(), units: c.receiver_units, fee_units: c.fee_units, rate: rate.to_string() })
+        })();
+        match priced {
+            Ok(c) => CreditConversion::Converted(c),
+            Err(e) => {
+                let why = match e {
+                    EngineError::Invalid { message, .. } => message,
+                    e => e.client_message(),
+                };
+                tracing::warn!(from = %from.code, to, net_units, reason = %why, "deposit credited without conversion");
+                CreditConversion::Unconverted(why)
+            }
+        }
     }
 
     /// How long a quote holds its price.

@@ -48,6 +48,9 @@ pub struct PairConfig {
     /// Least amount exchanged, in units of the base currency (for either direction,
     /// the base-currency side of the exchange).
     pub min_base_units: i128,
+    /// Least deposit converted on arrival (to an address with conversion), in units
+    /// of the base currency as `min_base_units`; a smaller one is credited as received.
+    pub min_deposit_base_units: i128,
 }
 
 #[derive(Clone, Debug)]

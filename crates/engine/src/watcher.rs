@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use kassa_chain::{Asset, ChainAdapter, Checkpoint, IncomingTransfer};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
-use kassa_core::{Amount, Currency};
-use kassa_store::{DepositRow, FoundDeposit};
+use kassa_core::{Amount, Currency, CurrencyCode};
+use kassa_store::{CreditConversion, DepositConversion, DepositRow, FoundDeposit};
 use tokio::sync::{watch, Notify};
 
 use crate::chains::ChainSettings;
@@ -374,15 +374,56 @@ impl Watcher {
             let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
             legs.push(Leg { from: to, to: fees, currency: code.clone(), units: fee });
         }
+        let conversion = match (&d.convert_to, d.fee_units) {
+            (None, _) => CreditConversion::None,
+            // Credited before (then reversed): converted as that first credit was.
+            (Some(_), Some(_)) => d.conversion.clone(),
+            (Some(_), None) if below_minimum => {
+                CreditConversion::Unconverted(format!("below the least deposit credited, {} {}", currency.min_receive, currency.code))
+            }
+            (Some(to), None) => self.engine.deposit_conversion(currency, to, d.amount_units - fee),
+        };
+        // Converted on arrival: the credit and the exchange are one ledger transaction.
+        if let CreditConversion::Converted(c) = &conversion {
+            legs.extend(self.exchange_legs(d, &code, c, false).await?);
+        }
         if d.amount_units > 0 {
             let memo = serde_json::json!({"type": "deposit", "deposit_id": d.id, "txid": d.txid, "vout": d.vout,
-                "below_minimum": below_minimum})
+                "below_minimum": below_minimum, "converted_to": d.convert_to})
             .to_string();
             ledger.submit(TxRequest { idempotency_key: format!("deposit:{}:credit:{k}", d.id), action: Action::Transfer(legs), memo }).await?;
         }
-        self.engine.store.mark_deposit_credited(d.id, k, confirmations, fee).await?;
+        self.engine.store.mark_deposit_credited(d.id, k, confirmations, fee, conversion).await?;
         tracing::info!(chain = %self.chain, deposit = d.id, txid = %d.txid, amount_units = d.amount_units, confirmations, "deposit credited");
         Ok(())
+    }
+
+    /// The legs of a deposit's conversion on arrival (its exchange fee to fees earned),
+    /// or with `reverse`, of taking it back.
+    async fn exchange_legs(&self, d: &DepositRow, code: &CurrencyCode, c: &DepositConversion, reverse: bool) -> Result<Vec<Leg>, EngineError> {
+        let ledger = &self.engine.ledger;
+        let merchant = MerchantId(d.merchant_id);
+        let to_code = self.engine.currencies.get(&c.currency)?.code.clone();
+        let m_from = ledger.account(&AccountKey::Merchant { merchant, currency: code.clone() }).await?;
+        let m_to = ledger.account(&AccountKey::Merchant { merchant, currency: to_code.clone() }).await?;
+        let house_from = ledger.account(&AccountKey::System { account: SystemAccount::ExchangeHouse, currency: code.clone() }).await?;
+        let house_to = ledger.account(&AccountKey::System { account: SystemAccount::ExchangeHouse, currency: to_code.clone() }).await?;
+        let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+        let sent = d.amount_units - d.fee_units.unwrap_or(0);
+        let mut legs = vec![
+            Leg { from: m_from, to: house_from, currency: code.clone(), units: sent - c.fee_units },
+            Leg { from: m_from, to: fees, currency: code.clone(), units: c.fee_units },
+            Leg { from: house_to, to: m_to, currency: to_code, units: c.units },
+        ];
+        if reverse {
+            // Taken back in the converted currency first: what the merchant holds of it.
+            legs.reverse();
+            for leg in &mut legs {
+                std::mem::swap(&mut leg.from, &mut leg.to);
+            }
+        }
+        legs.retain(|l| l.units > 0);
+        Ok(legs)
     }
 
     /// Takes back a credit whose block left the best chain. What the merchant no longer
@@ -408,6 +449,10 @@ impl Watcher {
         let key = format!("deposit:{}:reversal:{k}", d.id);
         let memo = serde_json::json!({"type": "deposit_reversal", "deposit_id": d.id, "txid": d.txid, "vout": d.vout}).to_string();
         let mut legs = Vec::new();
+        // A converted deposit is taken back in both currencies: the conversion first.
+        if let CreditConversion::Converted(c) = &d.conversion {
+            legs.extend(self.exchange_legs(d, &code, c, true).await?);
+        }
         if credited > 0 {
             legs.push(Leg { from: owner, to: hot, currency: code.clone(), units: credited });
         }
@@ -422,12 +467,13 @@ impl Watcher {
             if let Err(EngineError::Ledger(LedgerError::IdempotencyConflict { .. })) = first {
                 // Booked earlier in its split form.
             } else if let Err(EngineError::Ledger(LedgerError::InsufficientFunds { account, available, .. })) = first {
-                // The owner already spent some of it: take what is there, the rest from suspense.
-                let suspense = ledger.account(&AccountKey::System { account: SystemAccount::Suspense, currency: code.clone() }).await?;
+                // The owner already spent some of it (of a converted deposit: of the
+                // converted currency): take what is there, the rest from suspense.
                 let available = available.max(0);
                 let mut split = Vec::new();
                 for leg in legs {
                     if leg.from == account && leg.units > available {
+                        let suspense = ledger.account(&AccountKey::System { account: SystemAccount::Suspense, currency: leg.currency.clone() }).await?;
                         if available > 0 {
                             split.push(Leg { units: available, ..leg.clone() });
                         }

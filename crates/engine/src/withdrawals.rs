@@ -10,7 +10,7 @@ use kassa_chain::{ChainAdapter, Priority};
 use kassa_core::ledger::{AccountKey, Action, Leg, LedgerError, MerchantId, SystemAccount, TxRequest};
 use kassa_core::withdrawal::WithdrawalInput;
 use kassa_core::{Currency, SignPolicy};
-use kassa_store::{ClaimOutcome, IdempotencyRecord, NewWithdrawal, StoreError, WithdrawalQuery, WithdrawalRow};
+use kassa_store::{ClaimOutcome, IdempotencyRecord, NewWithdrawal, StoreError, WithdrawalQuery, WithdrawalRow, WithdrawalSource};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -38,6 +38,11 @@ pub struct WithdrawalRequest {
     pub origin: crate::notifications::Origin,
     /// The merchant's note, shown back with the withdrawal.
     pub description: Option<String>,
+    /// Paid from the merchant's balance in this currency (a withdrawal with exchange):
+    /// `amount` is in it, what that balance gives; it is converted to `currency` at the
+    /// current rate less spread and exchange fee, and the withdrawal fee is taken from
+    /// the converted amount. The exchange and the hold are one ledger transaction.
+    pub pay_from: Option<String>,
 }
 
 /// What became of a bulk payment that passed its checks.
@@ -85,6 +90,13 @@ pub struct Withdrawal {
     /// that takes one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A withdrawal with exchange (`pay_from`): the currency of the balance that paid it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_currency: Option<String>,
+    /// A withdrawal with exchange: what that balance gave, the exchange fee included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = crate::schemas::Amount)]
+    pub source_amount: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -119,6 +131,10 @@ fn request_hash(currency: &str, address: &str, units: i128, priority: Priority) 
 impl Engine {
     fn withdrawal_view(&self, w: WithdrawalRow) -> Result<Withdrawal, EngineError> {
         let c = self.currencies.get(&w.currency)?;
+        let source_amount = match &w.source {
+            Some(s) => Some(self.currencies.get(&s.currency)?.amount(s.units)?.to_string()),
+            None => None,
+        };
         Ok(Withdrawal {
             id: w.id,
             currency: w.currency.clone(),
@@ -132,6 +148,8 @@ impl Engine {
             confirmations: w.confirmations,
             failure: w.failure,
             description: w.description,
+            source_currency: w.source.map(|s| s.currency),
+            source_amount,
             created_at: format_ms(w.created_at_ms),
             updated_at: format_ms(w.updated_at_ms),
             created_at_ms: w.created_at_ms,
@@ -158,6 +176,12 @@ impl Engine {
     fn payment_checks(&self, currency: &Currency, adapter: &dyn ChainAdapter, address: &str, amount: &str) -> Result<(String, i128), EngineError> {
         let address = adapter.validate_address(address.trim()).map_err(|e| EngineError::invalid("address", e))?;
         let amount = currency.parse_amount(amount.trim(), SignPolicy::Positive)?;
+        Self::amount_limits(currency, amount)?;
+        Ok((address, amount.units()))
+    }
+
+    /// The currency's least and greatest withdrawal.
+    fn amount_limits(currency: &Currency, amount: kassa_core::Amount) -> Result<(), EngineError> {
         if amount < currency.min_withdrawal {
             return Err(EngineError::BelowMinimum(format!("the minimum withdrawal is {} {}", currency.min_withdrawal, currency.code)));
         }
@@ -166,7 +190,24 @@ impl Engine {
                 return Err(EngineError::AboveMaximum(format!("the maximum withdrawal is {max} {}", currency.code)));
             }
         }
-        Ok((address, amount.units()))
+        Ok(())
+    }
+
+    /// A withdrawal with exchange priced now: (amount sent, withdrawal fee, what the
+    /// source balance gives). The converted amount pays the withdrawal fee.
+    fn price_from(&self, currency: &Currency, from: &str, amount: &str) -> Result<(i128, i128, WithdrawalSource), EngineError> {
+        let src = self.currencies.active(from)?.clone();
+        if src.code == currency.code {
+            return Err(EngineError::invalid("convert_to", "must differ from the currency paid from"));
+        }
+        let (c, rate, _) = self.price(&src, currency, &crate::exchange::Side::Sender(amount.to_string()))?;
+        let fee = currency.fees.withdrawal.on(c.receiver_units)?.min(c.receiver_units);
+        let units = c.receiver_units - fee;
+        if units <= 0 {
+            return Err(EngineError::BelowMinimum(format!("{amount} {} does not cover the withdrawal fee", src.code)));
+        }
+        Self::amount_limits(currency, currency.amount(units)?)?;
+        Ok((units, fee, WithdrawalSource { currency: src.code.to_string(), units: c.sender_units, fee_units: c.fee_units, rate: rate.to_string() }))
     }
 
     /// A refused insert: the daily count reached, or another request's key.
@@ -202,13 +243,26 @@ impl Engine {
         }
         Self::check_description(&r.description)?;
         let (currency, chain_name, adapter) = self.withdrawal_checks(&r.currency).await?;
-        let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &r.address, &r.amount)?;
-        let hash = request_hash(&r.currency, &address, units, r.priority);
+        let (address, units, fee, source, hash) = match &r.pay_from {
+            None => {
+                let (address, units) = self.payment_checks(&currency, adapter.as_ref(), &r.address, &r.amount)?;
+                let hash = request_hash(&r.currency, &address, units, r.priority);
+                (address, units, currency.fees.withdrawal.on(units)?, None, hash)
+            }
+            Some(from) => {
+                let address = adapter.validate_address(r.address.trim()).map_err(|e| EngineError::invalid("address", e))?;
+                let src = self.currencies.active(from)?;
+                // What is asked (not what the rate makes of it): a repeat replays.
+                let asked = src.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
+                let hash = request_hash(&format!("{}<-{}:{}", r.currency, src.code, asked.units()), &address, 0, r.priority);
+                let (units, fee, source) = self.price_from(&currency, from, r.amount.trim())?;
+                (address, units, fee, Some(source), hash)
+            }
+        };
         let callback_url = match &r.origin.callback_url {
             Some(url) => Some(self.check_callback_url(url).await?),
             None => None,
         };
-        let fee = currency.fees.withdrawal.on(units)?;
         let new = NewWithdrawal {
             merchant: r.merchant,
             currency: currency.code.to_string(),
@@ -223,6 +277,7 @@ impl Engine {
             callback_url,
             description: r.description.clone(),
             daily_limit: currency.max_withdrawals_per_day.map(i64::from),
+            source,
         };
         // A repeat is answered from the stored withdrawal once its hold has settled;
         // one whose first arrival was refused (and removed) runs as new.
@@ -387,6 +442,7 @@ impl Engine {
                     callback_url,
                     description: payments[i].description.clone(),
                     daily_limit: currency.max_withdrawals_per_day.map(i64::from),
+                    source: None,
                 };
                 let id = match self.store.insert_withdrawal(&new).await {
                     Ok(id) => id,
@@ -472,18 +528,42 @@ impl Engine {
 
     /// Posts the hold of amount + fee (idempotent by the withdrawal's id); returns the
     /// ledger transaction.
+    /// A withdrawal with exchange holds the source currency instead: merchant → exchange
+    /// house (its exchange fee to fees earned) in it, exchange house → hot wallet (and
+    /// the withdrawal fee) in the currency sent, all in the one hold, so a void returns
+    /// the source currency.
     async fn hold(&self, w: &WithdrawalRow, currency: &Currency) -> Result<i64, EngineError> {
         let code = currency.code.clone();
-        let merchant = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(w.merchant_id), currency: code.clone() }).await?;
-        let hot = self.ledger.account(&AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
-        let mut legs = vec![Leg { from: merchant, to: hot, currency: code.clone(), units: w.amount_units }];
-        if w.fee_units > 0 {
-            let fees = self.ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
-            legs.push(Leg { from: merchant, to: fees, currency: code, units: w.fee_units });
+        let account = |key: AccountKey| async move { self.ledger.account(&key).await };
+        let merchant = MerchantId(w.merchant_id);
+        let hot = account(AccountKey::System { account: SystemAccount::HotWallet, currency: code.clone() }).await?;
+        let fees = account(AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+        let payer = match &w.source {
+            None => account(AccountKey::Merchant { merchant, currency: code.clone() }).await?,
+            Some(_) => account(AccountKey::System { account: SystemAccount::ExchangeHouse, currency: code.clone() }).await?,
+        };
+        let mut legs = vec![Leg { from: payer, to: hot, currency: code.clone(), units: w.amount_units }, Leg {
+            from: payer,
+            to: fees,
+            currency: code.clone(),
+            units: w.fee_units,
+        }];
+        let mut refused_in = currency.clone();
+        if let Some(s) = &w.source {
+            let src = self.currencies.get(&s.currency)?.clone();
+            let from = account(AccountKey::Merchant { merchant, currency: src.code.clone() }).await?;
+            let house = account(AccountKey::System { account: SystemAccount::ExchangeHouse, currency: src.code.clone() }).await?;
+            let src_fees = account(AccountKey::System { account: SystemAccount::FeesEarned, currency: src.code.clone() }).await?;
+            legs.push(Leg { from, to: house, currency: src.code.clone(), units: s.units - s.fee_units });
+            legs.push(Leg { from, to: src_fees, currency: src.code.clone(), units: s.fee_units });
+            refused_in = src;
         }
-        let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address}).to_string();
+        legs.retain(|l| l.units > 0);
+        let memo = serde_json::json!({"type": "withdrawal", "withdrawal_id": w.id, "address": w.address,
+            "exchange_rate": w.source.as_ref().map(|s| s.rate.clone())})
+        .to_string();
         let request = TxRequest { idempotency_key: format!("withdrawal:{}:hold", w.id), action: Action::Hold(legs), memo };
-        Ok(self.ledger.submit(request).await.map_err(|e| e.in_currency(currency))?.tx_id.0)
+        Ok(self.ledger.submit(request).await.map_err(|e| e.in_currency(&refused_in))?.tx_id.0)
     }
 
     /// A merchant's withdrawal by its idempotency key.

@@ -343,6 +343,7 @@ async fn deposit(store: &Store, merchant: MerchantId) -> anyhow::Result<i64> {
             foreign_id: None,
             origin: "westwallet".into(),
             callback_url: None,
+            convert_to: None,
         })
         .await?;
     let found = FoundDeposit {

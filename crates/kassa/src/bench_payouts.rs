@@ -80,6 +80,7 @@ pub async fn run(args: PayoutsBench) -> anyhow::Result<ExitCode> {
                 idempotency_key: format!("bench-{i}"),
                 origin: kassa_engine::notifications::Origin::native(),
                 description: None,
+                pay_from: None,
             })
             .await?;
     }

@@ -160,6 +160,9 @@ pub struct PairConfig {
     /// Least amount exchanged, in the base currency.
     #[serde(default)]
     pub min_amount: Option<String>,
+    /// Least deposit converted on arrival, in the base currency (default: `min_amount`).
+    #[serde(default)]
+    pub min_amount_deposit_with_exchange: Option<String>,
 }
 
 fn default_rate_max_age() -> u64 {
@@ -809,10 +812,17 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
             Some(t) => base_c.parse_amount(t, kassa_core::SignPolicy::NonNegative).map_err(|e| anyhow!("{key}.min_amount: {e}"))?.units(),
             None => 0,
         };
+        let min_deposit = match &p.min_amount_deposit_with_exchange {
+            Some(t) => base_c
+                .parse_amount(t, kassa_core::SignPolicy::NonNegative)
+                .map_err(|e| anyhow!("{key}.min_amount_deposit_with_exchange: {e}"))?
+                .units(),
+            None => min,
+        };
         if r.pairs.contains_key(&format!("{quote}/{base}")) {
             bail!("{key}: {quote}/{base} is configured too; a pair is exchanged both ways, configure it once");
         }
-        pairs.push(Pair { base: base.into(), quote: quote.into(), spread_e6: spread, min_base_units: min });
+        pairs.push(Pair { base: base.into(), quote: quote.into(), spread_e6: spread, min_base_units: min, min_deposit_base_units: min_deposit });
     }
     if r.sources.is_empty() {
         bail!("rates.sources: list at least one source (kraken, coinbase, binance, fixed) for the configured pairs");

@@ -301,6 +301,8 @@ async fn openapi_document_matches_the_routes() {
                 "confirmations": int,
                 "failure": text_or_null,
                 "description": {"type": ["string", "null"], "description": "The description given with the request (withdrawals made through a dialect\nthat takes one)."},
+                "source_currency": {"type": ["string", "null"], "description": "A withdrawal with exchange (`pay_from`): the currency of the balance that paid it."},
+                "source_amount": amount("A withdrawal with exchange: what that balance gave, the exchange fee included."),
                 "created_at": time,
                 "updated_at": time,
             }

@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("15 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("16 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -178,6 +178,10 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("[notifications.retry_schedule_secs]\nsoap = [1]", "notifications.retry_schedule_secs.soap"),
         ("[rates]\nsources = [\"fixed\"]\n[rates.pairs.\"EUR/XYZ\"]", "rates.pairs.\"EUR/XYZ\": XYZ is not a configured currency"),
         ("[rates]\nsources = [\"oracle\"]\n[rates.pairs.\"EUR/USD\"]", "rates.sources: \"oracle\""),
+        (
+            "[rates]\nsources = [\"fixed\"]\n[rates.pairs.\"EUR/USD\"]\nmin_amount_deposit_with_exchange = \"-1\"",
+            "rates.pairs.\"EUR/USD\".min_amount_deposit_with_exchange",
+        ),
         ("[rates]\nsources = [\"fixed\"]\n[rates.fixed]\n\"EUR/USD\" = \"1,1\"\n[rates.pairs.\"EUR/USD\"]", "rates.fixed.\"EUR/USD\""),
         ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[westwallet]\ncurrencies = [\"XYZ\"]", "westwallet.currencies: XYZ is not a configured currency"),
         ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[westwallet]\ncurrencies = [\"EUR\"]", "westwallet.currencies: EUR is not carried by a configured chain"),

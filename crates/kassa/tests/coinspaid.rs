@@ -186,13 +186,26 @@ async fn app_with_rates(backend: Backend) -> TestApp {
 }
 
 async fn app_with_rates_and(backend: Backend, options: kassa_api::HttpOptions) -> TestApp {
+    let mut t = kassa_testkit::TestEngine::new(backend).await;
+    add_rates(&mut t, "USD", 1_000_000).await;
+    TestApp::serve(t, options).await
+}
+
+/// One pair, LTC/`quote` at a fixed 100 with a 1 % spread, a least exchange of 0.01
+/// LTC and a least deposit converted of `min_deposit_base_units`.
+async fn add_rates(t: &mut kassa_testkit::TestEngine, quote: &str, min_deposit_base_units: i128) {
     use kassa_core::rates::Rate;
     use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
-    let mut t = kassa_testkit::TestEngine::new(backend).await;
     let rates = Rates::new(
         RatesOptions {
-            sources: vec![Source::Fixed { rates: [("LTC/USD".to_string(), Rate::parse("100").unwrap())].into() }],
-            pairs: vec![PairConfig { base: "LTC".into(), quote: "USD".into(), spread_e6: 1_000_000, min_base_units: 1_000_000 }],
+            sources: vec![Source::Fixed { rates: [(format!("LTC/{quote}"), Rate::parse("100").unwrap())].into() }],
+            pairs: vec![PairConfig {
+                base: "LTC".into(),
+                quote: quote.into(),
+                spread_e6: 1_000_000,
+                min_base_units: 1_000_000,
+                min_deposit_base_units,
+            }],
             ..RatesOptions::default()
         },
         t.engine.clock().clone(),
@@ -200,14 +213,13 @@ async fn app_with_rates_and(backend: Backend, options: kassa_api::HttpOptions) -
     .unwrap();
     rates.refresh().await;
     t.engine = t.engine.clone().with_rates(rates);
-    TestApp::serve(t, options).await
 }
 
 async fn pairs_rates_and_quotes(backend: Backend) {
     let app = app_with_rates(backend).await;
     let (_, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
     let ltc_usd = json!({
-        "currency_from": {"currency": "LTC", "type": "crypto", "min_amount": "0.01000000"},
+        "currency_from": {"currency": "LTC", "type": "crypto", "min_amount": "0.01000000", "min_amount_deposit_with_exchange": "0.01000000"},
         "currency_to": {"currency": "USD", "type": "fiat"},
         "rate_from": "1",
         "rate_to": "99.0",
@@ -394,6 +406,38 @@ async fn calculate_is_limited_per_ip(backend: Backend) {
 }
 both_backends!(calculate_limit, calculate_is_limited_per_ip);
 
+/// A merchant on a real litecoind whose CoinsPaid-style callbacks (v1 to `/cp1`, v2 to
+/// `/cp2`) reach a local receiver, retried after a second; with `rates`, one LTC pair
+/// (see `add_rates`). The watcher has taken its first look.
+struct CallbackWorld {
+    app: TestApp,
+    node: kassa_testkit::litecoin::LitecoinNode,
+    m: kassa_core::ledger::MerchantId,
+    k: Key,
+    receiver: kassa_testkit::receiver::Receiver,
+    notifier: std::sync::Arc<kassa_engine::notifier::Notifier>,
+    watcher: kassa_engine::watcher::Watcher,
+}
+
+async fn callback_world(backend: Backend, settings: ChainSettings, rates: Option<(&str, i128)>, scopes: &[Scope]) -> CallbackWorld {
+    use kassa_engine::notifier::{Notifier, NotifierOptions};
+    let ChainWorld { mut t, node } = ChainWorld::new(backend, settings).await;
+    t.engine = t.engine.clone().with_target_policy(kassa_engine::webhooks::TargetPolicy::development());
+    if let Some((quote, min_deposit)) = rates {
+        add_rates(&mut t, quote, min_deposit).await;
+    }
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", scopes).await;
+    let receiver = kassa_testkit::receiver::Receiver::start().await;
+    app.t.engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
+    app.t.engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
+    let schedule = kassa_api::dialects::callback_formats().names().into_iter().map(|f| (f.to_string(), vec![1])).collect();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: schedule, jitter_percent: 0, ..Default::default() }).unwrap();
+    let mut watcher = kassa_engine::watcher::Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
+    watcher.cycle().await.unwrap();
+    CallbackWorld { app, node, m, k, receiver, notifier, watcher }
+}
+
 /// The merchant's withdrawals, as the engine lists them.
 async fn withdrawals_of(app: &TestApp, m: kassa_core::ledger::MerchantId) -> Vec<kassa_engine::withdrawals::Withdrawal> {
     app.t.engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 100, ..Default::default() }).await.unwrap()
@@ -401,9 +445,14 @@ async fn withdrawals_of(app: &TestApp, m: kassa_core::ledger::MerchantId) -> Vec
 
 /// The merchant's available LTC, as `accounts/list` shows it.
 async fn ltc_balance(app: &TestApp, k: &Key) -> String {
+    balance(app, k, "LTC").await
+}
+
+/// The merchant's available balance of `currency`, as `accounts/list` shows it.
+async fn balance(app: &TestApp, k: &Key, currency: &str) -> String {
     let (_, list) = call(app, k, "/api/v2/accounts/list", "").await;
-    let ltc = list["data"].as_array().unwrap().iter().find(|a| a["currency"] == "LTC").cloned().unwrap();
-    ltc["balance"].as_str().unwrap().to_string()
+    let row = list["data"].as_array().unwrap().iter().find(|a| a["currency"] == currency).cloned().unwrap();
+    row["balance"].as_str().unwrap().to_string()
 }
 
 // withdrawal/crypto (v2) and withdrawal/make (v1) on a real litecoind: a real deposit
@@ -412,18 +461,8 @@ async fn ltc_balance(app: &TestApp, k: &Key) -> String {
 // arrive on-chain exactly; the callbacks (v2 for the v2 address and withdrawal, v1 for
 // the v1 withdrawal) are the spec's bodies, signed (HMAC-SHA512 checked here).
 async fn withdrawals_on_regtest(backend: Backend) {
-    use kassa_engine::notifier::{Notifier, NotifierOptions};
-    let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
-    t.engine = t.engine.clone().with_target_policy(kassa_engine::webhooks::TargetPolicy::development());
-    let app = TestApp::serve(t, Default::default()).await;
-    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Receive, Scope::Withdraw]).await;
-    let receiver = kassa_testkit::receiver::Receiver::start().await;
-    app.t.engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
-    app.t.engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
-    let schedule = kassa_api::dialects::callback_formats().names().into_iter().map(|f| (f.to_string(), vec![1])).collect();
-    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: schedule, jitter_percent: 0, ..Default::default() }).unwrap();
-    let mut watcher = kassa_engine::watcher::Watcher::new(app.t.engine.clone(), "litecoin").unwrap();
-    watcher.cycle().await.unwrap();
+    let scopes = [Scope::Read, Scope::Receive, Scope::Withdraw];
+    let CallbackWorld { app, node, m, k, receiver, notifier, mut watcher } = callback_world(backend, ChainSettings::default(), None, &scopes).await;
     let broadcaster = kassa_engine::broadcaster::Broadcaster::new(app.t.engine.clone(), "litecoin", std::time::Duration::ZERO).unwrap();
 
     // A real deposit of 2 LTC to a v2 address.
@@ -521,8 +560,9 @@ async fn withdrawals_on_regtest(backend: Backend) {
         let (status, b2) = call(&app, &k, "/api/v2/withdrawal/crypto", &body).await;
         assert_eq!((status, &b2["errors"]), (400, &b["errors"]), "{body}");
     }
-    let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", &good(json!({"convert_to": "BTC"}))).await;
-    assert_eq!((status, b["errors"]["convert_to"].as_str()), (400, Some("conversion on withdrawal is not available on this server yet")));
+    // convert_to a currency this server cannot send: refused, about convert_to.
+    let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", &good(json!({"currency": "LTC", "convert_to": "BTC"}))).await;
+    assert_eq!((status, b["errors"]["convert_to"].is_string()), (400, true), "{b}");
     let (status, b) = call(&app, &k, "/api/v2/withdrawal/crypto", r#"{"foreign_id":"w-bad","amount":"0.1","#).await;
     assert_eq!(status, 400, "malformed JSON: {b}");
     assert_errors_shape(&b);
@@ -640,3 +680,386 @@ async fn concurrent_withdrawals(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(withdrawal_races, concurrent_withdrawals);
+
+// Deposits with exchange on a real litecoind (LTC/EUR at 100, 1 % spread: 99 EUR per
+// LTC; at least 0.5 LTC converted): 2 LTC to a convert_to address arrive as 198.00 EUR
+// in one ledger transaction; 0.3 LTC is credited as LTC and reported as a plain deposit;
+// reorged out after the merchant spent some EUR, the credit is taken back in both
+// currencies (the EUR it no longer holds from suspense); re-mined, it converts as it
+// first did. The v2 callbacks are the spec's deposit_exchange bodies.
+async fn deposits_with_exchange(backend: Backend) {
+    use kassa_core::ledger::SystemAccount;
+    let settings = ChainSettings { max_reorg_depth: 6, ..ChainSettings::default() };
+    let scopes = [Scope::Read, Scope::Receive, Scope::Exchange];
+    let CallbackWorld { app, node, m, k, receiver, notifier, mut watcher } = callback_world(backend, settings, Some(("EUR", 50_000_000)), &scopes).await;
+
+    // The pair shows its least deposit converted; the address shows its conversion.
+    let (_, pairs) = call(&app, &k, "/api/v2/currencies/pairs", r#"{"currency_from":"LTC"}"#).await;
+    assert_eq!(pairs["data"][0]["currency_from"]["min_amount_deposit_with_exchange"], "0.50000000", "{pairs}");
+    let (status, taken) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","convert_to":"EUR","foreign_id":"eur-user"}"#).await;
+    assert_eq!(status, 201, "{taken}");
+    let a = taken["data"].clone();
+    assert_eq!(a["convert_to"], "EUR");
+    let address = a["address"].as_str().unwrap().to_string();
+    // Again: the same address; the same foreign_id with another conversion is refused,
+    // and so are conversions that cannot be made.
+    assert_eq!(call(&app, &k, "/api/v2/addresses/take", r#"{"foreign_id":"eur-user","currency":"LTC","convert_to":"EUR"}"#).await, (201, taken.clone()));
+    for (body, field) in [
+        (r#"{"foreign_id":"eur-user","currency":"LTC"}"#, "foreign_id"),
+        (r#"{"foreign_id":"u2","currency":"LTC","convert_to":"USD"}"#, "convert_to"),
+        (r#"{"foreign_id":"u2","currency":"LTC","convert_to":"LTC"}"#, "convert_to"),
+        (r#"{"foreign_id":"u2","currency":"LTC","convert_to":"XYZ"}"#, "convert_to"),
+    ] {
+        let (status, b) = call(&app, &k, "/api/v2/addresses/take", body).await;
+        assert_eq!(status, 400, "{body}: {b}");
+        assert!(b["errors"][field].is_string(), "{body}: {b}");
+    }
+
+    // Kassa's own API offers the same conversion.
+    let token = app.t.engine.create_key(m, "native", vec![Scope::Receive], vec![], "native").await.unwrap().token.unwrap();
+    let (status, native) = app.post("/kassa/v1/addresses", &token, json!({"currency": "LTC", "convert_to": "EUR"})).await;
+    assert_eq!((status, native["convert_to"].as_str()), (201, Some("EUR")), "{native}");
+    let (status, plain) = app.post("/kassa/v1/addresses", &token, json!({"currency": "LTC"})).await;
+    assert_eq!((status, plain.get("convert_to")), (201, None), "{plain}");
+    let (status, refused) = app.post("/kassa/v1/addresses", &token, json!({"currency": "LTC", "convert_to": "USD"})).await;
+    assert_eq!((status, refused["error"]["message"].as_str()), (400, Some("invalid convert_to: LTC → USD is not an exchangeable pair")), "{refused}");
+
+    // 2 LTC: credited and converted in one ledger transaction; 0.3 LTC: below the least
+    // converted, credited as LTC. (Both paid from coins that stay mature through the
+    // reorg below, so the node takes both back into its mempool.)
+    let tx = node.pay(&address, "2").await;
+    let small = node.pay(&address, "0.3").await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(balance(&app, &k, "EUR").await, "0.00", "seen, not credited");
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!((balance(&app, &k, "LTC").await, balance(&app, &k, "EUR").await), ("0.30000000".into(), "198.00".into()));
+    app.t.assert_books_balance().await;
+
+    for _ in 0..4 {
+        notifier.run_once().await.unwrap();
+    }
+    let bodies: Vec<Value> = receiver.requests_to("/cp2").iter().map(|r| r.json()).collect();
+    let find = |txid: &str, status: &str| bodies.iter().find(|b| b["transactions"][0]["txid"] == txid && b["status"] == status).cloned();
+    let confirmed = find(&tx, "confirmed").expect("the converted deposit confirmed");
+    let id = confirmed["id"].clone();
+    let crypto_address = json!({"id": a["id"], "currency": "LTC", "convert_to": "EUR", "address": address, "tag": null, "foreign_id": "eur-user"});
+    assert_eq!(
+        confirmed,
+        json!({"id": id, "foreign_id": "eur-user", "type": "deposit_exchange", "crypto_address": crypto_address,
+            "currency_sent": {"currency": "LTC", "amount": "2.00000000"},
+            "currency_received": {"currency": "EUR", "amount": "198.00", "amount_minus_fee": "198.00"},
+            "transactions": [
+                {"id": id, "currency": "LTC", "transaction_type": "blockchain", "type": "deposit", "address": address, "tag": null,
+                    "amount": "2.00000000", "txid": tx, "confirmations": "3"},
+                {"id": id, "currency": "LTC", "currency_to": "EUR", "transaction_type": "exchange", "type": "exchange", "address": address,
+                    "tag": null, "amount": "2.00000000", "amount_to": "198.00", "txid": "", "confirmations": "3"}],
+            "fees": [{"type": "deposit", "currency": "LTC", "amount": "0.00000000"}, {"type": "exchange", "currency": "LTC", "amount": "0.00000000"}],
+            "error": "", "status": "confirmed"})
+    );
+    // Seen before it was credited: a deposit_exchange that has received nothing yet.
+    let seen = find(&tx, "not_confirmed").expect("seen");
+    assert_eq!((seen["type"].as_str(), &seen["currency_received"]), (Some("deposit_exchange"), &json!({"currency": "EUR", "amount": "0.00", "amount_minus_fee": "0.00"})));
+    // The small one: a plain deposit, received in LTC, its address still converting.
+    let plain = find(&small, "confirmed").expect("the small deposit confirmed");
+    assert_eq!((plain["type"].as_str(), &plain["crypto_address"]["convert_to"]), (Some("deposit"), &json!("EUR")));
+    assert_eq!(plain["currency_received"], json!({"currency": "LTC", "amount": "0.30000000", "amount_minus_fee": "0.30000000"}));
+    assert_eq!(plain["fees"].as_array().unwrap().len(), 1);
+
+    // The merchant spends 100 EUR; then both deposits' blocks are reorged out.
+    let (status, x) = call(&app, &k, "/api/v2/exchange/now", r#"{"sender_currency":"EUR","receiver_currency":"LTC","sender_amount":"100","foreign_id":"spend"}"#).await;
+    assert_eq!(status, 201, "{x}");
+    let bought = x["data"]["receiver_amount"].as_str().unwrap().to_string();
+    assert_eq!(balance(&app, &k, "EUR").await, "98.00");
+    let suspense_eur = app.t.system_account(SystemAccount::Suspense, "EUR").await;
+    node.reorg(3).await;
+    watcher.cycle().await.unwrap();
+    // Taken back: 98 EUR from the merchant, the 100 it spent from suspense; the LTC it
+    // bought stays, the 0.3 LTC goes.
+    assert_eq!((balance(&app, &k, "LTC").await, balance(&app, &k, "EUR").await), (bought.clone(), "0.00".into()));
+    assert_eq!(app.t.balance(suspense_eur).await.0, -10_000);
+    app.t.assert_books_balance().await;
+    for _ in 0..4 {
+        notifier.run_once().await.unwrap();
+    }
+    let cancelled: Vec<Value> = receiver.requests_to("/cp2").iter().map(|r| r.json()).filter(|b| b["status"] == "cancelled").collect();
+    let reversed = cancelled.iter().find(|b| b["transactions"][0]["txid"] == tx).expect("the converted deposit reported cancelled");
+    assert_eq!((reversed["type"].as_str(), &reversed["currency_received"]["amount"]), (Some("deposit_exchange"), &json!("198.00")));
+
+    // Re-mined: converted exactly as the first credit was.
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    let ltc_after = kassa_core::Amount::parse(&bought, 8, kassa_core::SignPolicy::NonNegative).unwrap().checked_add(kassa_core::Amount::parse("0.3", 8, kassa_core::SignPolicy::NonNegative).unwrap()).unwrap();
+    assert_eq!((balance(&app, &k, "LTC").await, balance(&app, &k, "EUR").await), (ltc_after.to_string(), "198.00".into()));
+    app.t.assert_books_balance().await;
+}
+both_backends!(deposit_exchange, deposits_with_exchange);
+
+// Withdrawal with exchange on a real litecoind (EUR → LTC at 1/100 less 1 %: 0.0099
+// LTC per EUR): 100 EUR are debited, the exchange and the hold are one ledger
+// transaction, the address receives 0.99 LTC less the withdrawal fee, on-chain and
+// exact; the answer and the callback show sender_ (EUR) and receiver_ (LTC) amounts. A
+// payout the node refuses for good returns the EUR, not LTC.
+async fn withdrawals_with_exchange(backend: Backend) {
+    let scopes = [Scope::Read, Scope::Receive, Scope::Withdraw];
+    let CallbackWorld { app, node, m, k, receiver, notifier, mut watcher } = callback_world(backend, ChainSettings::default(), Some(("EUR", 0)), &scopes).await;
+    let broadcaster = kassa_engine::broadcaster::Broadcaster::new(app.t.engine.clone(), "litecoin", std::time::Duration::ZERO).unwrap();
+    // The hot wallet gets real coins from another merchant's deposit; this one holds EUR.
+    let other = app.t.merchant("other").await;
+    let funding = app.t.engine.create_deposit_address(other, "LTC", None, None).await.unwrap();
+    node.pay(&funding.address, "3").await;
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    app.t.fund(m, "EUR", "500").await;
+
+    let dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let body = format!(r#"{{"foreign_id":"wx-1","amount":"100","currency":"EUR","convert_to":"LTC","address":"{dest}"}}"#);
+    let (status, w) = call(&app, &k, "/api/v2/withdrawal/crypto", &body).await;
+    assert_eq!(status, 201, "{w}");
+    let id = w["data"]["id"].as_i64().unwrap();
+    // 0.99 LTC, less the withdrawal fee 0.0001 + 0.5 % = 0.00505 LTC.
+    assert_eq!(
+        w,
+        json!({"data": {"id": id, "foreign_id": "wx-1", "type": "withdrawal_exchange", "status": "processing", "amount": "100.00",
+            "sender_amount": "100.00", "sender_currency": "EUR", "receiver_amount": "0.98495000", "receiver_currency": "LTC"}})
+    );
+    assert_eq!((balance(&app, &k, "EUR").await, balance(&app, &k, "LTC").await), ("400.00".into(), "0.00000000".into()));
+    // A repeat is a duplicate; refusals name their field; nothing more is held.
+    assert_eq!(call(&app, &k, "/api/v2/withdrawal/crypto", &body).await.0, 400);
+    for (extra, field) in [
+        (r#""amount":"1000""#, "amount"),
+        (r#""amount":"1.001""#, "amount"),
+        (r#""amount":"0.01""#, "amount"),
+        (r#""convert_to":"USD""#, "convert_to"),
+        (r#""convert_to":"EUR""#, "convert_to"),
+        (r#""address":"not-an-address""#, "address"),
+    ] {
+        let mut b: Value = serde_json::from_str(&body).unwrap();
+        let patch: Value = serde_json::from_str(&format!("{{{extra}}}")).unwrap();
+        for (key, v) in patch.as_object().unwrap() {
+            b[key] = v.clone();
+        }
+        b["foreign_id"] = json!("wx-bad");
+        let (status, r) = call(&app, &k, "/api/v2/withdrawal/crypto", &b.to_string()).await;
+        assert_eq!(status, 400, "{extra}: {r}");
+        assert!(r["errors"][field].is_string(), "{extra}: {r}");
+    }
+    assert_eq!(balance(&app, &k, "EUR").await, "400.00");
+    app.t.assert_books_balance().await;
+
+    // Paid on-chain, exactly; the callback is a withdrawal_exchange.
+    broadcaster.cycle().await.unwrap();
+    node.mine(3).await;
+    assert_eq!(broadcaster.cycle().await.unwrap().confirmed, 1);
+    assert_eq!(node.miner_rpc("getreceivedbyaddress", json!([dest, 3])).await.to_string(), "0.98495000");
+    let txid = app.t.engine.withdrawal(m, id).await.unwrap().txid.unwrap();
+    for _ in 0..4 {
+        notifier.run_once().await.unwrap();
+    }
+    let confirmed = receiver.requests_to("/cp2").iter().map(|r| r.json()).find(|b| b["status"] == "confirmed" && b["id"] == id).expect("confirmed");
+    assert_eq!(
+        confirmed,
+        json!({"id": id, "foreign_id": "wx-1", "type": "withdrawal_exchange",
+            "crypto_address": {"id": null, "currency": "LTC", "convert_to": null, "address": dest, "tag": null, "foreign_id": null},
+            "currency_sent": {"currency": "EUR", "amount": "100.00"},
+            "currency_received": {"currency": "LTC", "amount": "0.98495000"},
+            "transactions": [
+                {"id": id, "currency": "LTC", "transaction_type": "blockchain", "type": "withdrawal", "address": dest, "tag": null,
+                    "amount": "0.98495000", "txid": txid, "confirmations": "3"},
+                {"id": id, "currency": "EUR", "currency_to": "LTC", "transaction_type": "exchange", "type": "exchange", "address": dest,
+                    "tag": null, "amount": "100.00", "amount_to": "0.99000000", "txid": "", "confirmations": "3"}],
+            "fees": [{"type": "withdrawal", "currency": "LTC", "amount": "0.00505000"}, {"type": "exchange", "currency": "EUR", "amount": "0.00"}],
+            "error": "", "status": "confirmed"})
+    );
+    app.t.assert_books_balance().await;
+
+    // A payout the node refuses for good (a dust amount: this engine's LTC has no least
+    // withdrawal and no fee, and 1 EUR buys 0.00000099 LTC) fails, and the EUR returns.
+    let mut engine = app.t.engine.clone();
+    let raw: std::collections::BTreeMap<String, kassa_core::currency::CurrencyConfig> = toml::from_str(
+        &kassa_testkit::TEST_CURRENCIES.replace("min_withdrawal = \"0.001\"", "min_withdrawal = \"0\"").replace("fees.withdrawal = { fixed = \"0.0001\", percent = \"0.5\" }", ""),
+    )
+    .unwrap();
+    engine.currencies = std::sync::Arc::new(kassa_engine::currencies::Currencies::new(kassa_core::currency::validate_currencies(&raw).unwrap()));
+    let rates = {
+        use kassa_core::rates::Rate;
+        use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
+        let rates = Rates::new(
+            RatesOptions {
+                sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), Rate::parse("1000000").unwrap())].into() }],
+                pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 1_000_000, min_base_units: 0, min_deposit_base_units: 0 }],
+                ..RatesOptions::default()
+            },
+            engine.clock().clone(),
+        )
+        .unwrap();
+        rates.refresh().await;
+        rates
+    };
+    let engine = engine.with_rates(rates);
+    let dust_dest = node.miner_rpc("getnewaddress", json!([])).await.as_str().unwrap().to_string();
+    let dust = engine
+        .request_withdrawal(kassa_engine::withdrawals::WithdrawalRequest {
+            merchant: m,
+            currency: "LTC".into(),
+            address: dust_dest,
+            amount: "1".into(),
+            priority: kassa_chain::Priority::High,
+            idempotency_key: "wx-dust".into(),
+            origin: kassa_engine::notifications::Origin { dialect: "coinspaid_v2".into(), callback_url: None },
+            description: None,
+            pay_from: Some("EUR".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!((dust.amount.as_str(), dust.source_amount.as_deref()), ("0.00000099", Some("1.00")));
+    assert_eq!(balance(&app, &k, "EUR").await, "399.00");
+    kassa_engine::broadcaster::Broadcaster::new(engine.clone(), "litecoin", std::time::Duration::ZERO).unwrap().cycle().await.unwrap();
+    let failed = app.t.engine.withdrawal(m, dust.id).await.unwrap();
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    assert_eq!((balance(&app, &k, "EUR").await, balance(&app, &k, "LTC").await), ("400.00".into(), "0.00000000".into()), "the EUR came back");
+    for _ in 0..4 {
+        notifier.run_once().await.unwrap();
+    }
+    let cancelled = receiver.requests_to("/cp2").iter().map(|r| r.json()).find(|b| b["id"] == dust.id).expect("reported");
+    assert_eq!((cancelled["type"].as_str(), cancelled["status"].as_str()), (Some("withdrawal_exchange"), Some("cancelled")));
+    assert_eq!(cancelled["currency_sent"], json!({"currency": "EUR", "amount": "1.00"}));
+    app.t.assert_books_balance().await;
+}
+both_backends!(withdrawal_exchange, withdrawals_with_exchange);
+
+/// POSTs `body` to `path` with the given headers only (no signing); (status, JSON body).
+async fn raw_call(app: &TestApp, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
+    let mut req = app.client.post(app.url(path)).body(body);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON ({status}): {text}")))
+}
+
+// Bad input on every v1 and v2 endpoint: missing, unknown or wrong keys and signatures
+// (403 with its code), malformed JSON and bodies that are not objects, every field of a
+// wrong type, huge amounts, a 2 MB body: each the spec's error, nothing stored, and the
+// server serves on.
+async fn bad_input_on_every_endpoint(backend: Backend) {
+    let ChainWorld { mut t, node: _node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    add_rates(&mut t, "EUR", 0).await;
+    let rate_limits = kassa_api::limits::RateLimitOptions { auth_failures: None, documented_limits: false, ..Default::default() };
+    let app = TestApp::serve(t, kassa_api::HttpOptions { rate_limits, ..Default::default() }).await;
+    let (m, k) = key(&app, "shop", &Scope::ALL).await;
+    app.t.fund(m, "LTC", "1").await;
+    app.t.fund(m, "EUR", "100").await;
+    let store = app.t.db.store().await;
+    let stored = || async {
+        (
+            withdrawals_of(&app, m).await.len(),
+            app.t.engine.exchanges(m, None, 100).await.unwrap().len(),
+            store.deposit_addresses_after("litecoin", 0, 1000).await.unwrap().len(),
+            app.t.engine.check().await.unwrap().transactions,
+        )
+    };
+    let before = stored().await;
+    let endpoints = [
+        "/api/v2/currencies/list",
+        "/api/v2/currencies/pairs",
+        "/api/v2/currencies/rates",
+        "/api/v2/accounts/list",
+        "/api/v2/addresses/take",
+        "/api/v2/withdrawal/crypto",
+        "/api/v2/exchange/calculate",
+        "/api/v2/exchange/fixed",
+        "/api/v2/exchange/now",
+        "/api/v1/addresses/take",
+        "/api/v1/withdrawal/make",
+    ];
+    let wrong = r#"{"currency":{"a":1},"foreign_id":["x"],"amount":true,"address":{"a":1},"currency_from":[1],"currency_to":{"a":1},
+        "sender_currency":{"a":1},"receiver_currency":[1],"sender_amount":{"a":1},"receiver_amount":[1],"price":{"a":1},"visible":"maybe","convert_to":[1]}"#;
+    let huge = r#"{"currency":"LTC","foreign_id":"h-1","amount":"1e400","address":"x","sender_currency":"LTC","receiver_currency":"EUR",
+        "sender_amount":"99999999999999999999999999999999999999999999","price":"1"}"#;
+    let big = format!(r#"{{"currency":"LTC","foreign_id":"big","pad":"{}"}}"#, "x".repeat(2 << 20));
+    for path in endpoints {
+        let body = br#"{"currency":"LTC","foreign_id":"f-1"}"#.to_vec();
+        let v1 = path.starts_with("/api/v1/");
+        // Authentication: nothing parsed before the signature is checked.
+        let no_key = raw_call(&app, path, &[("X-Processing-Signature", sign(&k.secret, &body))], body.clone()).await;
+        assert_eq!((no_key.0, no_key.1["code"].as_str()), (403, Some("missing_key")), "{path}: {}", no_key.1);
+        let no_sig = raw_call(&app, path, &[("X-Processing-Key", k.public.clone())], body.clone()).await;
+        assert_eq!((no_sig.0, no_sig.1["code"].as_str()), (403, Some("bad_signature")), "{path}: {}", no_sig.1);
+        let bad_sig = raw_call(&app, path, &[("X-Processing-Key", k.public.clone()), ("X-Processing-Signature", sign("another secret", &body))], body.clone()).await;
+        assert_eq!((bad_sig.0, bad_sig.1["code"].as_str()), (403, Some("bad_signature")), "{path}: {}", bad_sig.1);
+        let unknown = raw_call(&app, path, &[("X-Processing-Key", "pk_nobody".into()), ("X-Processing-Signature", sign(&k.secret, &body))], body.clone()).await;
+        assert_eq!((unknown.0, unknown.1["code"].as_str()), (403, Some("bad_key")), "{path}: {}", unknown.1);
+        for r in [&no_key.1, &no_sig.1, &bad_sig.1, &unknown.1] {
+            assert!(r["error"].is_string() && r.as_object().unwrap().len() == 2, "{path}: {r}");
+        }
+        // Signed, but not JSON or not an object: 400 in the errors envelope.
+        for text in [r#"{"currency":"LTC","#, r#""LTC""#, "[1,2]", "42", "\u{0}"] {
+            let (status, b) = call(&app, &k, path, text).await;
+            assert_eq!(status, 400, "{path} {text:?}: {b}");
+            assert_errors_shape(&b);
+            assert_eq!(b["error_code"].is_string(), v1, "{path}: v1 alone has error_code: {b}");
+        }
+        // Every field of a wrong type (accounts/list reads none).
+        let (status, b) = call(&app, &k, path, wrong).await;
+        if path == "/api/v2/accounts/list" {
+            assert_eq!(status, 200, "{b}");
+        } else {
+            assert_eq!(status, 400, "{path}: {b}");
+            assert_errors_shape(&b);
+        }
+        // Huge and malformed amounts: refused where amounts are read.
+        if ["/withdrawal/", "/exchange/"].iter().any(|p| path.contains(p)) {
+            let (status, b) = call(&app, &k, path, huge).await;
+            assert_eq!(status, 400, "{path}: {b}");
+            assert_errors_shape(&b);
+        }
+        // 2 MB: refused before it is read, in the errors envelope.
+        let (status, b) = call(&app, &k, path, &big).await;
+        assert_eq!((status, b), (413, json!({"errors": {"body": "the request body is too large"}})), "{path}");
+    }
+    assert_eq!(stored().await, before, "nothing stored");
+    let resp = app.client.get(app.url("/api/v2/ping")).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (200, "OK".to_string()), "the server serves on");
+    assert_eq!(call(&app, &k, "/api/v2/accounts/list", "").await.0, 200);
+    app.t.assert_books_balance().await;
+}
+both_backends!(bad_input, bad_input_on_every_endpoint);
+
+// Bodies as the known clients serialise them verify on their raw bytes: Go's struct
+// order, every value a string (PHP), PHP's `\/` and `\u003c` escapes, C#'s indented
+// output, non-ASCII escaped or not. The same body re-serialised differently does not.
+async fn client_serialisations(backend: Backend) {
+    let ChainWorld { t, node: _node } = ChainWorld::new(backend, ChainSettings::default()).await;
+    let app = TestApp::serve(t, Default::default()).await;
+    let (_, k) = key(&app, "shop", &[Scope::Read, Scope::Receive]).await;
+    for (body, foreign_id) in [
+        (r#"{"currency":"LTC","foreign_id":"go-1"}"#, "go-1"),
+        (r#"{"foreign_id":"php\/2","currency":"LTC"}"#, "php/2"),
+        (r#"{"foreign_id":"\u003ctag\u003e \u0026 co","currency":"LTC"}"#, "<tag> & co"),
+        ("{\r\n  \"currency\": \"LTC\",\r\n  \"foreign_id\": \"cs-3\"\r\n}", "cs-3"),
+        (r#"{"currency":"LTC","foreign_id":"caf\u00e9"}"#, "café"),
+        (r#"{"currency":"LTC","foreign_id":"café-2"}"#, "café-2"),
+        (r#"{"currency":"LTC","foreign_id":1234567890123}"#, "1234567890123"),
+    ] {
+        let (status, b) = call(&app, &k, "/api/v2/addresses/take", body).await;
+        assert_eq!((status, b["data"]["foreign_id"].as_str()), (201, Some(foreign_id)), "{body}: {b}");
+    }
+    // Signed over `/`, sent with PHP's `\/`: not the bytes signed.
+    let sent = r#"{"foreign_id":"php\/9","currency":"LTC"}"#;
+    let (status, b) = raw_call(
+        &app,
+        "/api/v2/addresses/take",
+        &[("X-Processing-Key", k.public.clone()), ("X-Processing-Signature", sign(&k.secret, br#"{"foreign_id":"php/9","currency":"LTC"}"#))],
+        sent.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!((status, b["code"].as_str()), (403, Some("bad_signature")));
+    // The signature is accepted in either case of hex.
+    let upper = sign(&k.secret, sent.as_bytes()).to_uppercase();
+    let (status, _) = raw_call(&app, "/api/v2/addresses/take", &[("X-Processing-Key", k.public.clone()), ("X-Processing-Signature", upper)], sent.as_bytes().to_vec()).await;
+    assert_eq!(status, 201);
+}
+both_backends!(serialisations, client_serialisations);

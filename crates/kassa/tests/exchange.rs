@@ -94,7 +94,7 @@ async fn start_fake() -> (String, Arc<Fake>) {
 }
 
 fn pair(base: &str, quote: &str, spread_e6: i128, min: i128) -> PairConfig {
-    PairConfig { base: base.into(), quote: quote.into(), spread_e6, min_base_units: min }
+    PairConfig { base: base.into(), quote: quote.into(), spread_e6, min_base_units: min, min_deposit_base_units: min }
 }
 
 fn fixed(rates: &[(&str, &str)]) -> Source {

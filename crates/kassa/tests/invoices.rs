@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 async fn invoice_app(mut t: kassa_testkit::TestEngine) -> TestApp {
     let rates = Rates::new(RatesOptions {
         sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), Rate::parse("80").unwrap())].into() }],
-        pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 }],
+        pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0, min_deposit_base_units: 0 }],
         // Fetched once: fresh for the whole (clock-advancing) test.
         max_age: Duration::from_secs(86_400),
         ..RatesOptions::default()

@@ -333,9 +333,9 @@ async fn n3_real_events_in_every_format(backend: Backend) {
     watcher.cycle().await.unwrap();
 
     let ww = Origin { dialect: "westwallet".into(), callback_url: Some(receiver.url("/ipn?token=s3cret")) };
-    let a1 = engine.create_deposit_address_from(m, "LTC", Some("order 7 & ü".into()), None, ww).await.unwrap();
+    let a1 = engine.create_deposit_address_from(m, "LTC", Some("order 7 & ü".into()), None, ww, None).await.unwrap();
     let cp1 = Origin { dialect: "coinspaid_v1".into(), callback_url: None };
-    let a2 = engine.create_deposit_address_from(m, "LTC", None, Some("customer-9".into()), cp1).await.unwrap();
+    let a2 = engine.create_deposit_address_from(m, "LTC", None, Some("customer-9".into()), cp1, None).await.unwrap();
     let tx1 = node.pay(&a1.address, "1.25").await;
     let tx2 = node.pay(&a2.address, "0.5").await;
     // Each step's events are in the outbox as soon as the step is done (written in its
@@ -365,6 +365,7 @@ async fn n3_real_events_in_every_format(backend: Backend) {
             idempotency_key: "payout-1".into(),
             origin: cp2,
             description: None,
+            pay_from: None,
         })
         .await
         .unwrap();

@@ -145,8 +145,8 @@ async fn payment_page_in_a_browser(backend: Backend) {
     let rates = Rates::new(RatesOptions {
         sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), rate("80")), ("TLTC/EUR".to_string(), rate("40"))].into() }],
         pairs: vec![
-            PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 },
-            PairConfig { base: "TLTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0 },
+            PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0, min_deposit_base_units: 0 },
+            PairConfig { base: "TLTC".into(), quote: "EUR".into(), spread_e6: 500_000, min_base_units: 0, min_deposit_base_units: 0 },
         ],
         // Fetched once: fresh for the whole (clock-advancing) test.
         max_age: Duration::from_secs(86_400),

@@ -221,7 +221,7 @@ async fn world_with_rates(backend: Backend) -> (TestApp, kassa_testkit::litecoin
     let ChainWorld { mut t, node } = ChainWorld::new(backend, ChainSettings::default()).await;
     let rates = Rates::new(RatesOptions {
         sources: vec![Source::Fixed { rates: [("LTC/USD".to_string(), Rate::parse("100").unwrap())].into() }],
-        pairs: vec![PairConfig { base: "LTC".into(), quote: "USD".into(), spread_e6: 0, min_base_units: 0 }],
+        pairs: vec![PairConfig { base: "LTC".into(), quote: "USD".into(), spread_e6: 0, min_base_units: 0, min_deposit_base_units: 0 }],
         ..RatesOptions::default()
     }, t.engine.clock().clone())
     .unwrap();

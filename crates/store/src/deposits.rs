@@ -22,6 +22,8 @@ pub struct DepositAddressRow {
     /// The API dialect that created the address (its deposits are reported in its format).
     pub origin: String,
     pub callback_url: Option<String>,
+    /// The currency its deposits are converted to on arrival.
+    pub convert_to: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +37,29 @@ pub struct NewDepositAddress {
     pub foreign_id: Option<String>,
     pub origin: String,
     pub callback_url: Option<String>,
+    pub convert_to: Option<String>,
+}
+
+/// What a deposit's credit converted (fixed by its first credit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepositConversion {
+    /// The currency it was converted to.
+    pub currency: String,
+    /// What it gave in that currency.
+    pub units: i128,
+    /// The exchange fee, in the deposit's currency.
+    pub fee_units: i128,
+    pub rate: String,
+}
+
+/// How a credit treats a deposit to an address with conversion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreditConversion {
+    /// The address converts nothing.
+    None,
+    Converted(DepositConversion),
+    /// Credited as received, and why.
+    Unconverted(String),
 }
 
 /// An output paying a watched address, as the scanner found it.
@@ -71,6 +96,11 @@ pub struct DepositRow {
     pub fee_units: Option<i128>,
     pub first_seen_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Its address's conversion currency.
+    pub convert_to: Option<String>,
+    /// What its first credit did about that conversion (`None` until credited, and
+    /// for addresses without conversion).
+    pub conversion: CreditConversion,
 }
 
 impl DepositRow {
@@ -96,7 +126,9 @@ pub struct DepositQuery {
 
 const DEPOSIT_COLUMNS: &str = "SELECT d.id, d.chain, d.currency, d.txid, d.vout, d.address_id, a.address, d.merchant_id,
         CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.dust_units AS TEXT) AS dust_units, d.status, d.block_height, d.block_hash,
-        d.confirmations, d.credits, d.reversals, CAST(d.fee_units AS TEXT) AS fee_units, d.first_seen_at_ms, d.updated_at_ms
+        d.confirmations, d.credits, d.reversals, CAST(d.fee_units AS TEXT) AS fee_units, d.first_seen_at_ms, d.updated_at_ms,
+        a.convert_to, d.converted_currency, CAST(d.converted_units AS TEXT) AS converted_units,
+        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id";
 
 /// A deposit's state-machine fields, by key (in a writing transaction).
@@ -154,9 +186,38 @@ struct DepositTuple {
     fee_units: Option<String>,
     first_seen_at_ms: i64,
     updated_at_ms: i64,
+    #[sqlx(flatten)]
+    conversion: ConversionColumns,
+}
+
+/// A deposit's conversion columns (its address's `convert_to` and what its first
+/// credit did), as read with it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConversionColumns {
+    pub(crate) convert_to: Option<String>,
+    pub(crate) converted_currency: Option<String>,
+    pub(crate) converted_units: Option<String>,
+    pub(crate) exchange_fee_units: Option<String>,
+    pub(crate) exchange_rate: Option<String>,
+    pub(crate) conversion_note: Option<String>,
+}
+
+fn conversion_from(id: i64, t: &ConversionColumns) -> Result<CreditConversion> {
+    Ok(match (&t.converted_currency, &t.converted_units, &t.exchange_fee_units, &t.exchange_rate, &t.conversion_note) {
+        (Some(currency), Some(units), Some(fee), Some(rate), _) => CreditConversion::Converted(DepositConversion {
+            currency: currency.clone(),
+            units: parse_units(units, "deposit conversion")?,
+            fee_units: parse_units(fee, "deposit exchange fee")?,
+            rate: rate.clone(),
+        }),
+        (None, None, None, None, Some(note)) => CreditConversion::Unconverted(note.clone()),
+        (None, None, None, None, None) => CreditConversion::None,
+        _ => return Err(StoreError::Corrupt(format!("deposit {id}: a partly recorded conversion"))),
+    })
 }
 
 fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
+    let conversion = conversion_from(t.id, &t.conversion)?;
     Ok(DepositRow {
         id: t.id,
         chain: t.chain,
@@ -177,15 +238,17 @@ fn deposit_from(t: DepositTuple) -> Result<DepositRow> {
         fee_units: t.fee_units.as_deref().map(|f| parse_units(f, "deposit fee")).transpose()?,
         first_seen_at_ms: t.first_seen_at_ms,
         updated_at_ms: t.updated_at_ms,
+        convert_to: t.conversion.convert_to,
+        conversion,
     })
 }
 
 /// What a deposit transition writes besides the state machine's fields.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum DepositUpdate {
     Status,
-    /// A credit: its confirmations and the fee it booked.
-    Credited { confirmations: i64, fee_units: i128 },
+    /// A credit: its confirmations, the fee it booked and what it converted.
+    Credited { confirmations: i64, fee_units: i128, conversion: CreditConversion },
 }
 
 impl Store {
@@ -199,9 +262,9 @@ impl Store {
     pub async fn insert_deposit_address(&self, a: &NewDepositAddress) -> Result<DepositAddressRow> {
         Ok(on_pool!(self, pool => sqlx::query_as(
                 "INSERT INTO deposit_addresses (merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms,
-                     origin, callback_url)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 RETURNING id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url")
+                     origin, callback_url, convert_to)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 RETURNING id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url, convert_to")
             .bind(a.merchant.0)
             .bind(a.user_id)
             .bind(&a.currency)
@@ -212,6 +275,7 @@ impl Store {
             .bind(self.now_ms())
             .bind(&a.origin)
             .bind(&a.callback_url)
+            .bind(&a.convert_to)
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "a deposit address with this foreign_id"))?))
@@ -219,7 +283,7 @@ impl Store {
 
     pub async fn deposit_address_by_foreign_id(&self, merchant: MerchantId, currency: &str, foreign_id: &str) -> Result<Option<DepositAddressRow>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url, convert_to
                  FROM deposit_addresses WHERE merchant_id = $1 AND currency = $2 AND foreign_id = $3")
             .bind(merchant.0)
             .bind(currency)
@@ -231,7 +295,7 @@ impl Store {
     /// Addresses of `chain` with an id above `after_id`, oldest first (the watcher's refresh).
     pub async fn deposit_addresses_after(&self, chain: &str, after_id: i64, limit: u32) -> Result<Vec<DepositAddressRow>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
-                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url, convert_to
                  FROM deposit_addresses WHERE chain = $1 AND id > $2 ORDER BY id LIMIT $3")
             .bind(chain)
             .bind(after_id)
@@ -393,8 +457,8 @@ impl Store {
 
     /// Records credit number `k` (1-based) and the fee it booked (kept from the
     /// first credit on); a repeat is a no-op.
-    pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64, fee_units: i128) -> Result<()> {
-        self.apply_deposit(id, DepositInput::Credit { k }, DepositUpdate::Credited { confirmations, fee_units }).await
+    pub async fn mark_deposit_credited(&self, id: i64, k: i64, confirmations: i64, fee_units: i128, conversion: CreditConversion) -> Result<()> {
+        self.apply_deposit(id, DepositInput::Credit { k }, DepositUpdate::Credited { confirmations, fee_units, conversion }).await
     }
 
     /// Records reversal number `k` (1-based); a repeat is a no-op.
@@ -413,7 +477,11 @@ impl Store {
         let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
         let credited_sql = format!(
             "UPDATE deposits SET status = $1, credits = $2, reversals = $3, updated_at_ms = $4, confirmations = $5,
-                 fee_units = COALESCE(fee_units, $6{n}) WHERE id = $7",
+                 fee_units = COALESCE(fee_units, $6{n}), converted_currency = CASE WHEN fee_units IS NULL THEN $7 ELSE converted_currency END,
+                 converted_units = CASE WHEN fee_units IS NULL THEN $8{n} ELSE converted_units END,
+                 exchange_fee_units = CASE WHEN fee_units IS NULL THEN $9{n} ELSE exchange_fee_units END,
+                 exchange_rate = CASE WHEN fee_units IS NULL THEN $10 ELSE exchange_rate END,
+                 conversion_note = CASE WHEN fee_units IS NULL THEN $11 ELSE conversion_note END WHERE id = $12",
             n = self.numeric()
         );
         on_pool!(self, pool => {
@@ -433,9 +501,18 @@ impl Store {
                 DepositUpdate::Credited { .. } => sqlx::query(&credited_sql),
             };
             let q = q.bind(next.status.as_str()).bind(next.credits).bind(next.reversals).bind(self.now_ms());
-            let q = match update {
+            let q = match &update {
                 DepositUpdate::Status => q,
-                DepositUpdate::Credited { confirmations, fee_units } => q.bind(confirmations).bind(fee_units.to_string()),
+                DepositUpdate::Credited { confirmations, fee_units, conversion } => {
+                    let (currency, units, fee, rate, note) = match conversion {
+                        CreditConversion::None => (None, None, None, None, None),
+                        CreditConversion::Converted(c) => {
+                            (Some(c.currency.clone()), Some(c.units.to_string()), Some(c.fee_units.to_string()), Some(c.rate.clone()), None)
+                        }
+                        CreditConversion::Unconverted(why) => (None, None, None, None, Some(why.clone())),
+                    };
+                    q.bind(*confirmations).bind(fee_units.to_string()).bind(currency).bind(units).bind(fee).bind(rate).bind(note)
+                }
             };
             q.bind(id).execute(&mut *tx).await?;
             report_changes!(tx, self.write_ctx());

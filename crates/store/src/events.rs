@@ -113,24 +113,38 @@ pub(crate) struct DepositChange {
     callback_url: Option<String>,
     /// The invoice the address belongs to, if any.
     pub(crate) invoice_id: Option<i64>,
+    #[sqlx(flatten)]
+    conversion: crate::deposits::ConversionColumns,
 }
 
 pub(crate) const DEPOSIT_CHANGES: &str = "SELECT d.id, d.merchant_id, d.status, d.reported_status, d.chain, d.currency, d.txid, d.vout,
         CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.fee_units AS TEXT) AS fee_units, d.confirmations, d.block_height, d.first_seen_at_ms, d.updated_at_ms,
-        a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url, o.invoice_id
+        a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url, o.invoice_id,
+        a.convert_to, d.converted_currency, CAST(d.converted_units AS TEXT) AS converted_units,
+        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id LEFT JOIN invoice_options o ON o.address_id = d.address_id
      WHERE d.status <> d.reported_status ORDER BY d.id LIMIT 1000";
 
 impl DepositChange {
     pub(crate) fn events(&self) -> Result<Vec<NewEvent>> {
         let units = parse_units(&self.amount_units, "deposit amount")?;
-        let data = json!({
+        let mut data = json!({
             "id": self.id, "currency": self.currency, "chain": self.chain, "address": self.address,
             "address_id": self.address_id, "label": self.label, "foreign_id": self.foreign_id, "user_id": self.user_id,
             "txid": self.txid, "vout": self.vout, "amount_units": units.to_string(), "fee_units": self.fee_units, "confirmations": self.confirmations,
             "block_height": self.block_height, "status": self.status,
             "created_at_ms": self.first_seen_at_ms, "updated_at_ms": self.updated_at_ms,
         });
+        // Only for addresses with conversion: other snapshots stay as they were.
+        let c = &self.conversion;
+        if let Some(to) = &c.convert_to {
+            data["convert_to"] = json!(to);
+            data["converted_currency"] = json!(c.converted_currency);
+            data["converted_units"] = json!(c.converted_units);
+            data["exchange_fee_units"] = json!(c.exchange_fee_units);
+            data["exchange_rate"] = json!(c.exchange_rate);
+            data["conversion_note"] = json!(c.conversion_note);
+        }
         let status = |s: &str| DepositStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("deposit {} status {s:?}", self.id)));
         let reported = if self.reported_status.is_empty() { None } else { Some(status(&self.reported_status)?) };
         Ok(events::deposit_events(reported, status(&self.status)?)
@@ -168,11 +182,16 @@ pub(crate) struct WithdrawalChange {
     updated_at_ms: i64,
     origin: String,
     callback_url: Option<String>,
+    source_currency: Option<String>,
+    source_units: Option<String>,
+    source_fee_units: Option<String>,
+    exchange_rate: Option<String>,
 }
 
 pub(crate) const WITHDRAWAL_CHANGES: &str = "SELECT id, merchant_id, status, reported_status, currency, address,
         CAST(amount_units AS TEXT) AS amount_units, CAST(fee_units AS TEXT) AS fee_units, priority, idempotency_key,
-        txid, confirmations, failure, created_at_ms, updated_at_ms, origin, callback_url
+        txid, confirmations, failure, created_at_ms, updated_at_ms, origin, callback_url, source_currency,
+        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate
      FROM withdrawals WHERE status <> reported_status ORDER BY id LIMIT 1000";
 
 impl WithdrawalChange {
@@ -180,7 +199,7 @@ impl WithdrawalChange {
         let status = |s: &str| WithdrawalStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("withdrawal {} status {s:?}", self.id)));
         let reported = if self.reported_status.is_empty() { None } else { Some(status(&self.reported_status)?) };
         let Some(t) = events::withdrawal_event(reported, status(&self.status)?) else { return Ok(None) };
-        let data = json!({
+        let mut data = json!({
             "id": self.id, "currency": self.currency, "address": self.address,
             "amount_units": parse_units(&self.amount_units, "withdrawal amount")?.to_string(),
             "fee_units": parse_units(&self.fee_units, "withdrawal fee")?.to_string(),
@@ -188,6 +207,13 @@ impl WithdrawalChange {
             "txid": self.txid, "confirmations": self.confirmations, "failure": self.failure,
             "created_at_ms": self.created_at_ms, "updated_at_ms": self.updated_at_ms,
         });
+        // Only for a withdrawal with exchange: other snapshots stay as they were.
+        if let Some(source) = &self.source_currency {
+            data["source_currency"] = json!(source);
+            data["source_units"] = json!(self.source_units);
+            data["source_fee_units"] = json!(self.source_fee_units);
+            data["exchange_rate"] = json!(self.exchange_rate);
+        }
         Ok(Some(NewEvent {
             merchant_id: self.merchant_id,
             event_type: t.to_string(),

@@ -31,7 +31,7 @@ use kassa_core::Clock;
 pub use ledger::{
     AccountBalance, BatchOutcome, CheckData, CheckEntry, CheckAccount, HistoryEntry, HistoryQuery, TxOutcome,
 };
-pub use deposits::{DepositAddressRow, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
+pub use deposits::{CreditConversion, DepositAddressRow, DepositConversion, DepositQuery, DepositRow, FoundDeposit, NewDepositAddress};
 pub use deliveries::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, DeliveryQuery, DeliveryRow};
 pub use endpoints::{EndpointRow, NewEndpoint};
 pub use events::{EventRow, NewEvent, Relayed, RELAY_BATCH};
@@ -40,7 +40,7 @@ pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use transfers::{TransferQuery, TransferRow};
-pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow};
+pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow, WithdrawalSource};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -29,6 +29,20 @@ pub struct NewWithdrawal {
     /// Most withdrawals of this merchant and currency per UTC day (failed and cancelled
     /// ones aside), enforced inside the insert's transaction.
     pub daily_limit: Option<i64>,
+    /// Paid from a balance in another currency (a withdrawal with exchange).
+    pub source: Option<WithdrawalSource>,
+}
+
+/// What a withdrawal with exchange takes from the balance it is paid from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalSource {
+    pub currency: String,
+    /// What that balance gives, the exchange fee included.
+    pub units: i128,
+    /// The exchange fee, in that currency.
+    pub fee_units: i128,
+    /// Units of the withdrawal's currency per unit of the source currency.
+    pub rate: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +68,7 @@ pub struct WithdrawalRow {
     pub description: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub source: Option<WithdrawalSource>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -79,6 +94,10 @@ struct WithdrawalRecord {
     description: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    source_currency: Option<String>,
+    source_units: Option<String>,
+    source_fee_units: Option<String>,
+    exchange_rate: Option<String>,
 }
 
 impl WithdrawalRow {
@@ -91,6 +110,16 @@ impl WithdrawalRow {
 impl TryFrom<WithdrawalRecord> for WithdrawalRow {
     type Error = StoreError;
     fn try_from(r: WithdrawalRecord) -> Result<Self> {
+        let source = match (&r.source_currency, &r.source_units, &r.source_fee_units, &r.exchange_rate) {
+            (Some(currency), Some(units), Some(fee), Some(rate)) => Some(WithdrawalSource {
+                currency: currency.clone(),
+                units: parse_units(units, "withdrawal source amount")?,
+                fee_units: parse_units(fee, "withdrawal exchange fee")?,
+                rate: rate.clone(),
+            }),
+            (None, None, None, None) => None,
+            _ => return Err(StoreError::Corrupt(format!("withdrawal {}: a partly recorded exchange", r.id))),
+        };
         Ok(WithdrawalRow {
             id: r.id,
             merchant_id: r.merchant_id,
@@ -113,13 +142,15 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
             description: r.description,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            source,
         })
     }
 }
 
 const WITHDRAWAL_COLUMNS: &str = "SELECT id, merchant_id, currency, chain, address, CAST(amount_units AS TEXT) AS amount_units,
         CAST(fee_units AS TEXT) AS fee_units, priority, idempotency_key, request_hash, status, hold_tx_id, hold_posted,
-        payout_id, txid, vout, confirmations, failure, description, created_at_ms, updated_at_ms FROM withdrawals";
+        payout_id, txid, vout, confirmations, failure, description, created_at_ms, updated_at_ms, source_currency,
+        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate FROM withdrawals";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayoutRow {
@@ -240,8 +271,9 @@ impl Store {
     pub async fn insert_withdrawal(&self, w: &NewWithdrawal) -> Result<i64> {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
-                 request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13) RETURNING id",
+                 request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description,
+                 source_currency, source_units, source_fee_units, exchange_rate)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13, $15, $16{n}, $17{n}, $18) RETURNING id",
             n = self.numeric()
         );
         let now = self.now_ms();
@@ -270,6 +302,10 @@ impl Store {
                 .bind(&w.callback_url)
                 .bind(&w.description)
                 .bind(WithdrawalState::NEW.status.as_str())
+                .bind(w.source.as_ref().map(|s| s.currency.clone()))
+                .bind(w.source.as_ref().map(|s| s.units.to_string()))
+                .bind(w.source.as_ref().map(|s| s.fee_units.to_string()))
+                .bind(w.source.as_ref().map(|s| s.rate.clone()))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?;

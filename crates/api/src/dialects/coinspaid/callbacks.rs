@@ -101,7 +101,7 @@ impl Callback {
         }
         let units: i128 = ev.units("amount_units").unwrap_or(0);
         let fee_units = c.parse_amount(&fee, kassa_core::SignPolicy::NonNegative)?.units();
-        let (sent, received) = if deposit {
+        let (mut sent, mut received) = if deposit {
             (amt.clone(), json!({"currency": c.code.as_str(), "amount": amt, "amount_minus_fee": c.amount(units - fee_units)?.to_string()}))
         } else {
             (c.amount(units + fee_units)?.to_string(), json!({"currency": c.code.as_str(), "amount": amt}))
@@ -109,16 +109,61 @@ impl Callback {
         let address_id = if deposit { d["address_id"].clone() } else { Value::Null };
         // The address object describes a deposit address; a withdrawal's id is top-level only.
         let address_foreign_id = if deposit { foreign_id.clone() } else { None };
+        let mut transactions = vec![json!({"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,
+            "address": address, "tag": null, "amount": amt, "txid": txid, "confirmations": confirmations})];
+        let mut fees = vec![json!({"type": kind, "currency": c.code.as_str(), "amount": fee})];
+        let mut kind = kind;
+        // A deposit to an address with conversion: `deposit_exchange`, received in the
+        // converted currency (nothing yet before it is credited); one credited as
+        // received (below the least converted, or no fresh rate) is a plain `deposit`.
+        if let (true, Some(to)) = (deposit, ev.other) {
+            let converted = d["converted_units"].as_str().and_then(|u| u.parse::<i128>().ok());
+            let exchange_fee = d["exchange_fee_units"].as_str().and_then(|u| u.parse::<i128>().ok());
+            match (converted, exchange_fee) {
+                (Some(to_units), Some(ex_fee)) => {
+                    kind = "deposit_exchange";
+                    let got = to.amount(to_units)?.to_string();
+                    received = json!({"currency": to.code.as_str(), "amount": got, "amount_minus_fee": got});
+                    transactions.push(json!({"id": d["id"], "currency": c.code.as_str(), "currency_to": to.code.as_str(),
+                        "transaction_type": "exchange", "type": "exchange", "address": address, "tag": null,
+                        "amount": c.amount(units - fee_units - ex_fee)?.to_string(), "amount_to": got, "txid": "", "confirmations": confirmations}));
+                    fees.push(json!({"type": "exchange", "currency": c.code.as_str(), "amount": c.amount(ex_fee)?.to_string()}));
+                }
+                _ if d["conversion_note"].is_string() => {}
+                _ => {
+                    kind = "deposit_exchange";
+                    let none = kassa_core::Amount::zero(to.precision).to_string();
+                    received = json!({"currency": to.code.as_str(), "amount": none, "amount_minus_fee": none});
+                }
+            }
+        }
+        // A withdrawal paid from another currency: `withdrawal_exchange`, sent in that
+        // currency, with its exchange before the payment.
+        if let (false, Some(from)) = (deposit, ev.other) {
+            let gave = d["source_units"].as_str().and_then(|u| u.parse::<i128>().ok()).unwrap_or(0);
+            let ex_fee = d["source_fee_units"].as_str().and_then(|u| u.parse::<i128>().ok()).unwrap_or(0);
+            kind = "withdrawal_exchange";
+            let gave_text = from.amount(gave)?.to_string();
+            sent = gave_text;
+            transactions.push(json!({"id": d["id"], "currency": from.code.as_str(), "currency_to": c.code.as_str(),
+                "transaction_type": "exchange", "type": "exchange", "address": address, "tag": null,
+                "amount": from.amount(gave - ex_fee)?.to_string(), "amount_to": c.amount(units + fee_units)?.to_string(), "txid": "", "confirmations": confirmations}));
+            fees.push(json!({"type": "exchange", "currency": from.code.as_str(), "amount": from.amount(ex_fee)?.to_string()}));
+        }
+        let convert_to = if deposit { ev.other.map(|t| t.code.as_str()) } else { None };
+        let sent_currency = match (deposit, ev.other) {
+            (false, Some(from)) => from.code.as_str(),
+            _ => c.code.as_str(),
+        };
         let mut body = json!({
             "id": d["id"],
             "type": kind,
-            "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": null, "address": address, "tag": null,
+            "crypto_address": {"id": address_id, "currency": c.code.as_str(), "convert_to": convert_to, "address": address, "tag": null,
                 "foreign_id": address_foreign_id},
-            "currency_sent": {"currency": c.code.as_str(), "amount": sent},
+            "currency_sent": {"currency": sent_currency, "amount": sent},
             "currency_received": received,
-            "transactions": [{"id": d["id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": kind,
-                "address": address, "tag": null, "amount": amt, "txid": txid, "confirmations": confirmations}],
-            "fees": [{"type": kind, "currency": c.code.as_str(), "amount": fee}],
+            "transactions": transactions,
+            "fees": fees,
             "error": error,
             "status": status,
         });

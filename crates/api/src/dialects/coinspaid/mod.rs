@@ -12,8 +12,9 @@
 //!
 //! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
 //! `accounts/list`, `exchange/calculate`, `exchange/now`, `exchange/fixed` and
-//! `addresses/take` (v1 and v2, without `convert_to`), `withdrawal/crypto` (v2) and
-//! `withdrawal/make` (v1), without `convert_to`.
+//! `addresses/take` (v1 and v2; v2 with `convert_to`: conversion on deposit),
+//! `withdrawal/crypto` (v2, with `convert_to`: withdrawal with exchange) and
+//! `withdrawal/make` (v1).
 
 pub mod auth;
 pub mod callbacks;
@@ -374,14 +375,23 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
     if currency.chain.is_none() {
         return Err(CpError::bad("currency", "forbidden_currency", format!("{code} has no deposit addresses")));
     }
-    if version == Version::V2 && text(p, "convert_to")?.is_some() {
-        return Err(CpError::bad("convert_to", "bad_request", "conversion on deposit is not available on this server yet"));
-    }
-    let a = state.engine.create_deposit_address_from(s.who.merchant, currency.code.as_str(), None, Some(foreign_id), origin(version)).await?;
+    // v1 has no conversion on deposit.
+    let convert_to = match version {
+        Version::V2 => text(p, "convert_to")?.map(|to| offered(&state, "convert_to", &to).map(|c| c.code.to_string())).transpose()?,
+        Version::V1 => None,
+    };
+    let a = state
+        .engine
+        .create_deposit_address_from(s.who.merchant, currency.code.as_str(), None, Some(foreign_id), origin(version), convert_to.as_deref())
+        .await
+        .map_err(|e| match e {
+            EngineError::Invalid { field: "convert_to", message } => CpError::bad("convert_to", "pair_not_exchangeable", message),
+            e => e.into(),
+        })?;
     let data = match version {
         Version::V1 => json!({ "id": a.id, "address": a.address, "foreign_id": a.foreign_id, "tag": null }),
         Version::V2 => json!({
-            "id": a.id, "currency": a.currency, "convert_to": null, "address": a.address, "tag": null, "foreign_id": a.foreign_id,
+            "id": a.id, "currency": a.currency, "convert_to": a.convert_to, "address": a.address, "tag": null, "foreign_id": a.foreign_id,
         }),
     };
     Ok((StatusCode::CREATED, data))
@@ -390,12 +400,17 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
 /// One direction of an exchangeable pair, as `currencies/pairs` shows it.
 fn pair_object(state: &AppState, from: &Currency, to: &Currency) -> Result<Value, CpError> {
     let rate = state.engine.rate(from.code.as_str(), to.code.as_str())?;
+    let mut sending = json!({
+        "currency": from.code.as_str(),
+        "type": kind(from),
+        "min_amount": state.engine.min_exchange_amount(from.code.as_str(), to.code.as_str())?,
+    });
+    // Only a currency with deposit addresses is converted on deposit.
+    if from.chain.is_some() && from.can_receive {
+        sending["min_amount_deposit_with_exchange"] = json!(state.engine.min_deposit_exchange_amount(from.code.as_str(), to.code.as_str())?);
+    }
     Ok(json!({
-        "currency_from": {
-            "currency": from.code.as_str(),
-            "type": kind(from),
-            "min_amount": state.engine.min_exchange_amount(from.code.as_str(), to.code.as_str())?,
-        },
+        "currency_from": sending,
         "currency_to": { "currency": to.code.as_str(), "type": kind(to) },
         "rate_from": "1",
         "rate_to": rate.rate,
@@ -540,16 +555,25 @@ async fn withdraw(State(state): State<AppState>, req: Request, version: Version)
     s.who.require(Scope::Withdraw)?;
     let p = &s.params;
     let foreign_id = foreign_id(p)?;
-    let currency = offered(&state, "currency", &required(p, "currency")?)?;
+    let debited = offered(&state, "currency", &required(p, "currency")?)?;
+    // v2's convert_to: `amount` is debited in `currency`, the address receives convert_to.
+    let convert_to = match version {
+        Version::V2 => text(p, "convert_to")?.map(|to| offered(&state, "convert_to", &to)).transpose()?,
+        Version::V1 => None,
+    };
+    let currency = convert_to.unwrap_or(debited);
     if currency.chain.is_none() {
-        return Err(CpError::bad("currency", "forbidden_currency", format!("{} cannot be withdrawn to an address", currency.code)));
-    }
-    if version == Version::V2 && text(p, "convert_to")?.is_some() {
-        return Err(CpError::bad("convert_to", "bad_request", "conversion on withdrawal is not available on this server yet"));
+        let field = if convert_to.is_some() { "convert_to" } else { "currency" };
+        return Err(CpError::bad(field, "forbidden_currency", format!("{} cannot be withdrawn to an address", currency.code)));
     }
     let amount = required(p, "amount")?;
     let address = required(p, "address")?;
-    let address = state.engine.check_withdrawal_address(currency.code.as_str(), &address)?;
+    // With convert_to, what is wrong with the currency sent is about convert_to.
+    let about_sent = |e: CpError| match e.field {
+        "currency" | "currency_to" if convert_to.is_some() => CpError { field: "convert_to", ..e },
+        _ => e,
+    };
+    let address = state.engine.check_withdrawal_address(currency.code.as_str(), &address).map_err(|e| about_sent(e.into()))?;
     // A null or empty tag is no tag (clients send both); this server's chains take none.
     if text(p, "tag")?.is_some() {
         return Err(CpError::bad("tag", "bad_request", format!("{} withdrawals take no tag", currency.code)));
@@ -563,6 +587,7 @@ async fn withdraw(State(state): State<AppState>, req: Request, version: Version)
         idempotency_key: foreign_id.clone(),
         origin: origin(version),
         description: None,
+        pay_from: convert_to.map(|_| debited.code.to_string()),
     };
     let duplicate = || CpError::bad("foreign_id", "duplicate_foreign_id", format!("a withdrawal with foreign_id {foreign_id} exists already"));
     let w = state.engine.request_withdrawal(request).await.map_err(|e| match e {
@@ -570,7 +595,8 @@ async fn withdraw(State(state): State<AppState>, req: Request, version: Version)
         EngineError::InProgress(_) => duplicate(),
         e => match CpError::from(e) {
             e if e.code == "duplicate_foreign_id" => duplicate(),
-            e => e,
+            e if e.code == "pair_not_exchangeable" => CpError { field: "convert_to", ..e },
+            e => about_sent(e),
         },
     })?;
     if w.replayed {
@@ -581,14 +607,21 @@ async fn withdraw(State(state): State<AppState>, req: Request, version: Version)
         Version::V1 => json!({
             "id": w.id, "currency": w.currency, "currency_fee": w.currency, "address": w.address, "tag": null, "amount": w.amount, "status": status,
         }),
-        Version::V2 => {
-            let parse = |a: &str| currency.parse_amount(a, kassa_core::SignPolicy::NonNegative).map_err(EngineError::from);
-            let sent = parse(&w.amount)?.checked_add(parse(&w.fee)?).map_err(EngineError::from)?;
-            json!({
-                "id": w.id, "foreign_id": w.idempotency_key, "type": "withdrawal", "status": status, "amount": w.amount,
-                "sender_amount": sent.to_string(), "sender_currency": w.currency, "receiver_amount": w.amount, "receiver_currency": w.currency,
-            })
-        }
+        Version::V2 => match (&w.source_currency, &w.source_amount) {
+            // With exchange: `amount` (as asked) and sender_amount are in the debited currency.
+            (Some(from), Some(gave)) => json!({
+                "id": w.id, "foreign_id": w.idempotency_key, "type": "withdrawal_exchange", "status": status, "amount": gave,
+                "sender_amount": gave, "sender_currency": from, "receiver_amount": w.amount, "receiver_currency": w.currency,
+            }),
+            _ => {
+                let parse = |a: &str| currency.parse_amount(a, kassa_core::SignPolicy::NonNegative).map_err(EngineError::from);
+                let sent = parse(&w.amount)?.checked_add(parse(&w.fee)?).map_err(EngineError::from)?;
+                json!({
+                    "id": w.id, "foreign_id": w.idempotency_key, "type": "withdrawal", "status": status, "amount": w.amount,
+                    "sender_amount": sent.to_string(), "sender_currency": w.currency, "receiver_amount": w.amount, "receiver_currency": w.currency,
+                })
+            }
+        },
     };
     Ok((StatusCode::CREATED, data))
 }

@@ -19,7 +19,7 @@ use kassa_engine::chains::DepositAddress;
 use kassa_engine::exchange::{Exchange, Quote, RateView};
 use kassa_engine::invoices::Invoice;
 use kassa_engine::merchants::{Principal, Scope};
-use kassa_engine::notifications::{DeliveryDetail, Endpoint, EndpointWithSecret};
+use kassa_engine::notifications::{DeliveryDetail, Endpoint, EndpointWithSecret, Origin};
 use kassa_engine::queries::HistoryQuery;
 use kassa_engine::withdrawals::Withdrawal;
 use utoipa_axum::router::OpenApiRouter;
@@ -520,7 +520,7 @@ async fn redeliver_failed(State(state): State<AppState>, Auth(who): Auth, body: 
 )]
 async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Withdraw)?;
-    body.only(&["currency", "address", "amount", "priority", "idempotency_key"])?;
+    body.only(&["currency", "address", "amount", "priority", "idempotency_key", "pay_from"])?;
     let amount = amount_field(&body, "amount")?.ok_or_else(|| ApiError::bad_request("amount is required"))?;
     let priority = match body.string("priority")? {
         Some(p) => kassa_chain::Priority::parse(&p).ok_or_else(|| ApiError::bad_request("priority must be low, medium or high"))?,
@@ -535,8 +535,9 @@ async fn create_withdrawal(State(state): State<AppState>, Auth(who): Auth, body:
             amount,
             priority,
             idempotency_key: body.required("idempotency_key")?,
-            origin: kassa_engine::notifications::Origin::native(),
+            origin: Origin::native(),
             description: body.string("description")?,
+            pay_from: body.string("pay_from")?,
         })
         .await?;
     Ok((axum::http::StatusCode::CREATED, Json(sorted(w))))
@@ -651,9 +652,11 @@ fn page_params(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(Op
 )]
 async fn create_address(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Receive)?;
-    body.only(&["currency", "label", "foreign_id"])?;
+    body.only(&["currency", "label", "foreign_id", "convert_to"])?;
     let currency = body.required("currency")?;
-    let address = state.engine.create_deposit_address(who.merchant, &currency, body.string("label")?, body.string("foreign_id")?).await?;
+    let (label, foreign_id, convert_to) = (body.string("label")?, body.string("foreign_id")?, body.string("convert_to")?);
+    let address =
+        state.engine.create_deposit_address_from(who.merchant, &currency, label, foreign_id, Origin::native(), convert_to.as_deref()).await?;
     Ok((axum::http::StatusCode::CREATED, Json(sorted(address))))
 }
 

@@ -194,6 +194,10 @@ pub struct NewAddress {
     /// Your id for the address: asking again with it returns the same address.
     #[schema(max_length = 200)]
     pub foreign_id: Option<String>,
+    /// Convert its deposits to this currency on arrival (an exchangeable pair), at the
+    /// rate of that moment less spread and fees; deposits below the pair's least
+    /// deposit converted are credited as received.
+    pub convert_to: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -208,6 +212,10 @@ pub struct NewWithdrawal {
     /// Retrying with the same key returns the original withdrawal.
     #[schema(max_length = 200)]
     pub idempotency_key: String,
+    /// Pay it from your balance in this currency (a withdrawal with exchange): `amount`
+    /// is then in it, converted to `currency` at the current rate less spread and
+    /// exchange fee, the withdrawal fee taken from the converted amount.
+    pub pay_from: Option<String>,
 }
 
 #[derive(ToSchema)]

@@ -428,6 +428,7 @@ async fn create_withdrawal(State(state): State<AppState>, req: Request) -> Resul
         idempotency_key: s.request_key.clone(),
         origin: Origin { dialect: "westwallet".into(), callback_url },
         description,
+        pay_from: None,
     };
     let w = state
         .engine
@@ -568,7 +569,7 @@ async fn generate(State(state): State<AppState>, req: Request) -> Result<Json<Va
         return Err(WwError::business("bad_label"));
     }
     let origin = Origin { dialect: "westwallet".into(), callback_url: param(&s.params, "ipn_url", "bad_ipn_url")? };
-    let a = state.engine.create_deposit_address_from(s.who.merchant, &currency, label.clone(), None, origin).await?;
+    let a = state.engine.create_deposit_address_from(s.who.merchant, &currency, label.clone(), None, origin, None).await?;
     Ok(Json(json!({ "address": a.address, "dest_tag": "", "currency": a.currency, "label": label.unwrap_or_default(), "error": "ok" })))
 }
 
