@@ -15,6 +15,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "deposit.credited",
     "deposit.reversed",
     "deposit.dropped",
+    "withdrawal.pending",
     "withdrawal.queued",
     "withdrawal.broadcast",
     "withdrawal.confirmed",
@@ -120,12 +121,13 @@ pub fn withdrawal_event(reported: Option<WithdrawalStatus>, new: WithdrawalStatu
         return None;
     }
     match new {
+        WithdrawalStatus::Pending => Some("withdrawal.pending"),
         WithdrawalStatus::Queued => Some("withdrawal.queued"),
         WithdrawalStatus::Broadcast => Some("withdrawal.broadcast"),
         WithdrawalStatus::Confirmed => Some("withdrawal.confirmed"),
         WithdrawalStatus::Failed => Some("withdrawal.failed"),
         WithdrawalStatus::Cancelled => Some("withdrawal.cancelled"),
-        WithdrawalStatus::Requested | WithdrawalStatus::Pending | WithdrawalStatus::Signed => None,
+        WithdrawalStatus::Requested | WithdrawalStatus::Signed => None,
     }
 }
 
@@ -228,7 +230,7 @@ mod tests {
         assert_eq!(withdrawal_event(None, Requested), None);
         assert_eq!(withdrawal_event(None, Queued), Some("withdrawal.queued"));
         assert_eq!(withdrawal_event(Some(Requested), Queued), Some("withdrawal.queued"));
-        assert_eq!(withdrawal_event(Some(Requested), Pending), None);
+        assert_eq!(withdrawal_event(Some(Requested), Pending), Some("withdrawal.pending"));
         assert_eq!(withdrawal_event(Some(Pending), Queued), Some("withdrawal.queued"));
         assert_eq!(withdrawal_event(Some(Pending), Cancelled), Some("withdrawal.cancelled"));
         assert_eq!(withdrawal_event(Some(Queued), Signed), None);

@@ -15,10 +15,8 @@
 //!               │                                       (replaced: stays)
 //!               └── abandoned (nothing left Kassa) ──▶ failed
 //! ```
-//! `pending` (awaiting approval) is part of the machine but cannot be stored yet: the
-//! withdrawals table's CHECK constraint lists the other statuses ([`WithdrawalStatus::is_stored`]),
-//! and SQLite cannot change a CHECK in a migration without rebuilding the table. The
-//! approval feature brings that migration.
+//! A withdrawal over one of its merchant's limits is held, then waits as `pending`
+//! for an operator: approved it joins the queue, declined it is `cancelled`.
 
 use std::fmt;
 
@@ -70,12 +68,6 @@ impl WithdrawalStatus {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Whether the database accepts it today (and the API documents it): all but
-    /// `pending`, which waits for the approval feature's migration.
-    pub fn is_stored(self) -> bool {
-        self != WithdrawalStatus::Pending
     }
 
     /// Whether nothing more happens to it.
@@ -368,7 +360,6 @@ mod tests {
         }
         assert_eq!(WithdrawalStatus::parse("preparing"), None);
         assert_eq!(PayoutStatus::parse("queued"), None);
-        assert_eq!(WithdrawalStatus::ALL.into_iter().filter(|s| !s.is_stored()).collect::<Vec<_>>(), [Pending]);
     }
 
     fn withdrawal_input() -> impl Strategy<Value = WithdrawalInput> {

@@ -387,12 +387,7 @@ impl Broadcaster {
     }
 
     async fn void_hold(&self, withdrawal: i64, hold: i64, reason: &str) -> Result<(), EngineError> {
-        let memo = serde_json::json!({"type": "withdrawal_failed", "withdrawal_id": withdrawal, "reason": reason}).to_string();
-        self.engine
-            .ledger
-            .submit(TxRequest { idempotency_key: format!("withdrawal:{withdrawal}:void"), action: Action::Void { hold: TxId(hold) }, memo })
-            .await?;
-        Ok(())
+        self.engine.void_withdrawal_hold(withdrawal, hold, reason).await
     }
 
     async fn broadcast_signed(&self, p: &PayoutRow) -> Result<(), EngineError> {

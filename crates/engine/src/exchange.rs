@@ -129,7 +129,7 @@ fn hash(parts: &[&str]) -> Vec<u8> {
 }
 
 impl Engine {
-    fn rates(&self) -> Result<&Rates, EngineError> {
+    pub(crate) fn rates(&self) -> Result<&Rates, EngineError> {
         self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))
     }
 

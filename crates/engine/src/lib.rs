@@ -3,6 +3,7 @@
 //! modules in `kassa-api` call these services and hold no business rules themselves.
 
 pub mod adjustments;
+pub mod approvals;
 pub mod broadcaster;
 pub mod cache;
 pub mod callbacks;

@@ -38,7 +38,7 @@ pub fn deposit_status() -> Object {
 }
 
 pub fn withdrawal_status() -> Object {
-    words(WithdrawalStatus::ALL.into_iter().filter(|s| s.is_stored()).map(WithdrawalStatus::as_str))
+    words(WithdrawalStatus::ALL.map(WithdrawalStatus::as_str))
 }
 
 pub fn priority() -> Object {

@@ -90,6 +90,9 @@ pub struct Withdrawal {
     /// that takes one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Why it waits (or waited) for an operator's approval: over which limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_reason: Option<String>,
     /// A withdrawal with exchange (`pay_from`): the currency of the balance that paid it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_currency: Option<String>,
@@ -148,6 +151,7 @@ impl Engine {
             confirmations: w.confirmations,
             failure: w.failure,
             description: w.description,
+            approval_reason: w.approval_reason,
             source_currency: w.source.map(|s| s.currency),
             source_amount,
             created_at: format_ms(w.created_at_ms),
@@ -263,6 +267,7 @@ impl Engine {
             Some(url) => Some(self.check_callback_url(url).await?),
             None => None,
         };
+        let (approval_reason, approval_day_limit) = self.approval_rule(r.merchant, &currency, units).await?;
         let new = NewWithdrawal {
             merchant: r.merchant,
             currency: currency.code.to_string(),
@@ -278,6 +283,8 @@ impl Engine {
             description: r.description.clone(),
             daily_limit: currency.max_withdrawals_per_day.map(i64::from),
             source,
+            approval_reason,
+            approval_day_limit,
         };
         // A repeat is answered from the stored withdrawal once its hold has settled;
         // one whose first arrival was refused (and removed) runs as new.
@@ -428,6 +435,7 @@ impl Engine {
             let fee_rule = if held.is_empty() { currency.fees.withdrawal } else { currency.fees.withdrawal.with_half_fixed() };
             let outcome = async {
                 let fee = fee_rule.on(units)?;
+                let (approval_reason, approval_day_limit) = self.approval_rule(merchant, &currency, units).await?;
                 let new = NewWithdrawal {
                     merchant,
                     currency: currency.code.to_string(),
@@ -443,6 +451,8 @@ impl Engine {
                     description: payments[i].description.clone(),
                     daily_limit: currency.max_withdrawals_per_day.map(i64::from),
                     source: None,
+                    approval_reason,
+                    approval_day_limit,
                 };
                 let id = match self.store.insert_withdrawal(&new).await {
                     Ok(id) => id,
@@ -474,13 +484,23 @@ impl Engine {
             }
         }
         // All held payments enter the queue at once, so one payout carries them.
-        let queued: Vec<(i64, i64)> = held.iter().filter_map(|(_, w)| w.hold_tx_id.map(|tx| (w.id, tx))).collect();
+        // Those over a limit wait for approval instead.
+        let queued: Vec<(i64, i64)> =
+            held.iter().filter(|(_, w)| w.approval_reason.is_none()).filter_map(|(_, w)| w.hold_tx_id.map(|tx| (w.id, tx))).collect();
         if let Err(e) = self.store.set_withdrawals_queued(&queued).await {
             tracing::warn!(error = %e, "held bulk withdrawals not queued yet; the broadcaster's recovery queues them");
         }
+        for (_, w) in held.iter().filter(|(_, w)| w.approval_reason.is_some()) {
+            if let Some(tx) = w.hold_tx_id {
+                if let Err(e) = self.store.set_withdrawal_pending(w.id, tx).await {
+                    tracing::warn!(error = %e, withdrawal = w.id, "held bulk withdrawal not marked pending yet; the broadcaster's recovery does");
+                }
+            }
+        }
         for (i, row) in held {
-            // As queued, whether or not the queueing above got through: it will be.
-            let status = row.state().after(WithdrawalInput::Held).map_or(row.status, |next| next.status);
+            // As queued (or pending), whether or not the update above got through: it will be.
+            let input = if row.approval_reason.is_some() { WithdrawalInput::ApprovalRequired } else { WithdrawalInput::Held };
+            let status = row.state().after(input).map_or(row.status, |next| next.status);
             results[i] = Some(self.withdrawal_view(WithdrawalRow { status, ..row }));
         }
         tracing::info!(merchant = merchant.0, currency = %currency.code, payments = results.len(),
@@ -514,6 +534,11 @@ impl Engine {
     /// insufficient funds, the withdrawal is removed (nothing stays stored).
     pub(crate) async fn hold_withdrawal(&self, w: &WithdrawalRow, currency: &Currency) -> Result<(), EngineError> {
         match self.hold(w, currency).await {
+            // Over a limit: held, but waiting for an operator.
+            Ok(tx) if w.approval_reason.is_some() => {
+                self.store.set_withdrawal_pending(w.id, tx).await?;
+                Ok(())
+            }
             Ok(tx) => {
                 self.store.set_withdrawal_queued(w.id, tx).await?;
                 Ok(())

@@ -99,6 +99,67 @@ pub enum ChainCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum WithdrawalsCommand {
+    /// Withdrawals waiting for approval (over a merchant's limits), oldest first.
+    Pending {
+        /// Only this merchant's (id or name).
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending withdrawal: it joins the queue and is sent once.
+    Approve {
+        id: i64,
+        /// Who approves it (default: $USER), recorded with the decision.
+        #[arg(long)]
+        operator: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decline a pending withdrawal: it is cancelled and its funds return.
+    Decline {
+        id: i64,
+        /// Why (recorded, and reported to the merchant).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        operator: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a merchant's withdrawal limits for a currency (neither limit: remove them).
+    /// A withdrawal over one waits for approval.
+    Limit {
+        /// Merchant id or name.
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        currency: String,
+        /// Most one withdrawal may send without approval.
+        #[arg(long)]
+        per_transaction: Option<String>,
+        /// Most a UTC day's withdrawals may send together without approval.
+        #[arg(long)]
+        per_day: Option<String>,
+        /// Give the limits in this currency (e.g. EUR), converted at the current rate.
+        #[arg(long = "in")]
+        in_currency: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configured withdrawal limits.
+    Limits {
+        #[arg(long)]
+        merchant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 pub struct AdjustArgs {
     /// Merchant id or name.
@@ -291,6 +352,83 @@ pub async fn chain(settings: &Settings, cmd: ChainCommand) -> anyhow::Result<Exi
                 println!("chain {name} resumed: crediting and sending continue");
             } else {
                 println!("chain {name} was not halted");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn operator_name(given: Option<String>) -> String {
+    given.or_else(|| std::env::var("USER").ok()).filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "cli".into())
+}
+
+pub async fn withdrawals(settings: &Settings, cmd: WithdrawalsCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    let merchant_id = |name: Option<String>| {
+        let engine = &engine;
+        async move {
+            match name {
+                Some(n) => Ok::<_, anyhow::Error>(Some(MerchantId(engine.find_merchant(&n).await?.id))),
+                None => Ok(None),
+            }
+        }
+    };
+    match cmd {
+        WithdrawalsCommand::Pending { merchant, json } => {
+            let list = engine.pending_withdrawals(merchant_id(merchant).await?).await?;
+            if json {
+                print_json(&serde_json::to_value(&list)?);
+            } else if list.is_empty() {
+                println!("no withdrawal waits for approval");
+            } else {
+                for w in &list {
+                    let paid_from = w.source_amount.as_ref().map(|a| format!(" (paid with {a} {})", w.source_currency.as_deref().unwrap_or(""))).unwrap_or_default();
+                    println!("{:>8}  {} {}{paid_from} to {}  requested {}  {}", w.id, w.amount, w.currency, w.address, w.created_at,
+                        w.approval_reason.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        WithdrawalsCommand::Approve { id, operator, reason, json } => {
+            let (w, d) = engine.decide_withdrawal(None, id, true, &operator_name(operator), reason.as_deref()).await?;
+            if json {
+                print_json(&json!({"withdrawal": w, "decision": d}));
+            } else {
+                println!("withdrawal {id} approved by {} at {}: {} {} to {} is queued", d.decided_by, d.decided_at, w.amount, w.currency, w.address);
+            }
+        }
+        WithdrawalsCommand::Decline { id, reason, operator, json } => {
+            let (w, d) = engine.decide_withdrawal(None, id, false, &operator_name(operator), Some(&reason)).await?;
+            if json {
+                print_json(&json!({"withdrawal": w, "decision": d}));
+            } else {
+                println!("withdrawal {id} declined by {} at {} ({reason}): cancelled, its funds are available again", d.decided_by, d.decided_at);
+            }
+        }
+        WithdrawalsCommand::Limit { merchant, currency, per_transaction, per_day, in_currency, json } => {
+            let m = engine.find_merchant(&merchant).await?;
+            let l = engine
+                .set_withdrawal_limits(MerchantId(m.id), &currency, in_currency.as_deref(), per_transaction.as_deref(), per_day.as_deref())
+                .await?;
+            if json {
+                print_json(&serde_json::to_value(&l)?);
+            } else if l.per_transaction.is_none() && l.per_day.is_none() {
+                println!("merchant {}: no withdrawal limits for {} (none waits for approval)", m.name, l.currency);
+            } else {
+                let show = |v: &Option<String>| v.as_ref().map_or("none".to_string(), |a| format!("{a} {}", l.limit_currency));
+                println!("merchant {}: {} withdrawals over {} each or {} a day wait for approval", m.name, l.currency, show(&l.per_transaction), show(&l.per_day));
+            }
+        }
+        WithdrawalsCommand::Limits { merchant, json } => {
+            let list = engine.withdrawal_limits(merchant_id(merchant).await?).await?;
+            if json {
+                print_json(&serde_json::to_value(&list)?);
+            } else if list.is_empty() {
+                println!("no withdrawal limits are set");
+            } else {
+                for l in &list {
+                    let show = |v: &Option<String>| v.as_ref().map_or("-".to_string(), |a| format!("{a} {}", l.limit_currency));
+                    println!("merchant {:>6}  {:<6} per transaction {:<20} per day {}", l.merchant_id, l.currency, show(&l.per_transaction), show(&l.per_day));
+                }
             }
         }
     }

@@ -49,6 +49,9 @@ enum Command {
     /// Webhook endpoints, deliveries and their attempts; redelivery.
     #[command(subcommand)]
     Notifications(admin::NotificationsCommand),
+    /// Withdrawals waiting for approval, decisions, and the limits that make them wait.
+    #[command(subcommand)]
+    Withdrawals(admin::WithdrawalsCommand),
     /// Credit (positive amount) or debit (negative) a merchant against owner equity.
     Adjust(admin::AdjustArgs),
     /// Verify the ledger's invariants; exits non-zero on any violation.
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Merchant(cmd) => admin::merchant(&settings, cmd).await,
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
+                Command::Withdrawals(cmd) => admin::withdrawals(&settings, cmd).await,
                 Command::Chain(cmd) => admin::chain(&settings, cmd).await,
                 Command::Notifications(cmd) => admin::notifications(&settings, cmd).await,
                 Command::Check { json } => admin::check(&settings, json).await,

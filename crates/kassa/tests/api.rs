@@ -190,7 +190,9 @@ both_backends!(malformed, malformed_requests_get_clear_errors);
 /// the API sends.
 #[tokio::test]
 async fn openapi_document_matches_the_routes() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // Every path and method is probed without credentials: no per-IP guard here.
+    let rate_limits = kassa_api::limits::RateLimitOptions { auth_failures: None, ..Default::default() };
+    let app = TestApp::spawn_with(Backend::Sqlite, kassa_api::HttpOptions { rate_limits, ..Default::default() }).await;
     let (status, doc) = app.get("/kassa/v1/openapi.json", None).await;
     assert_eq!(status, 200);
     assert_eq!(doc, serde_json::to_value(kassa_api::dialects::native::document()).unwrap(), "the served document is the generated one");
@@ -296,11 +298,12 @@ async fn openapi_document_matches_the_routes() {
                 "fee": amount("Charged on top of the amount."),
                 "priority": {"type": "string", "enum": ["low", "medium", "high"]},
                 "idempotency_key": {"type": "string"},
-                "status": {"type": "string", "enum": ["requested", "queued", "signed", "broadcast", "confirmed", "failed", "cancelled"]},
+                "status": {"type": "string", "enum": ["requested", "pending", "queued", "signed", "broadcast", "confirmed", "failed", "cancelled"]},
                 "txid": text_or_null,
                 "confirmations": int,
                 "failure": text_or_null,
                 "description": {"type": ["string", "null"], "description": "The description given with the request (withdrawals made through a dialect\nthat takes one)."},
+                "approval_reason": {"type": ["string", "null"], "description": "Why it waits (or waited) for an operator's approval: over which limit."},
                 "source_currency": {"type": ["string", "null"], "description": "A withdrawal with exchange (`pay_from`): the currency of the balance that paid it."},
                 "source_amount": amount("A withdrawal with exchange: what that balance gave, the exchange fee included."),
                 "created_at": time,

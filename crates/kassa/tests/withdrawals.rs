@@ -441,6 +441,8 @@ async fn the_store_applies_the_state_machines(backend: Backend) {
         description: None,
         daily_limit: None,
         source: None,
+        approval_reason: None,
+        approval_day_limit: None,
     };
     let a = store.insert_withdrawal(&new("a")).await.unwrap();
     let b = store.insert_withdrawal(&new("b")).await.unwrap();

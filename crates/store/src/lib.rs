@@ -40,7 +40,7 @@ pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
 pub use transfers::{TransferQuery, TransferRow};
-pub use withdrawals::{NewWithdrawal, PayoutRow, WithdrawalQuery, WithdrawalRow, WithdrawalSource};
+pub use withdrawals::{Decided, NewWithdrawal, PayoutRow, WithdrawalDecisionRow, WithdrawalLimitsRow, WithdrawalQuery, WithdrawalRow, WithdrawalSource};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -140,35 +140,55 @@ pub(crate) fn parse_units(text: &str, what: &str) -> Result<i128> {
 /// The list of callback formats the first schema checked webhook endpoints against.
 const SQLITE_FORMAT_CHECK: &str = " CHECK (format IN ('standard', 'westwallet', 'coinspaid_v1', 'coinspaid_v2'))";
 
-/// Callback formats are registered by the API dialects and checked at start-up, not
-/// listed in the schema. SQLite cannot drop a CHECK constraint, and its migrations run
-/// inside a transaction where foreign keys cannot be switched off, so the one table
-/// that had one is rebuilt here, once: on one connection with foreign keys off, in one
-/// transaction (a crash leaves the old table), its indexes recreated, then checked.
-async fn drop_sqlite_format_check(pool: &SqlitePool) -> Result<()> {
-    let sql: Option<String> = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'webhook_endpoints'")
-        .fetch_optional(pool)
+/// The withdrawal statuses the first schema allowed (before approvals).
+const SQLITE_WITHDRAWAL_STATUSES: &str = "CHECK (status IN ('requested', 'queued', 'signed', 'broadcast', 'confirmed', 'failed', 'cancelled'))";
+
+/// CHECK constraints changed after their table was created. SQLite cannot alter a
+/// CHECK constraint, and its migrations run inside a transaction where foreign keys
+/// cannot be switched off, so such a table is rebuilt here, once: callback formats are
+/// registered by the dialects and checked at start-up, not listed in the schema; a
+/// withdrawal may wait for approval (`pending`).
+async fn rewrite_sqlite_checks(pool: &SqlitePool) -> Result<()> {
+    rewrite_sqlite_table(pool, "webhook_endpoints", SQLITE_FORMAT_CHECK, "").await?;
+    let widened = SQLITE_WITHDRAWAL_STATUSES.replacen("'requested', ", "'requested', 'pending', ", 1);
+    rewrite_sqlite_table(pool, "withdrawals", SQLITE_WITHDRAWAL_STATUSES, &widened).await
+}
+
+/// Rebuilds `table` with `old` replaced by `new` in its definition, if it still has
+/// `old`: on one connection with foreign keys off, in one transaction (a crash leaves
+/// the old table), its rows, indexes and AUTOINCREMENT sequence kept, then checked.
+async fn rewrite_sqlite_table(pool: &SqlitePool, table: &str, old: &str, new: &str) -> Result<()> {
+    let sql: Option<String> = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1").bind(table).fetch_optional(pool).await?;
+    let Some(sql) = sql.filter(|s| s.contains(old)) else { return Ok(()) };
+    let indexes: Vec<String> = sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL")
+        .bind(table)
+        .fetch_all(pool)
         .await?;
-    let Some(sql) = sql.filter(|s| s.contains(SQLITE_FORMAT_CHECK)) else { return Ok(()) };
-    let indexes: Vec<String> =
-        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'webhook_endpoints' AND sql IS NOT NULL")
-            .fetch_all(pool)
-            .await?;
+    let rebuilt_name = format!("{table}_rebuilt");
     let mut conn = pool.acquire().await?;
     sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
     let rebuilt: Result<()> = async {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let create = sql.replacen(SQLITE_FORMAT_CHECK, "", 1).replacen("CREATE TABLE webhook_endpoints", "CREATE TABLE webhook_endpoints_rebuilt", 1);
+        let create = sql.replacen(old, new, 1).replacen(&format!("CREATE TABLE {table}"), &format!("CREATE TABLE {rebuilt_name}"), 1);
         sqlx::query(&create).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO webhook_endpoints_rebuilt SELECT * FROM webhook_endpoints").execute(&mut *tx).await?;
-        sqlx::query("DROP TABLE webhook_endpoints").execute(&mut *tx).await?;
-        sqlx::query("ALTER TABLE webhook_endpoints_rebuilt RENAME TO webhook_endpoints").execute(&mut *tx).await?;
+        let sequence: Option<i64> = if sql.contains("AUTOINCREMENT") {
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = $1").bind(table).fetch_optional(&mut *tx).await?
+        } else {
+            None
+        };
+        sqlx::query(&format!("INSERT INTO {rebuilt_name} SELECT * FROM {table}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("ALTER TABLE {rebuilt_name} RENAME TO {table}")).execute(&mut *tx).await?;
+        if let Some(seq) = sequence {
+            // Ids of deleted rows are never given again.
+            sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = $2").bind(seq).bind(table).execute(&mut *tx).await?;
+        }
         for index in &indexes {
             sqlx::query(index).execute(&mut *tx).await?;
         }
         let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check").fetch_all(&mut *tx).await?;
         if !broken.is_empty() {
-            return Err(StoreError::Corrupt(format!("rebuilding webhook_endpoints broke foreign keys of {broken:?}")));
+            return Err(StoreError::Corrupt(format!("rebuilding {table} broke foreign keys of {broken:?}")));
         }
         tx.commit().await?;
         Ok(())
@@ -176,7 +196,7 @@ async fn drop_sqlite_format_check(pool: &SqlitePool) -> Result<()> {
     .await;
     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
     rebuilt?;
-    tracing::info!("webhook_endpoints: callback formats are no longer listed in the schema");
+    tracing::info!(table, "table rebuilt with its changed CHECK constraint");
     Ok(())
 }
 
@@ -281,7 +301,7 @@ impl Store {
         match &self.db {
             Db::Sqlite(pool) => {
                 SQLITE_MIGRATIONS.run(pool).await?;
-                drop_sqlite_format_check(pool).await?;
+                rewrite_sqlite_checks(pool).await?;
             }
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }

@@ -31,6 +31,14 @@ pub struct NewWithdrawal {
     pub daily_limit: Option<i64>,
     /// Paid from a balance in another currency (a withdrawal with exchange).
     pub source: Option<WithdrawalSource>,
+    /// Why it waits for approval, decided before it is stored (over the
+    /// per-transaction limit), if so.
+    pub approval_reason: Option<String>,
+    /// The per-day approval limit in units of its currency, and how to name it: over it
+    /// with this merchant's other withdrawals of the UTC day (counted inside the
+    /// insert's transaction, so concurrent requests cannot pass it together), it waits
+    /// for approval.
+    pub approval_day_limit: Option<(i128, String)>,
 }
 
 /// What a withdrawal with exchange takes from the balance it is paid from.
@@ -69,6 +77,8 @@ pub struct WithdrawalRow {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub source: Option<WithdrawalSource>,
+    /// Why it waits (or waited) for an operator's approval.
+    pub approval_reason: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -98,6 +108,7 @@ struct WithdrawalRecord {
     source_units: Option<String>,
     source_fee_units: Option<String>,
     exchange_rate: Option<String>,
+    approval_reason: Option<String>,
 }
 
 impl WithdrawalRow {
@@ -143,6 +154,7 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
             source,
+            approval_reason: r.approval_reason,
         })
     }
 }
@@ -150,7 +162,8 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
 const WITHDRAWAL_COLUMNS: &str = "SELECT id, merchant_id, currency, chain, address, CAST(amount_units AS TEXT) AS amount_units,
         CAST(fee_units AS TEXT) AS fee_units, priority, idempotency_key, request_hash, status, hold_tx_id, hold_posted,
         payout_id, txid, vout, confirmations, failure, description, created_at_ms, updated_at_ms, source_currency,
-        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate FROM withdrawals";
+        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate, approval_reason
+     FROM withdrawals";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayoutRow {
@@ -272,14 +285,14 @@ impl Store {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
                  request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description,
-                 source_currency, source_units, source_fee_units, exchange_rate)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13, $15, $16{n}, $17{n}, $18) RETURNING id",
+                 source_currency, source_units, source_fee_units, exchange_rate, approval_reason)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13, $15, $16{n}, $17{n}, $18, $19) RETURNING id",
             n = self.numeric()
         );
         let now = self.now_ms();
         let day_start = now - now.rem_euclid(86_400_000);
         let lock = match self.db {
-            Db::Postgres(_) if w.daily_limit.is_some() => Some("SELECT id FROM merchants WHERE id = $1 FOR UPDATE"),
+            Db::Postgres(_) if w.daily_limit.is_some() || w.approval_day_limit.is_some() => Some("SELECT id FROM merchants WHERE id = $1 FOR UPDATE"),
             _ => None,
         };
         Ok(on_pool!(self, pool => {
@@ -306,20 +319,41 @@ impl Store {
                 .bind(w.source.as_ref().map(|s| s.units.to_string()))
                 .bind(w.source.as_ref().map(|s| s.fee_units.to_string()))
                 .bind(w.source.as_ref().map(|s| s.rate.clone()))
+                .bind(&w.approval_reason)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?;
-            if let Some(limit) = w.daily_limit {
-                let today: i64 = sqlx::query_scalar(&format!(
-                        "SELECT COUNT(*) FROM withdrawals WHERE merchant_id = $1 AND currency = $2 AND created_at_ms >= $3
-                         AND status NOT IN ({})", uncounted()))
+            // The day's withdrawals (this one included), for the daily count and the
+            // per-day approval limit.
+            let approval_day = w.approval_day_limit.as_ref().filter(|_| w.approval_reason.is_none());
+            let day: Option<(i64, Option<String>)> = if w.daily_limit.is_some() || approval_day.is_some() {
+                Some(sqlx::query_as(&format!(
+                        "SELECT COUNT(*), CAST(SUM(amount_units) AS TEXT) FROM withdrawals WHERE merchant_id = $1 AND currency = $2
+                         AND created_at_ms >= $3 AND status NOT IN ({})", uncounted()))
                     .bind(w.merchant.0)
                     .bind(&w.currency)
                     .bind(day_start)
                     .fetch_one(&mut *tx)
-                    .await?;
-                if today > limit {
+                    .await?)
+            } else {
+                None
+            };
+            if let (Some(limit), Some((today, _))) = (w.daily_limit, &day) {
+                if *today > limit {
                     return Err(StoreError::LimitReached { what: "withdrawals per day" });
+                }
+            }
+            if let (Some((limit, named)), Some((_, total))) = (approval_day, &day) {
+                let total = match total {
+                    Some(t) => parse_units(t.split('.').next().unwrap_or("0"), "withdrawals of the day")?,
+                    None => 0,
+                };
+                if total > *limit {
+                    sqlx::query("UPDATE withdrawals SET approval_reason = $1 WHERE id = $2")
+                        .bind(format!("over the per-day limit of {named}"))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             tx.commit().await?;
@@ -388,9 +422,18 @@ impl Store {
         self.set_withdrawals_queued(&[(id, hold_tx_id)]).await
     }
 
+    /// A held withdrawal that waits for approval: `pending`.
+    pub async fn set_withdrawal_pending(&self, id: i64, hold_tx_id: i64) -> Result<()> {
+        self.set_withdrawals_held(&[(id, hold_tx_id)], WithdrawalInput::ApprovalRequired).await
+    }
+
     /// Queues several held withdrawals in one transaction, so a broadcaster sees all
     /// of them or none (a bulk request is paid by one transaction).
     pub async fn set_withdrawals_queued(&self, held: &[(i64, i64)]) -> Result<()> {
+        self.set_withdrawals_held(held, WithdrawalInput::Held).await
+    }
+
+    async fn set_withdrawals_held(&self, held: &[(i64, i64)], input: WithdrawalInput) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_with(self.begin_write()).await?;
             let now = self.now_ms();
@@ -398,7 +441,7 @@ impl Store {
             held.sort_unstable(); // rows locked in id order
             for (id, hold_tx_id) in &held {
                 for row in withdrawal_states!(self, tx, "id = $1", id) {
-                    let Some(next) = row.after(WithdrawalInput::Held)? else { continue };
+                    let Some(next) = row.after(input)? else { continue };
                     sqlx::query("UPDATE withdrawals SET status = $1, hold_tx_id = $2, updated_at_ms = $3 WHERE id = $4")
                         .bind(next.status.as_str())
                         .bind(hold_tx_id)
@@ -451,14 +494,15 @@ impl Store {
         }))
     }
 
-    /// Failed withdrawals of a chain whose hold is still pending (a crash came between
-    /// failing and releasing the funds).
+    /// Failed and cancelled withdrawals of a chain whose hold is still pending (a crash
+    /// came between failing or declining and releasing the funds).
     pub async fn failed_withdrawals_with_pending_hold(&self, chain: &str) -> Result<Vec<(i64, i64)>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
                 "SELECT w.id, w.hold_tx_id FROM withdrawals w JOIN ledger_transactions h ON h.id = w.hold_tx_id
-                 WHERE w.chain = $1 AND w.status = $2 AND h.hold_status = 'pending' LIMIT 1000")
+                 WHERE w.chain = $1 AND w.status IN ($2, $3) AND h.hold_status = 'pending' LIMIT 1000")
             .bind(chain)
             .bind(WithdrawalStatus::Failed.as_str())
+            .bind(WithdrawalStatus::Cancelled.as_str())
             .fetch_all(pool)
             .await?))
     }
@@ -696,5 +740,160 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// A merchant's withdrawal limits for one currency, in units of `limit_currency` (the
+/// currency itself, or a fiat equivalent at the current rate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalLimitsRow {
+    pub merchant_id: i64,
+    pub currency: String,
+    pub limit_currency: String,
+    pub per_transaction_units: Option<i128>,
+    pub per_day_units: Option<i128>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct LimitsRecord {
+    merchant_id: i64,
+    currency: String,
+    limit_currency: String,
+    per_transaction_units: Option<String>,
+    per_day_units: Option<String>,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<LimitsRecord> for WithdrawalLimitsRow {
+    type Error = StoreError;
+    fn try_from(r: LimitsRecord) -> Result<Self> {
+        Ok(WithdrawalLimitsRow {
+            merchant_id: r.merchant_id,
+            currency: r.currency,
+            limit_currency: r.limit_currency,
+            per_transaction_units: r.per_transaction_units.as_deref().map(|u| parse_units(u, "per-transaction limit")).transpose()?,
+            per_day_units: r.per_day_units.as_deref().map(|u| parse_units(u, "per-day limit")).transpose()?,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
+}
+
+const LIMITS_COLUMNS: &str = "SELECT merchant_id, currency, limit_currency, CAST(per_transaction_units AS TEXT) AS per_transaction_units,
+        CAST(per_day_units AS TEXT) AS per_day_units, updated_at_ms FROM withdrawal_limits";
+
+/// An operator's decision on a withdrawal that waited for approval.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct WithdrawalDecisionRow {
+    pub withdrawal_id: i64,
+    /// `approved` or `declined`.
+    pub decision: String,
+    pub decided_by: String,
+    pub reason: Option<String>,
+    pub decided_at_ms: i64,
+}
+
+/// What a decision did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// Recorded, and the withdrawal moved on (queued, or cancelled).
+    Done(WithdrawalDecisionRow),
+    /// Decided before (by this or another operator): that decision.
+    Already(WithdrawalDecisionRow),
+    /// The withdrawal does not wait for approval (and never did, or no such one).
+    NotPending(Option<WithdrawalStatus>),
+}
+
+impl Store {
+    /// Sets (or, with neither limit, removes) a merchant's limits for a currency.
+    pub async fn set_withdrawal_limits(&self, l: &WithdrawalLimitsRow) -> Result<()> {
+        let n = self.numeric();
+        on_pool!(self, pool => {
+            if l.per_transaction_units.is_none() && l.per_day_units.is_none() {
+                sqlx::query("DELETE FROM withdrawal_limits WHERE merchant_id = $1 AND currency = $2")
+                    .bind(l.merchant_id).bind(&l.currency).execute(pool).await?;
+            } else {
+                sqlx::query(&format!(
+                    "INSERT INTO withdrawal_limits (merchant_id, currency, limit_currency, per_transaction_units, per_day_units, updated_at_ms)
+                     VALUES ($1, $2, $3, $4{n}, $5{n}, $6)
+                     ON CONFLICT (merchant_id, currency) DO UPDATE SET limit_currency = $3, per_transaction_units = $4{n},
+                         per_day_units = $5{n}, updated_at_ms = $6"))
+                    .bind(l.merchant_id)
+                    .bind(&l.currency)
+                    .bind(&l.limit_currency)
+                    .bind(l.per_transaction_units.map(|u| u.to_string()))
+                    .bind(l.per_day_units.map(|u| u.to_string()))
+                    .bind(self.now_ms())
+                    .execute(pool)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn withdrawal_limits(&self, merchant: MerchantId, currency: &str) -> Result<Option<WithdrawalLimitsRow>> {
+        let sql = format!("{LIMITS_COLUMNS} WHERE merchant_id = $1 AND currency = $2");
+        let r: Option<LimitsRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.0).bind(currency).fetch_optional(pool).await?);
+        r.map(WithdrawalLimitsRow::try_from).transpose()
+    }
+
+    /// Every configured limit (of one merchant, or all).
+    pub async fn all_withdrawal_limits(&self, merchant: Option<MerchantId>) -> Result<Vec<WithdrawalLimitsRow>> {
+        let sql = format!("{LIMITS_COLUMNS} WHERE ($1 IS NULL OR merchant_id = $1) ORDER BY merchant_id, currency LIMIT 10000");
+        let r: Vec<LimitsRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(merchant.map(|m| m.0)).fetch_all(pool).await?);
+        r.into_iter().map(WithdrawalLimitsRow::try_from).collect()
+    }
+
+    /// Records an operator's decision on a `pending` withdrawal and moves it on
+    /// (approved: queued; declined: cancelled) in one transaction, so it is acted on
+    /// once: a second decision, concurrent or later, finds the first.
+    pub async fn decide_withdrawal(&self, id: i64, approve: bool, by: &str, reason: Option<&str>) -> Result<Decided> {
+        let input = if approve { WithdrawalInput::Approved } else { WithdrawalInput::Rejected };
+        let decision = if approve { "approved" } else { "declined" };
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin_with(self.begin_write()).await?;
+            let rows = withdrawal_states!(self, tx, "id = $1", id);
+            let Some(row) = rows.into_iter().next() else { return Ok(Decided::NotPending(None)) };
+            let earlier: Option<WithdrawalDecisionRow> = sqlx::query_as(
+                    "SELECT withdrawal_id, decision, decided_by, reason, decided_at_ms FROM withdrawal_decisions WHERE withdrawal_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(earlier) = earlier {
+                return Ok(Decided::Already(earlier));
+            }
+            let Some(next) = row.after(input)? else { return Ok(Decided::NotPending(Some(row.state()?.status))) };
+            let now = self.now_ms();
+            let recorded = WithdrawalDecisionRow { withdrawal_id: id, decision: decision.into(), decided_by: by.into(), reason: reason.map(str::to_string), decided_at_ms: now };
+            sqlx::query("INSERT INTO withdrawal_decisions (withdrawal_id, decision, decided_by, reason, decided_at_ms) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(decision)
+                .bind(by)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| duplicate_as(e, "a decision on this withdrawal"))?;
+            let failure = (!approve).then(|| format!("declined by {by}: {}", reason.unwrap_or("no reason given")));
+            sqlx::query("UPDATE withdrawals SET status = $1, failure = COALESCE($2, failure), updated_at_ms = $3 WHERE id = $4")
+                .bind(next.status.as_str())
+                .bind(failure)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            report_changes!(tx, self.write_ctx());
+            tx.commit().await?;
+            self.events_committed();
+            Decided::Done(recorded)
+        }))
+    }
+
+    pub async fn withdrawal_decision(&self, id: i64) -> Result<Option<WithdrawalDecisionRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT withdrawal_id, decision, decided_by, reason, decided_at_ms FROM withdrawal_decisions WHERE withdrawal_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?))
     }
 }

@@ -33,6 +33,7 @@ impl CallbackFormat for Callback {
             "deposit.credited",
             "deposit.reversed",
             "deposit.dropped",
+            "withdrawal.pending",
             "withdrawal.broadcast",
             "withdrawal.confirmed",
             "withdrawal.failed",
@@ -47,6 +48,7 @@ impl CallbackFormat for Callback {
 
     fn render(&self, ev: &CallbackEvent<'_>) -> Result<String, EngineError> {
         let status = match ev.event.event_type.as_str() {
+            "withdrawal.pending" => "pending",
             "deposit.seen" | "withdrawal.broadcast" => "not_confirmed",
             "deposit.credited" | "withdrawal.confirmed" => "confirmed",
             "withdrawal.failed" if *self == Callback::V1 => "error",

@@ -92,6 +92,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deposits))
         .routes(routes!(create_withdrawal, list_withdrawals))
         .routes(routes!(get_withdrawal))
+        .routes(routes!(pending_withdrawals))
+        .routes(routes!(approve_withdrawal))
+        .routes(routes!(decline_withdrawal))
+        .routes(routes!(list_limits))
+        .routes(routes!(set_limits))
         .routes(routes!(create_endpoint, list_endpoints))
         .routes(routes!(rotate_endpoint_secret))
         .routes(routes!(enable_endpoint))
@@ -552,6 +557,80 @@ async fn get_withdrawal(State(state): State<AppState>, Auth(who): Auth, axum::ex
     who.require(Scope::Read)?;
     let id: i64 = id.parse().map_err(|_| ApiError { status: axum::http::StatusCode::NOT_FOUND, code: ErrorCode::NotFound, message: "withdrawal not found".into() })?;
     Ok(Json(sorted(state.engine.withdrawal(who.merchant, id).await?)))
+}
+
+#[utoipa::path(
+    get, path = "/withdrawals/pending", summary = "Withdrawals waiting for approval, oldest first (scope manage).", security(("bearer" = [])),
+    responses((status = 200, description = "Every pending withdrawal of the merchant.", body = Vec<Withdrawal>))
+)]
+async fn pending_withdrawals(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    Ok(Json(sorted(state.engine.pending_withdrawals(Some(who.merchant)).await?)))
+}
+
+/// An approval or decline through the API: the operator defaults to the key's id.
+async fn decide(state: &AppState, who: &kassa_engine::merchants::Principal, id: &str, body: JsonObject, approve: bool) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    body.only(&["operator", "reason"])?;
+    let id = path_id(id, "withdrawal")?;
+    let operator = body.string("operator")?.unwrap_or_else(|| format!("api key {}", who.key_id));
+    let reason = body.string("reason")?;
+    let (withdrawal, decision) = state.engine.decide_withdrawal(Some(who.merchant), id, approve, &operator, reason.as_deref()).await?;
+    Ok(Json(sorted(wire::Decided { withdrawal, decision })))
+}
+
+#[utoipa::path(
+    post, path = "/withdrawals/{id}/approve", summary = "Approve a pending withdrawal: it is queued and sent once (scope manage).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body(content = Decision),
+    responses(
+        (status = 200, description = "Approved.", body = Decided),
+        (status = 404, description = "No such withdrawal of this merchant.", body = ErrorBody),
+        (status = 409, description = "Decided already, or not waiting for approval.", body = ErrorBody),
+    )
+)]
+async fn approve_withdrawal(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    decide(&state, &who, &id, body, true).await
+}
+
+#[utoipa::path(
+    post, path = "/withdrawals/{id}/decline", summary = "Decline a pending withdrawal (a reason is required): cancelled, its funds return (scope manage).", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body(content = Decision),
+    responses(
+        (status = 200, description = "Declined.", body = Decided),
+        (status = 400, description = "No reason given.", body = ErrorBody),
+        (status = 404, description = "No such withdrawal of this merchant.", body = ErrorBody),
+        (status = 409, description = "Decided already, or not waiting for approval.", body = ErrorBody),
+    )
+)]
+async fn decline_withdrawal(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(id): axum::extract::Path<String>, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    decide(&state, &who, &id, body, false).await
+}
+
+#[utoipa::path(
+    get, path = "/withdrawal-limits", summary = "The merchant's withdrawal limits (scope manage).", security(("bearer" = [])),
+    responses((status = 200, description = "One entry per currency with limits.", body = Vec<kassa_engine::approvals::WithdrawalLimits>))
+)]
+async fn list_limits(State(state): State<AppState>, Auth(who): Auth) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    Ok(Json(sorted(state.engine.withdrawal_limits(Some(who.merchant)).await?)))
+}
+
+#[utoipa::path(
+    put, path = "/withdrawal-limits/{currency}", summary = "Set a currency's withdrawal limits; a withdrawal over one waits for approval (scope manage).",
+    security(("bearer" = [])),
+    params(("currency" = String, Path)),
+    request_body(content = NewLimits),
+    responses((status = 200, description = "The limits now.", body = kassa_engine::approvals::WithdrawalLimits), (status = 400, description = "Bad amount or currency.", body = ErrorBody))
+)]
+async fn set_limits(State(state): State<AppState>, Auth(who): Auth, axum::extract::Path(currency): axum::extract::Path<String>, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
+    who.require(Scope::Manage)?;
+    body.only(&["per_transaction", "per_day", "limit_currency"])?;
+    let (per_transaction, per_day) = (amount_field(&body, "per_transaction")?, amount_field(&body, "per_day")?);
+    let limit_currency = body.string("limit_currency")?;
+    let limits = state.engine.set_withdrawal_limits(who.merchant, &currency, limit_currency.as_deref(), per_transaction.as_deref(), per_day.as_deref()).await?;
+    Ok(Json(sorted(limits)))
 }
 
 #[utoipa::path(

@@ -218,6 +218,36 @@ pub struct NewWithdrawal {
     pub pay_from: Option<String>,
 }
 
+/// An operator's decision on a pending withdrawal.
+#[derive(ToSchema)]
+pub struct Decision {
+    /// Who decides (default: the API key's id), recorded with the decision.
+    pub operator: Option<String>,
+    /// Why; required to decline.
+    pub reason: Option<String>,
+}
+
+/// A decided withdrawal and the decision.
+#[derive(Serialize, ToSchema)]
+pub struct Decided {
+    pub withdrawal: Withdrawal,
+    pub decision: kassa_engine::approvals::WithdrawalDecision,
+}
+
+/// A currency's withdrawal limits; neither limit removes them.
+#[derive(ToSchema)]
+pub struct NewLimits {
+    /// Most one withdrawal sends without approval.
+    #[schema(value_type = Option<AmountInput>)]
+    pub per_transaction: Option<String>,
+    /// Most a UTC day's withdrawals send together without approval.
+    #[schema(value_type = Option<AmountInput>)]
+    pub per_day: Option<String>,
+    /// The currency the limits are in (default: the withdrawn currency; a fiat
+    /// currency is converted at the current rate).
+    pub limit_currency: Option<String>,
+}
+
 #[derive(ToSchema)]
 pub struct NewEndpoint {
     pub url: String,
