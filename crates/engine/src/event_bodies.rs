@@ -16,7 +16,8 @@ impl Engine {
     /// same bytes, which the first attempt freezes for every retry.
     pub fn render(&self, format: &str, e: &EventRow) -> Result<Rendered, EngineError> {
         let d = &e.data;
-        let currency = match d.get("currency").and_then(Value::as_str) {
+        // An exchange's are its two currencies.
+        let currency = match d.get("currency").or(d.get("from_currency")).and_then(Value::as_str) {
             Some(code) => Some(self.currencies.get(code)?.clone()),
             None => None,
         };
@@ -25,7 +26,7 @@ impl Engine {
             if !f.events().contains(&e.event_type.as_str()) {
                 return Err(EngineError::invalid("event", format!("{} has no {format} callback", e.event_type)));
             }
-            let other = match d.get("convert_to").or(d.get("source_currency")).and_then(Value::as_str) {
+            let other = match d.get("convert_to").or(d.get("source_currency")).or(d.get("to_currency")).and_then(Value::as_str) {
                 Some(code) => Some(self.currencies.get(code)?.clone()),
                 None => None,
             };

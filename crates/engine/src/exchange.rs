@@ -248,14 +248,14 @@ impl Engine {
 
     /// Executes a live quote exactly as quoted; refused when it expired, when what the
     /// client sends back differs from it, or when it was executed already.
-    pub async fn execute_quote(&self, merchant: MerchantId, quote_id: &str, client_id: &str, check: QuoteCheck) -> Result<Exchange, EngineError> {
+    pub async fn execute_quote(&self, merchant: MerchantId, quote_id: &str, client_id: &str, check: QuoteCheck, origin: &str) -> Result<Exchange, EngineError> {
         validate_client_id(client_id)?;
         let q = self.store.quote(merchant, quote_id).await?.ok_or(EngineError::NotFound("quote"))?;
-        self.execute_quote_row(merchant, q, client_id, check).await
+        self.execute_quote_row(merchant, q, client_id, check, origin).await
     }
 
     /// `execute_quote` for a quote already read.
-    async fn execute_quote_row(&self, merchant: MerchantId, q: QuoteRow, client_id: &str, check: QuoteCheck) -> Result<Exchange, EngineError> {
+    async fn execute_quote_row(&self, merchant: MerchantId, q: QuoteRow, client_id: &str, check: QuoteCheck, origin: &str) -> Result<Exchange, EngineError> {
         let quote_id = q.public_id.as_str();
         let request_hash = hash(&["fixed", quote_id]);
         if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
@@ -296,6 +296,7 @@ impl Engine {
             fee_units: q.fee_units,
             receiver_units: q.receiver_units,
             rate: q.rate.clone(),
+            origin: origin.to_string(),
         })
         .await
     }
@@ -312,6 +313,7 @@ impl Engine {
         side: Side,
         price: &str,
         client_id: &str,
+        origin: &str,
     ) -> Result<Exchange, EngineError> {
         validate_client_id(client_id)?;
         if let Some(existing) = self.store.exchange_by_client_id(merchant, client_id).await? {
@@ -331,11 +333,11 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::QuoteExpired(format!("no live quote of {} → {} at {price} for this amount: ask for a new quote", f.code, t.code))
             })?;
-        self.execute_quote_row(merchant, quote, client_id, QuoteCheck::default()).await
+        self.execute_quote_row(merchant, quote, client_id, QuoteCheck::default(), origin).await
     }
 
     /// Exchanges at the current rate, now.
-    pub async fn exchange_now(&self, merchant: MerchantId, from: &str, to: &str, side: Side, client_id: &str) -> Result<Exchange, EngineError> {
+    pub async fn exchange_now(&self, merchant: MerchantId, from: &str, to: &str, side: Side, client_id: &str, origin: &str) -> Result<Exchange, EngineError> {
         validate_client_id(client_id)?;
         let (side_name, amount) = match &side {
             Side::Sender(a) => ("sender", a.trim()),
@@ -360,6 +362,7 @@ impl Engine {
             fee_units: c.fee_units,
             receiver_units: c.receiver_units,
             rate: rate.to_string(),
+            origin: origin.to_string(),
         })
         .await
     }

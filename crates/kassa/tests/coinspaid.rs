@@ -1063,3 +1063,41 @@ async fn client_serialisations(backend: Backend) {
     assert_eq!(status, 201);
 }
 both_backends!(serialisations, client_serialisations);
+
+// An exchange made through the v2 API is called back as `type: "exchange"`, signed,
+// with its amounts, fee and foreign_id (LTC/USD at 100 less 1 %: 1 LTC gives 99.00 USD).
+async fn exchange_callbacks(backend: Backend) {
+    use kassa_engine::notifier::{Notifier, NotifierOptions};
+    let mut t = kassa_testkit::TestEngine::new(backend).await;
+    add_rates(&mut t, "USD", 0).await;
+    t.engine = t.engine.clone().with_target_policy(kassa_engine::webhooks::TargetPolicy::development());
+    let app = TestApp::serve(t, Default::default()).await;
+    let (m, k) = key(&app, "shop", &[Scope::Read, Scope::Exchange]).await;
+    app.t.fund(m, "LTC", "2").await;
+    let receiver = kassa_testkit::receiver::Receiver::start().await;
+    app.t.engine.create_endpoint(m, &receiver.url("/cp2"), "coinspaid_v2", &[]).await.unwrap();
+    app.t.engine.create_endpoint(m, &receiver.url("/cp1"), "coinspaid_v1", &[]).await.unwrap();
+    let (status, x) = call(&app, &k, "/api/v2/exchange/now", r#"{"sender_currency":"LTC","receiver_currency":"USD","sender_amount":"1","foreign_id":"x-1"}"#).await;
+    assert_eq!(status, 201, "{x}");
+    let schedule = kassa_api::dialects::callback_formats().names().into_iter().map(|f| (f.to_string(), vec![1])).collect();
+    let notifier = Notifier::new(app.t.engine.clone(), NotifierOptions { retry_schedule_secs: schedule, jitter_percent: 0, ..Default::default() }).unwrap();
+    for _ in 0..3 {
+        notifier.run_once().await.unwrap();
+    }
+    let got = receiver.requests_to("/cp2");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-processing-signature").unwrap(), sign(&k.secret, &got[0].body));
+    let id = x["data"]["id"].clone();
+    assert_eq!(
+        got[0].json(),
+        json!({"id": id, "foreign_id": "x-1", "type": "exchange", "crypto_address": null,
+            "currency_sent": {"currency": "LTC", "amount": "1.00000000"},
+            "currency_received": {"currency": "USD", "amount": "99.00", "amount_minus_fee": "99.00"},
+            "transactions": [{"id": id, "currency": "LTC", "currency_to": "USD", "transaction_type": "exchange", "type": "exchange",
+                "address": "", "tag": null, "amount": "1.00000000", "amount_to": "99.00", "txid": "", "confirmations": "0"}],
+            "fees": [{"type": "exchange", "currency": "LTC", "amount": "0.00000000"}],
+            "error": "", "status": "confirmed"})
+    );
+    assert!(receiver.requests_to("/cp1").is_empty(), "v1 has no exchange callbacks");
+}
+both_backends!(exchange_callback, exchange_callbacks);

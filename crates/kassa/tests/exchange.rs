@@ -317,7 +317,7 @@ async fn l5_conversions_never_create_value(backend: Backend) {
             } else {
                 ("EUR", "LTC", kassa_core::Amount::from_units(*units / 100 + 1, 2).unwrap().to_string()) // up to 20 EUR
             };
-            async move { engine.exchange_now(m, from, to, Side::Sender(amount), &format!("l5-{c}-{i}")).await }
+            async move { engine.exchange_now(m, from, to, Side::Sender(amount), &format!("l5-{c}-{i}"), "native").await }
         });
         for x in futures_util::future::join_all(calls).await {
             let x = match x {
@@ -393,6 +393,7 @@ async fn failed_and_interrupted_exchanges(backend: Backend) {
         fee_units: 0,
         receiver_units: 7960,
         rate: "79.6".into(),
+        origin: "native".into(),
     };
     let lost = store.insert_exchange(&pending("lost")).await.unwrap();
     // Interrupted after booking: its ledger transaction exists.

@@ -94,6 +94,8 @@ pub struct NewExchange {
     pub fee_units: i128,
     pub receiver_units: i128,
     pub rate: String,
+    /// The API dialect it was made through.
+    pub origin: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +117,7 @@ pub struct ExchangeRow {
     pub ledger_tx_id: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub origin: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -136,6 +139,7 @@ struct ExchangeRecord {
     ledger_tx_id: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    origin: String,
 }
 
 impl TryFrom<ExchangeRecord> for ExchangeRow {
@@ -159,13 +163,14 @@ impl TryFrom<ExchangeRecord> for ExchangeRow {
             ledger_tx_id: r.ledger_tx_id,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            origin: r.origin,
         })
     }
 }
 
 const EXCHANGE_COLUMNS: &str = "SELECT id, public_id, merchant_id, client_id, request_hash, kind, quote_id, from_currency, to_currency,
         CAST(sender_units AS TEXT) AS sender_units, CAST(fee_units AS TEXT) AS fee_units, CAST(receiver_units AS TEXT) AS receiver_units,
-        rate, status, ledger_tx_id, created_at_ms, updated_at_ms
+        rate, status, ledger_tx_id, created_at_ms, updated_at_ms, origin
      FROM exchanges";
 
 impl Store {
@@ -230,8 +235,8 @@ impl Store {
         let now = self.now_ms();
         let sql = format!(
             "INSERT INTO exchanges (public_id, merchant_id, client_id, request_hash, kind, quote_id, from_currency, to_currency,
-                 sender_units, fee_units, receiver_units, rate, status, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9{n}, $10{n}, $11{n}, $12, 'pending', $13, $13) RETURNING id",
+                 sender_units, fee_units, receiver_units, rate, status, created_at_ms, updated_at_ms, origin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9{n}, $10{n}, $11{n}, $12, 'pending', $13, $13, $14) RETURNING id",
             n = self.numeric()
         );
         let id: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql)
@@ -248,6 +253,7 @@ impl Store {
             .bind(x.receiver_units.to_string())
             .bind(&x.rate)
             .bind(now)
+            .bind(&x.origin)
             .fetch_one(pool)
             .await
             .map_err(|e| duplicate_as(e, "an exchange with this client id or quote"))?);
@@ -321,10 +327,10 @@ impl Store {
             event_type: "exchange.done".into(),
             object_kind: "exchange".into(),
             object_id: x.id,
-            origin: "native".into(),
+            origin: x.origin.clone(),
             callback_url: None,
             data: json!({
-                "id": x.public_id, "client_id": x.client_id, "kind": x.kind, "from_currency": x.from_currency,
+                "id": x.public_id, "number": x.id, "client_id": x.client_id, "kind": x.kind, "from_currency": x.from_currency,
                 "to_currency": x.to_currency, "sender_units": x.sender_units.to_string(), "fee_units": x.fee_units.to_string(),
                 "receiver_units": x.receiver_units.to_string(), "rate": x.rate, "status": "done",
                 "created_at_ms": x.created_at_ms, "updated_at_ms": now,

@@ -20,3 +20,7 @@ ALTER TABLE withdrawals ADD COLUMN source_currency TEXT;
 ALTER TABLE withdrawals ADD COLUMN source_units TEXT;
 ALTER TABLE withdrawals ADD COLUMN source_fee_units TEXT;
 ALTER TABLE withdrawals ADD COLUMN exchange_rate TEXT;
+
+-- The API an exchange was made through: its exchange.done event is reported in that
+-- dialect's callback format too.
+ALTER TABLE exchanges ADD COLUMN origin TEXT NOT NULL DEFAULT 'native';

@@ -508,9 +508,9 @@ async fn exchange_now(State(state): State<AppState>, req: Request, fixed: bool) 
     let (merchant, from, to) = (s.who.merchant, from.code.as_str(), to.code.as_str());
     let done = if fixed {
         let price = required(&s.params, "price")?;
-        state.engine.execute_quote_by_price(merchant, from, to, side, &price, &foreign_id).await
+        state.engine.execute_quote_by_price(merchant, from, to, side, &price, &foreign_id, "coinspaid_v2").await
     } else {
-        state.engine.exchange_now(merchant, from, to, side, &foreign_id).await
+        state.engine.exchange_now(merchant, from, to, side, &foreign_id, "coinspaid_v2").await
     };
     let x = done.map_err(|e| match e {
         // Another foreign_id took this quote first.

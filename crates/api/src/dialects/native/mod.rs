@@ -279,12 +279,12 @@ async fn create_exchange(State(state): State<AppState>, Auth(who): Auth, body: J
                 receiver_amount: amount_field(&body, "receiver_amount")?,
                 rate: amount_field(&body, "rate")?,
             };
-            state.engine.execute_quote(who.merchant, &quote, &client_id, check).await?
+            state.engine.execute_quote(who.merchant, &quote, &client_id, check, "native").await?
         }
         None => {
             body.only(&["client_id", "from_currency", "to_currency", "sender_amount", "receiver_amount"])?;
             let (from, to) = (body.required("from_currency")?, body.required("to_currency")?);
-            state.engine.exchange_now(who.merchant, &from, &to, side(&body)?, &client_id).await?
+            state.engine.exchange_now(who.merchant, &from, &to, side(&body)?, &client_id, "native").await?
         }
     };
     Ok((axum::http::StatusCode::CREATED, Json(sorted(x))))
