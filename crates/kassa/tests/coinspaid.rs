@@ -739,6 +739,9 @@ async fn deposits_with_exchange(backend: Backend) {
     for _ in 0..4 {
         notifier.run_once().await.unwrap();
     }
+    for r in receiver.requests_to("/cp2") {
+        assert_eq!(r.header("x-processing-signature").unwrap(), sign(&k.secret, &r.body), "signed over the exact body");
+    }
     let bodies: Vec<Value> = receiver.requests_to("/cp2").iter().map(|r| r.json()).collect();
     let find = |txid: &str, status: &str| bodies.iter().find(|b| b["transactions"][0]["txid"] == txid && b["status"] == status).cloned();
     let confirmed = find(&tx, "confirmed").expect("the converted deposit confirmed");
