@@ -104,6 +104,8 @@ pub struct FeeSchedule {
     pub withdrawal: Fee,
     pub internal_move: Fee,
     pub exchange: Fee,
+    /// Of a payout plan: on the sum of its payouts.
+    pub payout_plan: Fee,
 }
 
 impl FeeSchedule {
@@ -178,6 +180,8 @@ pub struct FeesConfig {
     pub internal_move: FeeConfig,
     #[serde(default)]
     pub exchange: FeeConfig,
+    #[serde(default)]
+    pub payout_plan: FeeConfig,
 }
 
 fn yes() -> bool {
@@ -304,6 +308,7 @@ impl CurrencyConfig {
             withdrawal: fee("withdrawal", &self.fees.withdrawal)?,
             internal_move: fee("internal_move", &self.fees.internal_move)?,
             exchange: fee("exchange", &self.fees.exchange)?,
+            payout_plan: fee("payout_plan", &self.fees.payout_plan)?,
         };
         Ok(Currency {
             code,

@@ -194,7 +194,14 @@ impl Broadcaster {
 
     async fn send_due(&self, report: &mut BroadcastReport) -> Result<(), EngineError> {
         let store = &self.engine.store;
-        let queued: Vec<WithdrawalRow> = store.withdrawals_in(&self.chain, &[WithdrawalStatus::Queued], 10_000).await?.into_iter().filter(|w| w.payout_id.is_none()).collect();
+        let now_ms = self.engine.now_ms();
+        // Scheduled withdrawals (a payout plan's) wait for their time.
+        let queued: Vec<WithdrawalRow> = store
+            .withdrawals_in(&self.chain, &[WithdrawalStatus::Queued], 10_000)
+            .await?
+            .into_iter()
+            .filter(|w| w.payout_id.is_none() && w.not_before_ms.is_none_or(|t| t <= now_ms))
+            .collect();
         // One payout pays one asset.
         let mut by_currency: Vec<(String, Vec<WithdrawalRow>)> = Vec::new();
         for w in queued {
@@ -547,17 +554,35 @@ fn distinct_destinations(queued: &[WithdrawalRow]) -> usize {
 
 /// The next payout's withdrawals, oldest first: every queued withdrawal whose
 /// destination is already in it or fits in `outputs` destinations, up to
-/// [`MAX_WITHDRAWALS_PER_PAYOUT`]; and the rest.
+/// [`MAX_WITHDRAWALS_PER_PAYOUT`]; and the rest. Withdrawals that share a batch key
+/// (a payout plan's) go together or wait together for the next payout.
 fn next_batch(queued: Vec<WithdrawalRow>, outputs: usize) -> (Vec<WithdrawalRow>, Vec<WithdrawalRow>) {
-    let mut destinations = HashSet::new();
-    let (mut batch, mut rest) = (Vec::new(), Vec::new());
+    // Groups in the order of their oldest withdrawal: a batch key's, or one alone.
+    let mut groups: Vec<Vec<WithdrawalRow>> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for w in queued {
-        let fits = batch.len() < MAX_WITHDRAWALS_PER_PAYOUT && (destinations.contains(&w.address) || destinations.len() < outputs);
+        match w.batch_key.clone() {
+            Some(key) => match group_of.get(&key) {
+                Some(&i) => groups[i].push(w),
+                None => {
+                    group_of.insert(key, groups.len());
+                    groups.push(vec![w]);
+                }
+            },
+            None => groups.push(vec![w]),
+        }
+    }
+    let mut destinations: HashSet<String> = HashSet::new();
+    let (mut batch, mut rest) = (Vec::new(), Vec::new());
+    for group in groups {
+        let new: HashSet<&str> = group.iter().map(|w| w.address.as_str()).filter(|a| !destinations.contains(*a)).collect();
+        // An empty batch takes any group (a plan never has more payouts than a transaction has outputs).
+        let fits = batch.is_empty() || (batch.len() + group.len() <= MAX_WITHDRAWALS_PER_PAYOUT && destinations.len() + new.len() <= outputs);
         if fits {
-            destinations.insert(w.address.clone());
-            batch.push(w);
+            destinations.extend(group.iter().map(|w| w.address.clone()));
+            batch.extend(group);
         } else {
-            rest.push(w);
+            rest.extend(group);
         }
     }
     (batch, rest)

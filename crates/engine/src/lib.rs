@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod merchants;
 pub mod notifications;
 pub mod notifier;
+pub mod payout_plans;
 pub mod rates;
 pub mod relay;
 pub mod schemas;
@@ -76,6 +77,8 @@ pub struct Engine {
     pub callbacks: Arc<callbacks::CallbackFormats>,
     /// How each dialect's API keys look (registered by the dialects).
     pub key_kinds: Arc<Vec<&'static merchants::KeyKind>>,
+    /// Payout plan rules.
+    pub plan_settings: Arc<payout_plans::PayoutPlanSettings>,
 }
 
 impl Engine {
@@ -93,6 +96,7 @@ impl Engine {
             balance_cache: Arc::new(cache::ReadCache::new(std::time::Duration::ZERO, clock)),
             callbacks: Arc::default(),
             key_kinds: Arc::default(),
+            plan_settings: Arc::default(),
         }
     }
 
@@ -161,6 +165,12 @@ impl Engine {
     /// The same engine with these invoice settings.
     pub fn with_invoice_settings(mut self, settings: invoices::InvoiceSettings) -> Self {
         self.invoices = Arc::new(settings);
+        self
+    }
+
+    /// The same engine with these payout plan rules.
+    pub fn with_payout_plan_settings(mut self, settings: payout_plans::PayoutPlanSettings) -> Self {
+        self.plan_settings = Arc::new(settings);
         self
     }
 

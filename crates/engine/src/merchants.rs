@@ -350,6 +350,16 @@ impl Engine {
         self.admit(row.ok_or(AuthError::Unknown)?, dialect, client_ip)
     }
 
+    /// The response-signing secret of the key a principal authenticated with (keys of
+    /// dialects that sign their answers).
+    pub async fn response_secret(&self, principal: &Principal) -> Result<Vec<u8>, EngineError> {
+        let row = self.store.api_key_by_public(&principal.public_key).await?.ok_or(EngineError::NotFound("API key"))?;
+        match (&row.secret_nonce, &row.secret_ciphertext) {
+            (Some(n), Some(c)) => Ok(self.master_key.decrypt(n, c)?),
+            _ => Err(EngineError::Conflict(format!("API key {} has no response secret", row.public_key))),
+        }
+    }
+
     /// Looks up an HMAC key for `dialect` and returns its decrypted secret, for the
     /// dialect to verify the request's signature, with whether the key may be used
     /// (revoked, other dialect, blocked merchant, IP allowlist). Dialects check the

@@ -20,6 +20,12 @@ pub fn format_seconds(ms: i64) -> String {
     at(ms.div_euclid(1000) * 1000).format(&f).unwrap_or_default()
 }
 
+/// ISO 8601 to the second with a numeric UTC offset: `2026-01-31T12:00:00+00:00`.
+pub fn format_offset_seconds(ms: i64) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00");
+    at(ms.div_euclid(1000) * 1000).format(&f).unwrap_or_default()
+}
+
 /// An RFC 3339 time (any offset) as Unix milliseconds; `None` when it is not one.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
@@ -35,6 +41,7 @@ mod tests {
         let ms = 1_769_860_800_123; // 2026-01-31T12:00:00.123Z
         assert_eq!(format_ms(ms), "2026-01-31T12:00:00.123Z");
         assert_eq!(format_seconds(ms), "2026-01-31 12:00:00");
+        assert_eq!(format_offset_seconds(ms), "2026-01-31T12:00:00+00:00");
         assert_eq!(format_seconds(-1), "1969-12-31 23:59:59", "before the epoch rounds down, not toward zero");
         assert_eq!(parse_rfc3339_ms(&format_ms(ms)), Some(ms));
         assert_eq!(parse_rfc3339_ms("2026-01-31T14:00:00+02:00"), Some(1_769_860_800_000));

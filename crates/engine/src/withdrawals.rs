@@ -126,7 +126,7 @@ pub(crate) fn crash_point(point: &str) {
 }
 
 /// What a withdrawal's idempotency key stands for: a repeat must ask for the same.
-fn request_hash(currency: &str, address: &str, units: i128, priority: Priority) -> Vec<u8> {
+pub(crate) fn request_hash(currency: &str, address: &str, units: i128, priority: Priority) -> Vec<u8> {
     let text = format!("{currency}|{address}|{units}|{}", priority.as_str());
     Sha256::digest(text.as_bytes()).to_vec()
 }
@@ -164,7 +164,7 @@ impl Engine {
 
     /// The checks every withdrawal passes before anything is stored: the currency can
     /// send on a running chain, and the address and amount are valid for it.
-    async fn withdrawal_checks(&self, code: &str) -> Result<(Currency, String, Arc<dyn ChainAdapter>), EngineError> {
+    pub(crate) async fn withdrawal_checks(&self, code: &str) -> Result<(Currency, String, Arc<dyn ChainAdapter>), EngineError> {
         let currency = self.currencies.active(code)?.clone();
         if !currency.can_send {
             return Err(EngineError::invalid("currency", format!("{} cannot be sent", currency.code)));
@@ -285,6 +285,8 @@ impl Engine {
             source,
             approval_reason,
             approval_day_limit,
+            not_before_ms: None,
+            batch_key: None,
         };
         // A repeat is answered from the stored withdrawal once its hold has settled;
         // one whose first arrival was refused (and removed) runs as new.
@@ -453,6 +455,8 @@ impl Engine {
                     source: None,
                     approval_reason,
                     approval_day_limit,
+                    not_before_ms: None,
+                    batch_key: None,
                 };
                 let id = match self.store.insert_withdrawal(&new).await {
                     Ok(id) => id,
@@ -557,7 +561,7 @@ impl Engine {
     /// house (its exchange fee to fees earned) in it, exchange house → hot wallet (and
     /// the withdrawal fee) in the currency sent, all in the one hold, so a void returns
     /// the source currency.
-    async fn hold(&self, w: &WithdrawalRow, currency: &Currency) -> Result<i64, EngineError> {
+    pub(crate) async fn hold(&self, w: &WithdrawalRow, currency: &Currency) -> Result<i64, EngineError> {
         let code = currency.code.clone();
         let account = |key: AccountKey| async move { self.ledger.account(&key).await };
         let merchant = MerchantId(w.merchant_id);

@@ -100,6 +100,47 @@ pub enum ChainCommand {
 }
 
 #[derive(Subcommand)]
+pub enum PlansCommand {
+    /// Register a referral code for a merchant: plans created with it as `refCode`
+    /// credit that merchant with `[payout_plans] referral_share_percent` of their fee.
+    ReferralCode {
+        code: String,
+        /// Merchant id or name (the referrer).
+        #[arg(long)]
+        merchant: String,
+    },
+    /// Every referral code and its merchant.
+    ReferralCodes {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn plans(settings: &Settings, cmd: PlansCommand) -> anyhow::Result<ExitCode> {
+    let engine = engine(settings).await?;
+    match cmd {
+        PlansCommand::ReferralCode { code, merchant } => {
+            let m = engine.find_merchant(&merchant).await?;
+            engine.add_referral_code(&code, MerchantId(m.id)).await?;
+            println!("referral code {} credits merchant {} ({})", code.trim(), m.id, m.name);
+        }
+        PlansCommand::ReferralCodes { json } => {
+            let codes = engine.referral_codes().await?;
+            if json {
+                print_json(&serde_json::json!(codes.iter().map(|(c, m)| serde_json::json!({"code": c, "merchant_id": m})).collect::<Vec<_>>()));
+            } else if codes.is_empty() {
+                println!("no referral codes");
+            } else {
+                for (c, m) in &codes {
+                    println!("{c}  merchant {m}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
 pub enum WithdrawalsCommand {
     /// Withdrawals waiting for approval (over a merchant's limits), oldest first.
     Pending {

@@ -64,6 +64,8 @@ pub struct Config {
     pub rates: RatesConfig,
     #[serde(default)]
     pub invoices: InvoicesConfig,
+    #[serde(default)]
+    pub payout_plans: PayoutPlansConfig,
     /// Where customers reach this server (payment page links); default http://LISTEN.
     #[serde(default)]
     pub public_url: Option<String>,
@@ -91,6 +93,54 @@ impl Default for WestwalletConfig {
     fn default() -> Self {
         Self { currencies: None, timestamp_window_secs: default_timestamp_window() }
     }
+}
+
+/// `[payout_plans]`: scheduled split payouts (the fee itself is per currency:
+/// `currencies.CODE.fees.payout_plan`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutPlansConfig {
+    /// How long a plan waits for its deposit before it expires.
+    #[serde(default = "default_plan_validity")]
+    pub validity_hours: u64,
+    /// The longest delay a plan may ask for.
+    #[serde(default = "default_plan_max_delay")]
+    pub max_delay_hours: u64,
+    /// Most payouts per plan (never more than one transaction of the chain pays).
+    #[serde(default = "default_plan_max_payouts")]
+    pub max_payouts: usize,
+    /// The referrer's share of a plan's fee, in percent.
+    #[serde(default = "default_referral_share")]
+    pub referral_share_percent: String,
+    /// The currency of plans that name none (default: the first configured currency
+    /// that a transaction with several outputs can pay).
+    #[serde(default)]
+    pub default_currency: Option<String>,
+}
+
+impl Default for PayoutPlansConfig {
+    fn default() -> Self {
+        Self {
+            validity_hours: default_plan_validity(),
+            max_delay_hours: default_plan_max_delay(),
+            max_payouts: default_plan_max_payouts(),
+            referral_share_percent: default_referral_share(),
+            default_currency: None,
+        }
+    }
+}
+
+fn default_plan_validity() -> u64 {
+    24
+}
+fn default_plan_max_delay() -> u64 {
+    168
+}
+fn default_plan_max_payouts() -> usize {
+    20
+}
+fn default_referral_share() -> String {
+    "0".into()
 }
 
 /// `[invoices]`: defaults of invoices.
@@ -609,6 +659,7 @@ impl Config {
         }
         rates_options(&self.rates, &currencies)?;
         invoice_tolerance(&self.invoices)?;
+        payout_plan_settings(&self.payout_plans, &currencies)?;
         if !(1..=self.invoices.max_ttl_secs).contains(&self.invoices.default_ttl_secs) || self.invoices.max_ttl_secs > 365 * 86_400 {
             bail!("invoices.default_ttl_secs: must be 1 to invoices.max_ttl_secs (at most a year)");
         }
@@ -707,6 +758,11 @@ impl Settings {
             tolerance_e6: invoice_tolerance(c).expect("validated"),
             public_url: self.config.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
         }
+    }
+
+    pub fn payout_plan_settings(&self) -> kassa_engine::payout_plans::PayoutPlanSettings {
+        let all: Vec<kassa_core::Currency> = self.currencies.all().cloned().collect();
+        payout_plan_settings(&self.config.payout_plans, &all).expect("validated")
     }
 
     pub fn target_policy(&self) -> kassa_engine::webhooks::TargetPolicy {
@@ -867,6 +923,35 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
 
 fn url_has_no_host(u: &str) -> bool {
     u.split("://").nth(1).is_none_or(|rest| rest.split('/').next().unwrap_or("").is_empty())
+}
+
+fn payout_plan_settings(c: &PayoutPlansConfig, currencies: &[kassa_core::Currency]) -> anyhow::Result<kassa_engine::payout_plans::PayoutPlanSettings> {
+    if !(1..=24 * 365).contains(&c.validity_hours) {
+        bail!("payout_plans.validity_hours: must be 1-8760");
+    }
+    if c.max_delay_hours > 24 * 365 {
+        bail!("payout_plans.max_delay_hours: at most 8760");
+    }
+    if !(1..=500).contains(&c.max_payouts) {
+        bail!("payout_plans.max_payouts: must be 1-500");
+    }
+    let share = kassa_core::Amount::parse(c.referral_share_percent.trim(), kassa_core::currency::PERCENT_SCALE, kassa_core::SignPolicy::NonNegative)
+        .map_err(|e| anyhow!("payout_plans.referral_share_percent: {e}"))?;
+    if share.units() > 100 * 10i128.pow(u32::from(kassa_core::currency::PERCENT_SCALE)) {
+        bail!("payout_plans.referral_share_percent: at most 100");
+    }
+    if let Some(code) = &c.default_currency {
+        if !currencies.iter().any(|cur| cur.code.as_str() == code && cur.chain.is_some()) {
+            bail!("payout_plans.default_currency: {code:?} is not a configured crypto currency");
+        }
+    }
+    Ok(kassa_engine::payout_plans::PayoutPlanSettings {
+        validity: Duration::from_secs(c.validity_hours * 3600),
+        max_delay_hours: c.max_delay_hours as i64,
+        max_payouts: c.max_payouts,
+        referral_share_e6: share.units(),
+        default_currency: c.default_currency.clone(),
+    })
 }
 
 fn invoice_tolerance(c: &InvoicesConfig) -> anyhow::Result<i64> {

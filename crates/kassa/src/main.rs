@@ -52,6 +52,9 @@ enum Command {
     /// Withdrawals waiting for approval, decisions, and the limits that make them wait.
     #[command(subcommand)]
     Withdrawals(admin::WithdrawalsCommand),
+    /// Payout plans (the scheduled split-payout API): referral codes.
+    #[command(subcommand)]
+    Plans(admin::PlansCommand),
     /// Credit (positive amount) or debit (negative) a merchant against owner equity.
     Adjust(admin::AdjustArgs),
     /// Verify the ledger's invariants; exits non-zero on any violation.
@@ -109,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Key(cmd) => admin::key(&settings, cmd).await,
                 Command::Adjust(args) => admin::adjust(&settings, args).await,
                 Command::Withdrawals(cmd) => admin::withdrawals(&settings, cmd).await,
+                Command::Plans(cmd) => admin::plans(&settings, cmd).await,
                 Command::Chain(cmd) => admin::chain(&settings, cmd).await,
                 Command::Notifications(cmd) => admin::notifications(&settings, cmd).await,
                 Command::Check { json } => admin::check(&settings, json).await,

@@ -42,7 +42,8 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let engine = kassa_api::dialects::register(Engine::new(store, settings.currencies.clone(), master_key, settings.ledger_options()))
         .with_chains(settings.chains())
         .with_target_policy(settings.target_policy())
-        .with_invoice_settings(settings.invoice_settings());
+        .with_invoice_settings(settings.invoice_settings())
+        .with_payout_plan_settings(settings.payout_plan_settings());
     let (key_cache, balance_cache) = settings.read_caches();
     let engine = engine.with_read_caches(key_cache, balance_cache);
     let clock = engine.clock().clone();
@@ -81,6 +82,7 @@ pub async fn run_http(settings: &Settings, engine: Engine) -> anyhow::Result<Exi
     )?);
     workers.extend(kassa_engine::exchange::spawn_exchange_workers(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::invoices::spawn_invoice_expiry(&engine, workers_stopping.clone()));
+    workers.push(kassa_engine::payout_plans::spawn_payout_plans(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::relay::spawn_relay(&engine, workers_stopping.clone()));
     workers.push(kassa_engine::notifier::spawn_notifier(&engine, settings.notifier_options(), workers_stopping)?);
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("17 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("18 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -195,6 +195,9 @@ fn bad_configuration_fails_fast_and_names_the_key() {
         ("[http.rate_limits]\nauth_failures = \"0/min\"", "http.rate_limits.auth_failures"),
         ("[http.rate_limits.quotes]\nper_ip = \"1/s\"", "unknown field: found `quotes`"),
         ("[http]\nclient_ip_header = \"X Forwarded\"", "http.client_ip_header"),
+        ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[payout_plans]\nvalidity_hours = 0", "payout_plans.validity_hours"),
+        ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[payout_plans]\nreferral_share_percent = \"120\"", "payout_plans.referral_share_percent"),
+        ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[payout_plans]\ndefault_currency = \"EUR\"", "payout_plans.default_currency"),
     ];
     // Chains: the kind, its own section, what it carries.
     let ltc = "[currencies.LTC]\nname = \"Litecoin\"\nkind = \"crypto\"\nchain = \"litecoin\"\n";

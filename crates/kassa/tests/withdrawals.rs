@@ -443,6 +443,8 @@ async fn the_store_applies_the_state_machines(backend: Backend) {
         source: None,
         approval_reason: None,
         approval_day_limit: None,
+        not_before_ms: None,
+        batch_key: None,
     };
     let a = store.insert_withdrawal(&new("a")).await.unwrap();
     let b = store.insert_withdrawal(&new("b")).await.unwrap();

@@ -522,6 +522,13 @@ impl Store {
         Ok(())
     }
 
+    /// The deposits to one address, oldest first.
+    pub async fn deposits_at_address(&self, address_id: i64, limit: u32) -> Result<Vec<DepositRow>> {
+        let sql = format!("{DEPOSIT_COLUMNS} WHERE d.address_id = $1 ORDER BY d.id LIMIT $2");
+        let rows: Vec<DepositTuple> = on_pool!(self, pool => sqlx::query_as(&sql).bind(address_id).bind(i64::from(limit)).fetch_all(pool).await?);
+        rows.into_iter().map(deposit_from).collect()
+    }
+
     pub async fn deposits(&self, q: &DepositQuery) -> Result<Vec<DepositRow>> {
         let sql = format!(
             "{DEPOSIT_COLUMNS} WHERE ($1 IS NULL OR d.merchant_id = $1) AND ($2 IS NULL OR d.currency = $2)

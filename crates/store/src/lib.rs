@@ -14,6 +14,7 @@ mod idempotency;
 mod invoices;
 mod ledger;
 mod merchants;
+mod payout_plans;
 mod transfers;
 mod withdrawals;
 
@@ -39,6 +40,7 @@ pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
 pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};
+pub use payout_plans::{NewPayoutPlan, PayoutPlanRow, PlanPayoutRow, PlanUpdate};
 pub use transfers::{TransferQuery, TransferRow};
 pub use withdrawals::{Decided, NewWithdrawal, PayoutRow, WithdrawalDecisionRow, WithdrawalLimitsRow, WithdrawalQuery, WithdrawalRow, WithdrawalSource};
 

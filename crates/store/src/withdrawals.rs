@@ -39,6 +39,10 @@ pub struct NewWithdrawal {
     /// insert's transaction, so concurrent requests cannot pass it together), it waits
     /// for approval.
     pub approval_day_limit: Option<(i128, String)>,
+    /// Not sent before this time (Unix ms; `None`: as soon as it is queued).
+    pub not_before_ms: Option<i64>,
+    /// Withdrawals with one batch key are paid by one transaction.
+    pub batch_key: Option<String>,
 }
 
 /// What a withdrawal with exchange takes from the balance it is paid from.
@@ -79,6 +83,10 @@ pub struct WithdrawalRow {
     pub source: Option<WithdrawalSource>,
     /// Why it waits (or waited) for an operator's approval.
     pub approval_reason: Option<String>,
+    /// Not sent before this time (Unix ms).
+    pub not_before_ms: Option<i64>,
+    /// Withdrawals with one batch key are paid by one transaction.
+    pub batch_key: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -109,6 +117,8 @@ struct WithdrawalRecord {
     source_fee_units: Option<String>,
     exchange_rate: Option<String>,
     approval_reason: Option<String>,
+    not_before_ms: Option<i64>,
+    batch_key: Option<String>,
 }
 
 impl WithdrawalRow {
@@ -155,6 +165,8 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
             updated_at_ms: r.updated_at_ms,
             source,
             approval_reason: r.approval_reason,
+            not_before_ms: r.not_before_ms,
+            batch_key: r.batch_key,
         })
     }
 }
@@ -162,7 +174,8 @@ impl TryFrom<WithdrawalRecord> for WithdrawalRow {
 const WITHDRAWAL_COLUMNS: &str = "SELECT id, merchant_id, currency, chain, address, CAST(amount_units AS TEXT) AS amount_units,
         CAST(fee_units AS TEXT) AS fee_units, priority, idempotency_key, request_hash, status, hold_tx_id, hold_posted,
         payout_id, txid, vout, confirmations, failure, description, created_at_ms, updated_at_ms, source_currency,
-        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate, approval_reason
+        CAST(source_units AS TEXT) AS source_units, CAST(source_fee_units AS TEXT) AS source_fee_units, exchange_rate, approval_reason,
+        not_before_ms, batch_key
      FROM withdrawals";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,8 +298,8 @@ impl Store {
         let sql = format!(
             "INSERT INTO withdrawals (merchant_id, currency, chain, address, amount_units, fee_units, priority, idempotency_key,
                  request_hash, status, created_at_ms, updated_at_ms, origin, callback_url, reported_status, description,
-                 source_currency, source_units, source_fee_units, exchange_rate, approval_reason)
-             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13, $15, $16{n}, $17{n}, $18, $19) RETURNING id",
+                 source_currency, source_units, source_fee_units, exchange_rate, approval_reason, not_before_ms, batch_key)
+             VALUES ($1, $2, $3, $4, $5{n}, $6{n}, $7, $8, $9, $14, $10, $10, $11, $12, $14, $13, $15, $16{n}, $17{n}, $18, $19, $20, $21) RETURNING id",
             n = self.numeric()
         );
         let now = self.now_ms();
@@ -320,6 +333,8 @@ impl Store {
                 .bind(w.source.as_ref().map(|s| s.fee_units.to_string()))
                 .bind(w.source.as_ref().map(|s| s.rate.clone()))
                 .bind(&w.approval_reason)
+                .bind(w.not_before_ms)
+                .bind(&w.batch_key)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| duplicate_as(e, "a withdrawal with this idempotency key"))?;

@@ -134,6 +134,7 @@ confirmations = 3
 min_withdrawal = "0.001"
 max_withdrawal = "100"
 fees.withdrawal = { fixed = "0.0001", percent = "0.5" }
+fees.payout_plan = { fixed = "0.0001", percent = "3" }
 
 [BTC]
 name = "Bitcoin"
