@@ -248,6 +248,7 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
     let key = engine.create_key(MerchantId(merchant.id), "native", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
     let ww = engine.create_key(MerchantId(merchant.id), "westwallet", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
     let cp = engine.create_key(MerchantId(merchant.id), "coinspaid", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
+    let whir = engine.create_key(MerchantId(merchant.id), "whir", Scope::ALL.to_vec(), vec![], "kassa dev").await?;
     let deposit = engine.create_deposit_address(MerchantId(merchant.id), "LTC", Some("demo".into()), Some("demo-deposit".into())).await?;
     let token = key.token.as_deref().unwrap_or_default();
     let api = format!("http://{}", settings.listen);
@@ -265,6 +266,11 @@ async fn run_dev_server(dir: &Path, rpc_port: u16) -> anyhow::Result<ExitCode> {
     println!("  API doc:      {api}/kassa/v1/openapi.json");
     println!("  WestWallet:   base URL {api}/westwallet, key {}, secret {}", ww.public_key, ww.secret.as_deref().unwrap_or_default());
     println!("  CoinsPaid:    base URL {api}/api, key {}, secret {}", cp.public_key, cp.secret.as_deref().unwrap_or_default());
+    println!(
+        "  whir:         base URL {api}/whir/api, token {}, response secret {}",
+        whir.token.as_deref().unwrap_or_default(),
+        whir.secret.as_deref().unwrap_or_default()
+    );
     let result = serve::run_http(&settings, engine).await;
     node.stop().await;
     result

@@ -355,6 +355,12 @@ async fn dev_network_runs_and_pays_a_test_deposit() {
         .await
         .unwrap();
     assert!(accounts["data"].as_array().unwrap().iter().any(|a| a["currency"] == "EUR" && a["balance"] == "100.00"), "{accounts}");
+    // The printed whir token reads its (empty) list of payout plans.
+    let whir = field("whir:");
+    let words: Vec<&str> = whir.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let whir_token = words[words.iter().position(|w| *w == "token").unwrap() + 1];
+    let plans: Value = client.get(format!("{base}/whir/api/transactions")).bearer_auth(whir_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(plans["totalTransactions"], 0, "{plans}");
 
     // The printed command pays the deposit and mines its confirmations.
     let out = dev(&["pay", &address, "0.5"]).output().unwrap();

@@ -245,7 +245,8 @@ impl Store {
     pub async fn open_payout_plans(&self, after_id: i64, limit: u32) -> Result<Vec<PayoutPlanRow>> {
         let sql = format!(
             "{PLAN_COLUMNS} WHERE p.id > $1 AND (p.status IN ('pending', 'confirming', 'processing', 'sent')
-                 OR (p.status = 'expired' AND EXISTS (SELECT 1 FROM deposits d WHERE d.address_id = p.address_id AND d.status <> 'dropped')))
+                 OR (p.status = 'expired' AND EXISTS (SELECT 1 FROM deposits d WHERE d.address_id = p.address_id
+                     AND d.status IN ('seen', 'confirming', 'credited'))))
              ORDER BY p.id LIMIT $2"
         );
         let r: Vec<PlanRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(after_id).bind(i64::from(limit)).fetch_all(pool).await?);

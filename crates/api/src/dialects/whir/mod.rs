@@ -162,6 +162,9 @@ fn json_response(body: String) -> Response {
 }
 
 async fn status(State(state): State<AppState>) -> Response {
+    if !state.engine.database_ready().await {
+        return WhirError::new(StatusCode::SERVICE_UNAVAILABLE, "Service is temporarily unavailable.").into_response();
+    }
     let now = state.engine.now_ms();
     let body = format!(r#"{{"status":"ok","timestamp":{},"datetime":{}}}"#, now.div_euclid(1000), quoted(&format_offset_seconds(now)));
     json_response(body)
