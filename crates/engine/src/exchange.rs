@@ -549,7 +549,13 @@ impl Engine {
                 let least = self.min_deposit_exchange_amount(from.code.as_str(), to)?;
                 return Err(EngineError::invalid("amount", format!("below the least deposit converted to {to}, {least} {}", from.code)));
             }
-            Ok::<_, EngineError>(DepositConversion { currency: t.code.to_string(), units: c.receiver_units, fee_units: c.fee_units, rate: rate.to_string() })
+            Ok::<_, EngineError>(DepositConversion {
+                currency: t.code.to_string(),
+                units: c.receiver_units,
+                fee_units: c.fee_units,
+                rate: rate.to_string(),
+                futures_id: None,
+            })
         })();
         match priced {
             Ok(c) => CreditConversion::Converted(c),

@@ -14,6 +14,7 @@ pub mod event_bodies;
 pub mod error;
 pub mod invoices;
 pub mod exchange;
+pub mod futures;
 pub mod idempotency;
 pub mod ledger;
 pub mod merchants;

@@ -64,6 +64,11 @@ pub struct RatesOptions {
     /// How long a quote holds its price.
     pub quote_ttl: Duration,
     pub request_timeout: Duration,
+    /// How long a futures price holds (from `ts_fixed` to `ts_release`).
+    pub futures_window: Duration,
+    /// The most a futures may receive, in `futures_limit_currency` (text, e.g. "10000").
+    pub futures_limit: String,
+    pub futures_limit_currency: String,
 }
 
 impl Default for RatesOptions {
@@ -75,6 +80,9 @@ impl Default for RatesOptions {
             refresh_interval: Duration::from_secs(30),
             quote_ttl: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            futures_window: Duration::from_secs(6000),
+            futures_limit: "10000".into(),
+            futures_limit_currency: "EUR".into(),
         }
     }
 }

@@ -381,7 +381,10 @@ impl Watcher {
             (Some(_), None) if below_minimum => {
                 CreditConversion::Unconverted(format!("below the least deposit credited, {} {}", currency.min_receive, currency.code))
             }
-            (Some(to), None) => self.engine.deposit_conversion(currency, to, d.amount_units - fee),
+            (Some(to), None) => match self.engine.futures_conversion(d, to, d.amount_units - fee).await? {
+                Some(fixed) => CreditConversion::Converted(fixed),
+                None => self.engine.deposit_conversion(currency, to, d.amount_units - fee),
+            },
         };
         // Converted on arrival: the credit and the exchange are one ledger transaction.
         if let CreditConversion::Converted(c) = &conversion {

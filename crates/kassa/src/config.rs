@@ -199,6 +199,24 @@ pub struct RatesConfig {
     /// `[rates.pairs."BASE/QUOTE"]`: the pairs that can be exchanged.
     #[serde(default)]
     pub pairs: BTreeMap<String, PairConfig>,
+    /// How long a futures price holds (CoinsPaid-style `futures/*`).
+    #[serde(default = "default_futures_window")]
+    pub futures_window_secs: u64,
+    /// The most a futures may receive, in `futures_limit_currency`.
+    #[serde(default = "default_futures_limit")]
+    pub futures_limit: String,
+    #[serde(default = "default_futures_limit_currency")]
+    pub futures_limit_currency: String,
+}
+
+fn default_futures_window() -> u64 {
+    6000
+}
+fn default_futures_limit() -> String {
+    "10000".into()
+}
+fn default_futures_limit_currency() -> String {
+    "EUR".into()
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -908,6 +926,16 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
             bail!("rates.{key}: must be 1-86400");
         }
     }
+    if !(60..=7 * 86_400).contains(&r.futures_window_secs) {
+        bail!("rates.futures_window_secs: must be 60-604800");
+    }
+    match currencies.iter().find(|c| c.code.as_str() == r.futures_limit_currency) {
+        Some(c) => {
+            c.parse_amount(r.futures_limit.trim(), kassa_core::SignPolicy::NonNegative).map_err(|e| anyhow!("rates.futures_limit: {e}"))?;
+        }
+        None if r.futures_limit_currency == default_futures_limit_currency() => {} // no EUR configured: futures refuse, naming it
+        None => bail!("rates.futures_limit_currency: {:?} is not a configured currency", r.futures_limit_currency),
+    }
     if r.max_age_secs <= r.refresh_secs {
         bail!("rates.max_age_secs: must exceed rates.refresh_secs ({}), or rates go stale between refreshes", r.refresh_secs);
     }
@@ -918,6 +946,9 @@ fn rates_options(r: &RatesConfig, currencies: &[kassa_core::Currency]) -> anyhow
         refresh_interval: Duration::from_secs(r.refresh_secs),
         quote_ttl: Duration::from_secs(r.quote_ttl_secs),
         request_timeout: Duration::from_secs(r.request_timeout_secs),
+        futures_window: Duration::from_secs(r.futures_window_secs),
+        futures_limit: r.futures_limit.trim().to_string(),
+        futures_limit_currency: r.futures_limit_currency.clone(),
     }))
 }
 

@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("18 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("19 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);
@@ -183,6 +183,9 @@ fn bad_configuration_fails_fast_and_names_the_key() {
             "rates.pairs.\"EUR/USD\".min_amount_deposit_with_exchange",
         ),
         ("[rates]\nsources = [\"fixed\"]\n[rates.fixed]\n\"EUR/USD\" = \"1,1\"\n[rates.pairs.\"EUR/USD\"]", "rates.fixed.\"EUR/USD\""),
+        ("[rates]\nsources = [\"fixed\"]\nfutures_window_secs = 5\n[rates.pairs.\"EUR/USD\"]", "rates.futures_window_secs"),
+        ("[rates]\nsources = [\"fixed\"]\nfutures_limit_currency = \"GBP\"\n[rates.pairs.\"EUR/USD\"]", "rates.futures_limit_currency"),
+        ("[rates]\nsources = [\"fixed\"]\nfutures_limit = \"lots\"\n[rates.pairs.\"EUR/USD\"]", "rates.futures_limit"),
         ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[westwallet]\ncurrencies = [\"XYZ\"]", "westwallet.currencies: XYZ is not a configured currency"),
         ("[currencies.EUR]\nname = \"Euro\"\nkind = \"fiat\"\n[westwallet]\ncurrencies = [\"EUR\"]", "westwallet.currencies: EUR is not carried by a configured chain"),
         ("[westwallet]\ntimestamp_window_secs = 0", "westwallet.timestamp_window_secs"),

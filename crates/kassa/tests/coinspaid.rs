@@ -1104,3 +1104,127 @@ async fn exchange_callbacks(backend: Backend) {
     assert!(receiver.requests_to("/cp1").is_empty(), "v1 has no exchange callbacks");
 }
 both_backends!(exchange_callback, exchange_callbacks);
+
+/// Rates of LTC/EUR at a fixed `mid` with a 1 % spread, on the engine's clock.
+async fn ltc_eur_rates(clock: kassa_core::Clock, mid: &str) -> std::sync::Arc<kassa_engine::rates::Rates> {
+    use kassa_core::rates::Rate;
+    use kassa_engine::rates::{PairConfig, Rates, RatesOptions, Source};
+    let rates = Rates::new(
+        RatesOptions {
+            sources: vec![Source::Fixed { rates: [("LTC/EUR".to_string(), Rate::parse(mid).unwrap())].into() }],
+            pairs: vec![PairConfig { base: "LTC".into(), quote: "EUR".into(), spread_e6: 1_000_000, min_base_units: 1_000_000, min_deposit_base_units: 0 }],
+            ..RatesOptions::default()
+        },
+        clock,
+    )
+    .unwrap();
+    rates.refresh().await;
+    rates
+}
+
+// futures/rates and futures/confirm (v2): a price fixed for the next deposit of exactly
+// the sender amount before ts_release. The market then moves (100 → 120): the exact
+// deposit converts at the fixed price and its callback names the futures; a second
+// deposit of the same amount (the futures is taken), another amount, and an exact one
+// after ts_release (the test clock moved past it) convert at the market. Over the
+// 10,000 EUR limit, a foreign or plain address, other currencies: refused.
+async fn futures_fix_the_price(backend: Backend) {
+    let scopes = [Scope::Read, Scope::Receive, Scope::Exchange];
+    let CallbackWorld { app, node, m: _, k, receiver, notifier, watcher: _ } = callback_world(backend, ChainSettings::default(), Some(("EUR", 0)), &scopes).await;
+    let (_, taken) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","convert_to":"EUR","foreign_id":"fut"}"#).await;
+    let a = taken["data"].clone();
+    let address = a["address"].as_str().unwrap().to_string();
+    let now = app.t.engine.now_ms() / 1000;
+
+    let (status, r) = call(&app, &k, "/api/v2/futures/rates", &json!({"address": address}).to_string()).await;
+    assert_eq!(status, 200, "{r}");
+    let (_, pairs) = call(&app, &k, "/api/v2/currencies/rates", r#"{"currency_from":"LTC","currency_to":"EUR"}"#).await;
+    let price = pairs["data"][0]["rate_to"].clone();
+    let tiers: serde_json::Map<String, Value> = ["5.00", "10.00", "20.00", "50.00", "100.00", "200.00", "300.00"].iter().map(|t| (t.to_string(), price.clone())).collect();
+    assert_eq!(r["data"]["rates"], json!({"LTCEUR": tiers}));
+    assert_eq!(r["data"]["addresses"], json!([a]));
+    let (fixed, release) = (r["data"]["ts_fixed"].as_i64().unwrap(), r["data"]["ts_release"].as_i64().unwrap());
+    assert!((fixed - now).abs() <= 1 && release - fixed == 6000, "{r}");
+
+    // Refusals, each by its field; nothing is fixed.
+    let plain = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","foreign_id":"plain"}"#).await.1["data"]["address"].as_str().unwrap().to_string();
+    let confirm = |address: &str, from: &str, to: &str, amount: &str| json!({"address": address, "sender_currency": from, "receiver_currency": to, "receiver_amount": amount}).to_string();
+    for (body, field) in [
+        (confirm(&address, "LTC", "EUR", "10000.01"), "receiver_amount"),
+        (confirm(&plain, "LTC", "EUR", "30"), "address"),
+        (confirm("rltc1qnotmine", "LTC", "EUR", "30"), "address"),
+        (confirm(&address, "BTC", "EUR", "30"), "sender_currency"),
+        (confirm(&address, "LTC", "USD", "30"), "receiver_currency"),
+        (confirm(&address, "LTC", "EUR", "-3"), "receiver_amount"),
+    ] {
+        let (status, b) = call(&app, &k, "/api/v2/futures/confirm", &body).await;
+        assert_eq!(status, 400, "{body}: {b}");
+        assert!(b["errors"][field].is_string(), "{body}: {b}");
+        assert_errors_shape(&b);
+    }
+    let (_, b) = call(&app, &k, "/api/v2/futures/confirm", &confirm(&address, "LTC", "EUR", "10000.01")).await;
+    assert_eq!(b, json!({"errors": {"receiver_amount": "over the futures limit of 10000.00 EUR"}}));
+    let (status, b) = call(&app, &k, "/api/v2/futures/rates", &json!({"address": plain}).to_string()).await;
+    assert_eq!((status, b["errors"]["address"].is_string()), (400, true), "{b}");
+    let other = app.t.merchant("other").await;
+    let other_key = app.t.engine.create_key(other, "coinspaid", scopes.to_vec(), vec![], "cp").await.unwrap();
+    let ok = Key { public: other_key.public_key, secret: other_key.secret.unwrap() };
+    assert_eq!(call(&app, &ok, "/api/v2/futures/confirm", &confirm(&address, "LTC", "EUR", "30")).await.0, 400, "another merchant's address");
+
+    // 30 EUR at 99: deposit exactly 0.30303031 LTC (rounded up for the house).
+    let (status, f) = call(&app, &k, "/api/v2/futures/confirm", &confirm(&address, "LTC", "EUR", "30")).await;
+    assert_eq!(status, 200, "{f}");
+    let futures_id = f["data"]["futures_id"].clone();
+    assert_eq!(
+        f["data"],
+        json!({"futures_id": futures_id, "sender_currency": "LTC", "receiver_currency": "EUR", "fee_currency": "LTC", "price": price,
+            "address": a, "sender_amount": "0.30303031", "receiver_amount": "30.00", "fee_amount": "0.00000000",
+            "ts_fixed": f["data"]["ts_fixed"], "ts_release": f["data"]["ts_release"]})
+    );
+    let (_, late) = call(&app, &k, "/api/v2/futures/confirm", &confirm(&address, "LTC", "EUR", "50")).await;
+    assert_eq!(late["data"]["sender_amount"], "0.50505051");
+
+    // The market moves to 120 (118.8 after the spread).
+    let engine = app.t.engine.clone().with_rates(ltc_eur_rates(app.t.engine.clock().clone(), "120").await);
+    let mut watcher = kassa_engine::watcher::Watcher::new(engine.clone(), "litecoin").unwrap();
+    let exact = node.pay(&address, "0.30303031").await;
+    watcher.cycle().await.unwrap();
+    let again = node.pay(&address, "0.30303031").await;
+    let other_amount = node.pay(&address, "0.2").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    // 30 (fixed) + 36.00 (0.30303031 × 118.8) + 23.76 (0.2 × 118.8).
+    assert_eq!(balance(&app, &k, "EUR").await, "89.76");
+
+    // After ts_release an exact deposit converts at the market.
+    app.t.advance(std::time::Duration::from_secs(6001));
+    let moved = ltc_eur_rates(app.t.engine.clock().clone(), "120").await;
+    let engine = app.t.engine.clone().with_rates(moved);
+    let mut watcher = kassa_engine::watcher::Watcher::new(engine.clone(), "litecoin").unwrap();
+    let too_late = node.pay(&address, "0.50505051").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(balance(&app, &k, "EUR").await, "149.76", "+ 60.00 at the market, not 50 at the futures price");
+    app.t.assert_books_balance().await;
+
+    // At most four in flight per endpoint: a run claims the rest for a while (the
+    // test clock lets that claim lapse).
+    for _ in 0..6 {
+        notifier.run_once().await.unwrap();
+        app.t.advance(std::time::Duration::from_secs(120));
+    }
+    let bodies: Vec<Value> = receiver.requests_to("/cp2").iter().map(|r| r.json()).collect();
+    let confirmed = |txid: &str| {
+        bodies.iter().find(|b| b["transactions"][0]["txid"] == txid && b["status"] == "confirmed").cloned().unwrap_or_else(|| panic!("no confirmed callback for {txid}: {bodies:#?}"))
+    };
+    let fixed_cb = confirmed(&exact);
+    assert_eq!((fixed_cb["futures_id"].clone(), fixed_cb["currency_received"]["amount"].clone()), (futures_id, json!("30.00")));
+    assert_eq!(fixed_cb["type"], "deposit_exchange");
+    for (txid, got) in [(&again, "36.00"), (&other_amount, "23.76"), (&too_late, "60.00")] {
+        let cb = confirmed(txid);
+        assert_eq!((cb.get("futures_id"), cb["currency_received"]["amount"].as_str()), (None, Some(got)), "{cb}");
+    }
+}
+both_backends!(futures, futures_fix_the_price);

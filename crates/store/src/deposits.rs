@@ -50,6 +50,8 @@ pub struct DepositConversion {
     /// The exchange fee, in the deposit's currency.
     pub fee_units: i128,
     pub rate: String,
+    /// The futures whose fixed price it converted at.
+    pub futures_id: Option<i64>,
 }
 
 /// How a credit treats a deposit to an address with conversion.
@@ -128,7 +130,7 @@ const DEPOSIT_COLUMNS: &str = "SELECT d.id, d.chain, d.currency, d.txid, d.vout,
         CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.dust_units AS TEXT) AS dust_units, d.status, d.block_height, d.block_hash,
         d.confirmations, d.credits, d.reversals, CAST(d.fee_units AS TEXT) AS fee_units, d.first_seen_at_ms, d.updated_at_ms,
         a.convert_to, d.converted_currency, CAST(d.converted_units AS TEXT) AS converted_units,
-        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note
+        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note, d.futures_id
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id";
 
 /// A deposit's state-machine fields, by key (in a writing transaction).
@@ -200,6 +202,7 @@ pub(crate) struct ConversionColumns {
     pub(crate) exchange_fee_units: Option<String>,
     pub(crate) exchange_rate: Option<String>,
     pub(crate) conversion_note: Option<String>,
+    pub(crate) futures_id: Option<i64>,
 }
 
 fn conversion_from(id: i64, t: &ConversionColumns) -> Result<CreditConversion> {
@@ -209,6 +212,7 @@ fn conversion_from(id: i64, t: &ConversionColumns) -> Result<CreditConversion> {
             units: parse_units(units, "deposit conversion")?,
             fee_units: parse_units(fee, "deposit exchange fee")?,
             rate: rate.clone(),
+            futures_id: t.futures_id,
         }),
         (None, None, None, None, Some(note)) => CreditConversion::Unconverted(note.clone()),
         (None, None, None, None, None) => CreditConversion::None,
@@ -288,6 +292,17 @@ impl Store {
             .bind(merchant.0)
             .bind(currency)
             .bind(foreign_id)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// A merchant's deposit address by its text (another merchant's is not found).
+    pub async fn merchant_deposit_address(&self, merchant: MerchantId, address: &str) -> Result<Option<DepositAddressRow>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT id, merchant_id, user_id, currency, chain, address, label, foreign_id, created_at_ms, origin, callback_url, convert_to
+                 FROM deposit_addresses WHERE merchant_id = $1 AND address = $2 ORDER BY id LIMIT 1")
+            .bind(merchant.0)
+            .bind(address)
             .fetch_optional(pool)
             .await?))
     }
@@ -481,7 +496,8 @@ impl Store {
                  converted_units = CASE WHEN fee_units IS NULL THEN $8{n} ELSE converted_units END,
                  exchange_fee_units = CASE WHEN fee_units IS NULL THEN $9{n} ELSE exchange_fee_units END,
                  exchange_rate = CASE WHEN fee_units IS NULL THEN $10 ELSE exchange_rate END,
-                 conversion_note = CASE WHEN fee_units IS NULL THEN $11 ELSE conversion_note END WHERE id = $12",
+                 conversion_note = CASE WHEN fee_units IS NULL THEN $11 ELSE conversion_note END,
+                 futures_id = CASE WHEN fee_units IS NULL THEN $13 ELSE futures_id END WHERE id = $12",
             n = self.numeric()
         );
         on_pool!(self, pool => {
@@ -502,19 +518,19 @@ impl Store {
             };
             let q = q.bind(next.status.as_str()).bind(next.credits).bind(next.reversals).bind(self.now_ms());
             let q = match &update {
-                DepositUpdate::Status => q,
+                DepositUpdate::Status => q.bind(id),
                 DepositUpdate::Credited { confirmations, fee_units, conversion } => {
-                    let (currency, units, fee, rate, note) = match conversion {
-                        CreditConversion::None => (None, None, None, None, None),
+                    let (currency, units, fee, rate, note, futures) = match conversion {
+                        CreditConversion::None => (None, None, None, None, None, None),
                         CreditConversion::Converted(c) => {
-                            (Some(c.currency.clone()), Some(c.units.to_string()), Some(c.fee_units.to_string()), Some(c.rate.clone()), None)
+                            (Some(c.currency.clone()), Some(c.units.to_string()), Some(c.fee_units.to_string()), Some(c.rate.clone()), None, c.futures_id)
                         }
-                        CreditConversion::Unconverted(why) => (None, None, None, None, Some(why.clone())),
+                        CreditConversion::Unconverted(why) => (None, None, None, None, Some(why.clone()), None),
                     };
-                    q.bind(*confirmations).bind(fee_units.to_string()).bind(currency).bind(units).bind(fee).bind(rate).bind(note)
+                    q.bind(*confirmations).bind(fee_units.to_string()).bind(currency).bind(units).bind(fee).bind(rate).bind(note).bind(id).bind(futures)
                 }
             };
-            q.bind(id).execute(&mut *tx).await?;
+            q.execute(&mut *tx).await?;
             report_changes!(tx, self.write_ctx());
             tx.commit().await?;
             self.events_committed();

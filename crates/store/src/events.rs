@@ -121,7 +121,7 @@ pub(crate) const DEPOSIT_CHANGES: &str = "SELECT d.id, d.merchant_id, d.status, 
         CAST(d.amount_units AS TEXT) AS amount_units, CAST(d.fee_units AS TEXT) AS fee_units, d.confirmations, d.block_height, d.first_seen_at_ms, d.updated_at_ms,
         a.id AS address_id, a.address, a.label, a.foreign_id, a.user_id, a.origin, a.callback_url, o.invoice_id,
         a.convert_to, d.converted_currency, CAST(d.converted_units AS TEXT) AS converted_units,
-        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note
+        CAST(d.exchange_fee_units AS TEXT) AS exchange_fee_units, d.exchange_rate, d.conversion_note, d.futures_id
      FROM deposits d JOIN deposit_addresses a ON a.id = d.address_id LEFT JOIN invoice_options o ON o.address_id = d.address_id
      WHERE d.status <> d.reported_status ORDER BY d.id LIMIT 1000";
 
@@ -144,6 +144,9 @@ impl DepositChange {
             data["exchange_fee_units"] = json!(c.exchange_fee_units);
             data["exchange_rate"] = json!(c.exchange_rate);
             data["conversion_note"] = json!(c.conversion_note);
+            if let Some(f) = c.futures_id {
+                data["futures_id"] = json!(f);
+            }
         }
         let status = |s: &str| DepositStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("deposit {} status {s:?}", self.id)));
         let reported = if self.reported_status.is_empty() { None } else { Some(status(&self.reported_status)?) };

@@ -10,6 +10,7 @@ mod deposits;
 mod endpoints;
 mod events;
 mod exchange;
+mod futures;
 mod idempotency;
 mod invoices;
 mod ledger;
@@ -37,6 +38,7 @@ pub use deliveries::{Attempt, AttemptResult, AttemptRow, ClaimedDelivery, Delive
 pub use endpoints::{EndpointRow, NewEndpoint};
 pub use events::{EventRow, NewEvent, Relayed, RELAY_BATCH};
 pub use exchange::{ExchangeRow, NewExchange, NewQuote, QuoteRow};
+pub use futures::{FuturesRow, NewFutures};
 pub use idempotency::{ClaimOutcome, IdempotencyRecord};
 pub use invoices::{InvoiceOptionRow, InvoicePaymentRow, InvoiceRow, NewInvoice, NewInvoiceOption};
 pub use merchants::{ApiKeyRow, MerchantRow, NewApiKey};

@@ -202,6 +202,10 @@ impl Callback {
         if let Some(f) = foreign_id {
             body["foreign_id"] = json!(f);
         }
+        // Converted at a futures' fixed price.
+        if let (true, Some(futures)) = (deposit, d["futures_id"].as_i64()) {
+            body["futures_id"] = json!(futures);
+        }
         Ok(body)
     }
 }

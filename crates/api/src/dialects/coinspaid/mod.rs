@@ -13,8 +13,8 @@
 //! Served so far: `ping`, `currencies/list`, `currencies/pairs`, `currencies/rates`,
 //! `accounts/list`, `exchange/calculate`, `exchange/now`, `exchange/fixed` and
 //! `addresses/take` (v1 and v2; v2 with `convert_to`: conversion on deposit),
-//! `withdrawal/crypto` (v2, with `convert_to`: withdrawal with exchange) and
-//! `withdrawal/make` (v1).
+//! `withdrawal/crypto` (v2, with `convert_to`: withdrawal with exchange),
+//! `withdrawal/make` (v1), and `futures/rates` and `futures/confirm` (v2).
 
 pub mod auth;
 pub mod callbacks;
@@ -72,6 +72,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2/exchange/calculate", post(|s: State<AppState>, r: Request| v2(exchange_calculate(s, r))))
         .route("/v2/exchange/now", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, false))))
         .route("/v2/exchange/fixed", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, true))))
+        .route("/v2/futures/rates", post(|s: State<AppState>, r: Request| v2(futures_rates(s, r))))
+        .route("/v2/futures/confirm", post(|s: State<AppState>, r: Request| v2(futures_confirm(s, r))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
         .route("/v2/withdrawal/crypto", post(|s: State<AppState>, r: Request| v2(withdraw(s, r, Version::V2))))
@@ -390,11 +392,75 @@ async fn addresses_take(State(state): State<AppState>, req: Request, version: Ve
         })?;
     let data = match version {
         Version::V1 => json!({ "id": a.id, "address": a.address, "foreign_id": a.foreign_id, "tag": null }),
-        Version::V2 => json!({
-            "id": a.id, "currency": a.currency, "convert_to": a.convert_to, "address": a.address, "tag": null, "foreign_id": a.foreign_id,
-        }),
+        Version::V2 => address_object(&a),
     };
     Ok((StatusCode::CREATED, data))
+}
+
+/// An address object, as `addresses/take` (v2) shows it.
+fn address_object(a: &kassa_engine::chains::DepositAddress) -> Value {
+    json!({ "id": a.id, "currency": a.currency, "convert_to": a.convert_to, "address": a.address, "tag": null, "foreign_id": a.foreign_id })
+}
+
+/// Futures refusals by their field.
+fn futures_error(e: EngineError) -> CpError {
+    match e {
+        EngineError::Invalid { field: "address", message } => CpError::bad("address", "invalid_address", message),
+        EngineError::Invalid { field: "receiver_amount", message } if message.starts_with("over the futures limit") => {
+            CpError::bad("receiver_amount", "futures_limit_exceeded", message)
+        }
+        EngineError::Invalid { field: f @ ("sender_currency" | "receiver_currency"), message } => CpError::bad(f, "pair_not_exchangeable", message),
+        EngineError::Invalid { field: "receiver_amount" | "amount", message } => CpError::bad("receiver_amount", "invalid_amount", message),
+        EngineError::Amount(a) => CpError::bad("receiver_amount", "invalid_amount", a.to_string()),
+        e => e.into(),
+    }
+}
+
+/// `futures/rates`: prices per receiver amount for one of the merchant's conversion
+/// addresses, held from `ts_fixed` to `ts_release`.
+async fn futures_rates(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Exchange)?;
+    let address = required(&s.params, "address")?;
+    let f = state.engine.futures_rates(s.who.merchant, &address).await.map_err(futures_error)?;
+    let prices: Map<String, Value> = f.tiers.iter().map(|(amount, price)| (amount.clone(), json!(price))).collect();
+    let mut rates = Map::new();
+    rates.insert(format!("{}{}", f.sender_currency, f.receiver_currency), Value::Object(prices));
+    Ok((
+        StatusCode::OK,
+        json!({
+            "addresses": [address_object(&f.address)],
+            "ts_fixed": f.ts_fixed_ms.div_euclid(1000),
+            "ts_release": f.ts_release_ms.div_euclid(1000),
+            "rates": rates,
+        }),
+    ))
+}
+
+/// `futures/confirm`: fixes the price for `receiver_amount`; the next deposit of exactly
+/// `sender_amount` to the address before `ts_release` converts at it.
+async fn futures_confirm(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Exchange)?;
+    let p = &s.params;
+    let (address, from, to, amount) = (required(p, "address")?, required(p, "sender_currency")?, required(p, "receiver_currency")?, required(p, "receiver_amount")?);
+    let f = state.engine.confirm_futures(s.who.merchant, &address, &from, &to, &amount).await.map_err(futures_error)?;
+    Ok((
+        StatusCode::OK,
+        json!({
+            "futures_id": f.id,
+            "sender_currency": f.sender_currency,
+            "receiver_currency": f.receiver_currency,
+            "fee_currency": f.sender_currency,
+            "price": f.price,
+            "address": address_object(&f.address),
+            "sender_amount": f.sender_amount,
+            "receiver_amount": f.receiver_amount,
+            "fee_amount": f.fee_amount,
+            "ts_fixed": f.ts_fixed_ms.div_euclid(1000),
+            "ts_release": f.ts_release_ms.div_euclid(1000),
+        }),
+    ))
 }
 
 /// One direction of an exchangeable pair, as `currencies/pairs` shows it.
