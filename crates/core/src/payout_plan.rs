@@ -361,6 +361,12 @@ mod tests {
                 prop_assert!(s.fee >= f.on(paid).unwrap(), "the fee covers the rule on what is paid out");
                 if split {
                     prop_assert!(s.payouts.iter().all(|p| *p == s.payouts[0] && *p > 0));
+                } else {
+                    // Never more than asked to any address; all of it once the deposit covers the plan.
+                    prop_assert!(s.payouts.iter().zip(&amounts).all(|(p, a)| p <= a));
+                    if deposit >= expected_deposit(&amounts, f).unwrap().0 {
+                        prop_assert_eq!(&s.payouts, &amounts);
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kassa_chain::{Asset, ChainAdapter, ChainError, Payment, Priority};
 use kassa_core::ledger::{AccountKey, Action, Leg, SystemAccount, TxId, TxRequest};
-use kassa_core::withdrawal::{PayoutStatus, WithdrawalStatus};
+use kassa_core::withdrawal::PayoutStatus;
 use kassa_core::Currency;
 use kassa_store::{PayoutRow, StoreError, WithdrawalRow};
 use tokio::sync::watch;
@@ -196,12 +196,7 @@ impl Broadcaster {
         let store = &self.engine.store;
         let now_ms = self.engine.now_ms();
         // Scheduled withdrawals (a payout plan's) wait for their time.
-        let queued: Vec<WithdrawalRow> = store
-            .withdrawals_in(&self.chain, &[WithdrawalStatus::Queued], 10_000)
-            .await?
-            .into_iter()
-            .filter(|w| w.payout_id.is_none() && w.not_before_ms.is_none_or(|t| t <= now_ms))
-            .collect();
+        let queued: Vec<WithdrawalRow> = store.due_withdrawals(&self.chain, now_ms, 10_000).await?;
         // One payout pays one asset.
         let mut by_currency: Vec<(String, Vec<WithdrawalRow>)> = Vec::new();
         for w in queued {

@@ -180,8 +180,10 @@ impl Engine {
         let ref_code = match r.ref_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             Some(code) => {
                 crate::error::check_text("refCode", code, 64)?;
-                if self.store.referral_code(code).await?.is_none() {
-                    return Err(EngineError::invalid("refCode", format!("{code:?} is not a referral code")));
+                match self.store.referral_code(code).await? {
+                    None => return Err(EngineError::invalid("refCode", format!("{code:?} is not a referral code"))),
+                    Some(referrer) if referrer == r.merchant.0 => return Err(EngineError::invalid("refCode", "a plan cannot refer its own merchant")),
+                    Some(_) => {}
                 }
                 Some(code.to_string())
             }
@@ -335,8 +337,7 @@ impl Engine {
         use PayoutPlanInput::*;
         use PayoutPlanStatus::*;
         if matches!(p.status, Pending | Confirming | Expired) {
-            let deposits = self.store.deposits_at_address(p.address_id, 100).await?;
-            let live: Vec<_> = deposits.iter().filter(|d| matches!(d.status.as_str(), "seen" | "confirming" | "credited")).collect();
+            let live = self.plan_deposits(&p).await?;
             let credited = live.iter().any(|d| d.status == "credited");
             let first_txid = live.first().map(|d| d.txid.clone());
             let mut m = machine(&p);
@@ -369,10 +370,31 @@ impl Engine {
                 None => return Ok(()),
             }
         }
+        if p.status == Processing && p.scheduled && self.plan_deposits(&p).await?.iter().all(|d| d.status != "credited") {
+            // The deposit left the chain before the payouts went out.
+            return self.stop_plan_payouts(&p, report).await;
+        }
         if matches!(p.status, Processing | Sent) && p.scheduled {
             self.follow_plan_payouts(p, now, machine, report).await?;
         }
         Ok(())
+    }
+
+    /// The deposits a plan counts: on their way or credited, and at least the
+    /// currency's least deposit (dust is booked to the dust account, never the merchant).
+    async fn plan_deposits(&self, p: &PayoutPlanRow) -> Result<Vec<kassa_store::DepositRow>, EngineError> {
+        let least = self.currencies.get(&p.currency)?.min_receive.units();
+        Ok(self
+            .store
+            .deposits_at_address(p.address_id, 100)
+            .await?
+            .into_iter()
+            .filter(|d| matches!(d.status.as_str(), "seen" | "confirming" | "credited") && d.amount_units >= least)
+            .collect())
+    }
+
+    fn batch_key(p: &PayoutPlanRow) -> String {
+        format!("payout-plan:{}", p.public_id)
     }
 
     fn plan_key(p: &PayoutPlanRow, i: usize) -> String {
@@ -387,7 +409,7 @@ impl Engine {
         let mut p = p.clone();
         if p.deposit_units.is_none() {
             // What the merchant was credited for the plan's deposits (the deposit fee aside).
-            let deposits = self.store.deposits_at_address(p.address_id, 100).await?;
+            let deposits = self.plan_deposits(&p).await?;
             let deposit: i128 = deposits.iter().filter(|d| d.status == "credited").map(|d| d.amount_units - d.fee_units.unwrap_or(0)).sum();
             let shape = if p.split { PlanShape::Split(rows.len()) } else { PlanShape::Fixed(rows.iter().map(|r| r.planned_units.unwrap_or(0)).collect()) };
             let settled = settle(&shape, deposit, c.fees.payout_plan);
@@ -438,7 +460,7 @@ impl Engine {
                 approval_reason: None,
                 approval_day_limit: None,
                 not_before_ms: Some(due),
-                batch_key: Some(format!("payout-plan:{}", p.public_id)),
+                batch_key: Some(Self::batch_key(&p)),
             };
             let w = match self.store.insert_withdrawal(&new).await {
                 Ok(id) => self.store.withdrawal(id).await?,
@@ -446,6 +468,14 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
             .ok_or(EngineError::LedgerStopped)?;
+            // Only this plan's own payout (another API may have used the key for
+            // something else): never adopt a withdrawal that is not it.
+            if w.batch_key != new.batch_key || w.request_hash != new.request_hash {
+                return Err(EngineError::Conflict(format!(
+                    "withdrawal key {} is taken by withdrawal {} that is not this plan's payout; the plan waits for an operator",
+                    new.idempotency_key, w.id
+                )));
+            }
             let tx = match w.hold_tx_id {
                 Some(tx) => tx,
                 None => match self.hold(&w, &c).await {
@@ -467,22 +497,52 @@ impl Engine {
         self.set_plan(&p, PlanUpdate { mark_scheduled: true, ..PlanUpdate::default() }, report).await
     }
 
+    /// A scheduled plan whose deposit was reversed (a reorg) before its payouts were
+    /// sent: the payouts still queued are failed and their holds voided, the fee is
+    /// returned, and the plan stops (`failed`) for an operator. One already claimed by
+    /// a payout is on its way and cannot be stopped (alerted).
+    async fn stop_plan_payouts(&self, p: &PayoutPlanRow, report: &mut PlanReport) -> Result<(), EngineError> {
+        let reason = "its deposit was reversed (a reorg) before the payouts were sent";
+        let mut stopped = 0;
+        for w in self.store.withdrawals_of_batch(&Self::batch_key(p)).await? {
+            if w.status == WithdrawalStatus::Queued && w.payout_id.is_none() && self.store.fail_queued_withdrawal(w.id, reason).await? {
+                if let Some(hold) = w.hold_tx_id {
+                    self.void_withdrawal_hold(w.id, hold, reason).await?;
+                }
+                stopped += 1;
+            } else if !matches!(w.status, WithdrawalStatus::Failed | WithdrawalStatus::Cancelled) {
+                tracing::error!(plan = %p.public_id, withdrawal = w.id, status = w.status.as_str(),
+                    "ALERT: a payout plan's deposit was reversed after its payout was claimed for sending; an operator must settle it");
+            }
+        }
+        self.return_plan_fee(p).await?;
+        tracing::warn!(plan = %p.public_id, stopped, reason, "payout plan stopped");
+        let u = PlanUpdate { status: Some(PayoutPlanStatus::Failed), failure: Some(reason.into()), ..PlanUpdate::default() };
+        self.set_plan(p, u, report).await?;
+        Ok(())
+    }
+
+    /// Takes back a stopped plan's fee (once; a scheduled plan's fee is booked): from
+    /// fees earned, and the referrer's share from the referrer while it still holds it.
+    async fn return_plan_fee(&self, p: &PayoutPlanRow) -> Result<(), EngineError> {
+        let c = self.currencies.get(&p.currency)?.clone();
+        let (booked, _) = self.plan_fee_legs(p, &c, p.fee_units.unwrap_or(0)).await?;
+        if booked.is_empty() {
+            return Ok(());
+        }
+        let legs: Vec<Leg> = booked.into_iter().map(|l| Leg { from: l.to, to: l.from, currency: l.currency, units: l.units }).collect();
+        let memo = serde_json::json!({"type": "payout_plan_fee_returned", "plan": p.public_id}).to_string();
+        let request = TxRequest { idempotency_key: format!("payout-plan:{}:fee:returned", p.public_id), action: Action::Transfer(legs), memo };
+        if let Err(e) = self.ledger.submit(request).await {
+            tracing::warn!(plan = %p.public_id, error = %e, "payout plan fee not returned (the referrer may have spent its share); an operator may settle it");
+        }
+        Ok(())
+    }
+
     /// Books a plan's fee: the merchant's balance pays it to fees earned, the
     /// referrer's share to the referrer's balance (once, by the plan's key).
     async fn book_plan_fee(&self, p: &PayoutPlanRow, c: &Currency, fee: i128) -> Result<(), EngineError> {
-        let code = c.code.clone();
-        let merchant = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(p.merchant_id), currency: code.clone() }).await?;
-        let fees = self.ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
-        let share = match p.referrer_id {
-            Some(_) => referral_share(fee, self.plan_settings.referral_share_e6),
-            None => 0,
-        };
-        let mut legs = vec![Leg { from: merchant, to: fees, currency: code.clone(), units: fee - share }];
-        if let Some(referrer) = p.referrer_id.filter(|_| share > 0) {
-            let to = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(referrer), currency: code.clone() }).await?;
-            legs.push(Leg { from: merchant, to, currency: code.clone(), units: share });
-        }
-        legs.retain(|l| l.units > 0);
+        let (legs, share) = self.plan_fee_legs(p, c, fee).await?;
         if legs.is_empty() {
             return Ok(());
         }
@@ -490,6 +550,25 @@ impl Engine {
         let request = TxRequest { idempotency_key: format!("payout-plan:{}:fee", p.public_id), action: Action::Transfer(legs), memo };
         self.ledger.submit(request).await.map_err(|e| e.in_currency(c))?;
         Ok(())
+    }
+
+    /// The legs of a plan's fee and the referrer's share.
+    async fn plan_fee_legs(&self, p: &PayoutPlanRow, c: &Currency, fee: i128) -> Result<(Vec<Leg>, i128), EngineError> {
+        let code = c.code.clone();
+        let merchant = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(p.merchant_id), currency: code.clone() }).await?;
+        let fees = self.ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
+        let referrer = p.referrer_id.filter(|r| *r != p.merchant_id);
+        let share = match referrer {
+            Some(_) => referral_share(fee, self.plan_settings.referral_share_e6),
+            None => 0,
+        };
+        let mut legs = vec![Leg { from: merchant, to: fees, currency: code.clone(), units: fee - share }];
+        if let Some(referrer) = referrer.filter(|_| share > 0) {
+            let to = self.ledger.account(&AccountKey::Merchant { merchant: MerchantId(referrer), currency: code.clone() }).await?;
+            legs.push(Leg { from: merchant, to, currency: code.clone(), units: share });
+        }
+        legs.retain(|l| l.units > 0);
+        Ok((legs, share))
     }
 
     async fn follow_plan_payouts(

@@ -322,13 +322,15 @@ async fn split_expiry_and_mismatches(backend: Backend) {
     node.pay(&address(&split), "0.5").await;
     node.pay(&address(&under), "0.0516").await;
     node.pay(&address(&over), "0.2").await;
+    watcher.cycle().await.unwrap();
+    engine.advance_payout_plans().await.unwrap();
+    assert_eq!(w.get(split["id"].as_str().unwrap()).await["status"], "confirming", "seen in time");
     // The expiry: a day later, without a deposit.
     app.t.advance(Duration::from_secs(24 * 3600 + 1));
-    watcher.cycle().await.unwrap();
     engine.advance_payout_plans().await.unwrap();
     let late_id = late["id"].as_str().unwrap();
     assert_eq!(w.get(late_id).await["status"], "expired");
-    assert_eq!(w.get(split["id"].as_str().unwrap()).await["status"], "confirming", "seen in time");
+    assert_eq!(w.get(under["id"].as_str().unwrap()).await["status"], "confirming", "a deposit on its way keeps a plan from expiring");
     // The late deposit is paid out like any other, never kept.
     node.pay(&address(&late), "0.0104").await;
     node.mine(3).await;
@@ -359,6 +361,47 @@ async fn split_expiry_and_mismatches(backend: Backend) {
 }
 both_backends!(split, split_expiry_and_mismatches);
 
+// The deposit reorged out after the payouts were scheduled, before their delay ended:
+// they are failed and their holds voided, the fee returned, and nothing is ever sent;
+// the plan stops for an operator (reported `processing`).
+async fn a_reorg_before_the_payouts_stops_them(backend: Backend) {
+    let (app, node) = world(backend).await;
+    let engine = &app.t.engine;
+    let m = app.t.merchant("mixer").await;
+    let (token, secret) = whir_key(&app, m).await;
+    let w = Whir { app: &app, token, secret };
+    let mut watcher = kassa_engine::watcher::Watcher::new(engine.clone(), "litecoin").unwrap();
+    let broadcaster = kassa_engine::broadcaster::Broadcaster::new(engine.clone(), "litecoin", Duration::ZERO).unwrap();
+    watcher.cycle().await.unwrap();
+    let to = node.external_address().await;
+    let plan = w.create(json!({"delay": 2, "payouts": {to.clone(): "0.3"}})).await;
+    let id = plan["id"].as_str().unwrap().to_string();
+    node.pay(plan["depositAddress"].as_str().unwrap(), "0.3091").await;
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(engine.advance_payout_plans().await.unwrap().scheduled, 1);
+    let fees = app.t.system_account(kassa_core::ledger::SystemAccount::FeesEarned, "LTC").await;
+    assert_eq!(app.t.balance(fees).await.0, 910_000, "the fee booked");
+
+    node.reorg(3).await;
+    watcher.cycle().await.unwrap();
+    engine.advance_payout_plans().await.unwrap();
+    let ws = engine.withdrawals(kassa_store::WithdrawalQuery { merchant: Some(m), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(ws.iter().map(|x| x.status.as_str()).collect::<Vec<_>>(), ["failed"], "{ws:?}");
+    assert_eq!(app.t.balance(fees).await.0, 0, "the fee returned");
+    assert_eq!(w.get(&id).await["status"], "processing", "stopped for an operator");
+    app.t.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(broadcaster.cycle().await.unwrap().withdrawals_sent, 0);
+    engine.advance_payout_plans().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    engine.advance_payout_plans().await.unwrap();
+    assert_eq!(broadcaster.cycle().await.unwrap().withdrawals_sent, 0, "never sent, also after the deposit is mined again");
+    assert_eq!(received(&node, &to).await, "0.00000000");
+    app.t.assert_books_balance().await;
+}
+both_backends!(reorg, a_reorg_before_the_payouts_stops_them);
+
 // Bad input gets the spec's error, HTTP status = code, and stores nothing; the public
 // endpoints; tenancy.
 async fn bad_input_and_public_endpoints(backend: Backend) {
@@ -366,6 +409,7 @@ async fn bad_input_and_public_endpoints(backend: Backend) {
     let engine = &app.t.engine;
     let m = app.t.merchant("mixer").await;
     let (token, secret) = whir_key(&app, m).await;
+    engine.add_referral_code("selfref", m).await.unwrap();
     let w = Whir { app: &app, token, secret };
     let good = node.external_address().await;
     let good2 = node.external_address().await;
@@ -401,6 +445,7 @@ async fn bad_input_and_public_endpoints(backend: Backend) {
         (json!({"payouts": [good]}).to_string(), "Invalid delay: it is required (whole hours)."),
         (json!({"delay": 1, "payouts": [good], "refCode": "nobody"}).to_string(), "Invalid refCode: \"nobody\" is not a referral code."),
         (json!({"delay": 1, "payouts": [good], "refCode": 5}).to_string(), "Invalid refCode: must be a string."),
+        (json!({"delay": 1, "payouts": [good], "refCode": "selfref"}).to_string(), "Invalid refCode: a plan cannot refer its own merchant."),
         (json!({"delay": 1, "payouts": [good], "currency": "XYZ"}).to_string(), "Unknown currency \"XYZ\"."),
     ];
     for (body, description) in &cases {

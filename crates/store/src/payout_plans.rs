@@ -263,7 +263,7 @@ impl Store {
                  confirmed_at_ms = CASE WHEN $3 THEN $4 ELSE confirmed_at_ms END, txid = COALESCE($5, txid),
                  failure = COALESCE($6, failure), scheduled = (scheduled OR $7),
                  deposit_units = COALESCE($8{n}, deposit_units), fee_units = COALESCE($9{n}, fee_units), updated_at_ms = $10
-             WHERE id = $11 AND status = $12 AND scheduled = $13"
+             WHERE id = $11 AND status = $12 AND scheduled = $13 AND (NOT $14 OR deposit_units IS NULL)"
         );
         let paid = format!("UPDATE payout_plan_payouts SET paid_units = $1{n} WHERE plan_id = $2 AND position = $3");
         let (deposit, fee) = match &u.settlement {
@@ -286,6 +286,7 @@ impl Store {
                 .bind(id)
                 .bind(status.as_str())
                 .bind(scheduled)
+                .bind(u.settlement.is_some()) // a plan is settled once
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

@@ -426,6 +426,30 @@ impl Store {
         rows(r)
     }
 
+    /// Queued withdrawals of a chain no payout has claimed and due by `now_ms` (not
+    /// scheduled later), oldest first.
+    pub async fn due_withdrawals(&self, chain: &str, now_ms: i64, limit: u32) -> Result<Vec<WithdrawalRow>> {
+        let sql = format!(
+            "{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = $2 AND payout_id IS NULL AND (not_before_ms IS NULL OR not_before_ms <= $3)
+             ORDER BY id LIMIT $4"
+        );
+        let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(chain)
+            .bind(WithdrawalStatus::Queued.as_str())
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        rows(r)
+    }
+
+    /// The withdrawals sharing a batch key, oldest first.
+    pub async fn withdrawals_of_batch(&self, batch_key: &str) -> Result<Vec<WithdrawalRow>> {
+        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE batch_key = $1 ORDER BY id");
+        let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(batch_key).fetch_all(pool).await?);
+        rows(r)
+    }
+
     pub async fn withdrawals_of_payout(&self, payout: i64) -> Result<Vec<WithdrawalRow>> {
         let sql = format!("{WITHDRAWAL_COLUMNS} WHERE payout_id = $1 ORDER BY id");
         let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql).bind(payout).fetch_all(pool).await?);
@@ -524,7 +548,9 @@ impl Store {
 
     /// Withdrawals still `requested` (no hold yet) created before `before_ms`.
     pub async fn stale_requested_withdrawals(&self, chain: &str, before_ms: i64) -> Result<Vec<WithdrawalRow>> {
-        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = $3 AND created_at_ms < $2 ORDER BY id LIMIT 1000");
+        // A payout plan's withdrawals (a batch key) are held and queued together by the
+        // plan worker, never one by one here.
+        let sql = format!("{WITHDRAWAL_COLUMNS} WHERE chain = $1 AND status = $3 AND created_at_ms < $2 AND batch_key IS NULL ORDER BY id LIMIT 1000");
         let r: Vec<WithdrawalRecord> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(chain)
             .bind(before_ms)
