@@ -91,6 +91,28 @@ impl Fee {
         self.fixed_units.checked_add(percent_part).ok_or(AmountError::OutOfRange)
     }
 
+    /// The least amount that leaves at least `net` after this fee. Out of range when
+    /// none does (a percent of 100 or more).
+    pub fn gross_for(&self, net: i128) -> Result<i128, AmountError> {
+        let denominator: i128 = 100 * 10i128.pow(u32::from(PERCENT_SCALE));
+        if self.percent_e6 >= denominator {
+            return Err(AmountError::OutOfRange);
+        }
+        // Below the answer: (net + fixed) / (1 - percent), less a unit of rounding.
+        let scaled = net.checked_add(self.fixed_units).and_then(|n| n.checked_mul(denominator)).ok_or(AmountError::OutOfRange)?;
+        let mut gross = (scaled / (denominator - self.percent_e6) - 1).max(net);
+        // Each step adds the shortfall, which never passes the least answer: what is left
+        // grows by at most one unit per unit added.
+        for _ in 0..128 {
+            let short = net - (gross - self.on(gross)?);
+            if short <= 0 {
+                return Ok(gross);
+            }
+            gross = gross.checked_add(short).ok_or(AmountError::OutOfRange)?;
+        }
+        Err(AmountError::OutOfRange)
+    }
+
     /// The same fee with its fixed part halved (rounded up, for the house): what each
     /// further withdrawal of a bulk request pays after the largest one.
     pub fn with_half_fixed(&self) -> Fee {
@@ -146,6 +168,12 @@ impl Currency {
     /// dust, never credited), otherwise the deposit fee rule, at most the deposit.
     pub fn deposit_fee_units(&self, units: i128) -> Result<i128, AmountError> {
         Ok(if units < self.min_receive.units() { 0 } else { self.fees.deposit.on(units)?.min(units) })
+    }
+
+    /// The least deposit that credits at least `net` units after its deposit fee (what a
+    /// payer must send for the merchant to receive `net`): never below the minimum deposit.
+    pub fn deposit_for_credit(&self, net: i128) -> Result<i128, AmountError> {
+        Ok(self.fees.deposit.gross_for(net)?.max(self.min_receive.units()))
     }
 
     /// Parses an amount in this currency's precision.
@@ -391,6 +419,29 @@ mod tests {
         assert_eq!(bad.validate("LTC").unwrap_err().key, "currencies.LTC.max_withdrawal");
         let fiat = toml_like(r#"{"name":"Euro","kind":"fiat","precision":2,"can_send":true}"#);
         assert_eq!(fiat.validate("EUR").unwrap_err().key, "currencies.EUR.can_send");
+    }
+
+    proptest::proptest! {
+        // The amount to send for a credit: enough after the fee, and the least that is.
+        #[test]
+        fn deposit_for_credit_is_the_least_that_credits(fixed in 0i128..100_000, percent_e6 in 0i128..99_900_000, min in 0i128..1_000_000, net in 1i128..10_000_000_000) {
+            let mut c = ltc().validate("LTC").unwrap();
+            c.fees.deposit = Fee { fixed_units: fixed, percent_e6 };
+            c.min_receive = Amount::from_units(min, 8).unwrap();
+            let gross = c.deposit_for_credit(net).unwrap();
+            proptest::prop_assert!(gross - c.deposit_fee_units(gross).unwrap() >= net);
+            let least = net.max(min);
+            proptest::prop_assert!(gross == least || (gross - 1) - c.deposit_fee_units(gross - 1).unwrap() < net, "{gross} is not the least");
+        }
+    }
+
+    #[test]
+    fn deposit_for_credit_refuses_a_fee_that_takes_everything() {
+        let mut c = ltc().validate("LTC").unwrap();
+        c.fees.deposit = Fee { fixed_units: 0, percent_e6: 100_000_000 };
+        assert_eq!(c.deposit_for_credit(1_000), Err(AmountError::OutOfRange));
+        c.fees.deposit = Fee { fixed_units: 0, percent_e6: 1_000_000 };
+        assert_eq!(c.deposit_for_credit(99_000_000).unwrap(), 100_000_000, "1 % of 1 LTC");
     }
 
     #[test]

@@ -155,27 +155,8 @@ pub fn from_receiver(receiver_units: i128, fee: Fee, rate: Rate, from_p: u8, to_
         return Err(RateError::TooSmall);
     }
     let net = units_for(receiver_units, rate, from_p, to_p)?;
-    // The smallest gross whose fee leaves `net`: start from the closed form, then step
-    // (at most a few units, as the percent part rounds up).
-    let denominator: i128 = 100_000_000;
-    let keep = denominator - fee.percent_e6;
-    if keep <= 0 {
-        return Err(RateError::OutOfRange);
-    }
-    let base = net.checked_add(fee.fixed_units).ok_or(RateError::OutOfRange)?;
-    let mut gross = base.checked_mul(denominator).ok_or(RateError::OutOfRange)? / keep;
-    for _ in 0..1000 {
-        let f = fee.on(gross)?;
-        if gross - f >= net {
-            // Walk back while one unit less still covers it (the closed form may overshoot).
-            while gross > net && (gross - 1) - fee.on(gross - 1)? >= net {
-                gross -= 1;
-            }
-            return Ok(Conversion { sender_units: gross, fee_units: fee.on(gross)?, receiver_units });
-        }
-        gross += 1;
-    }
-    Err(RateError::OutOfRange)
+    let gross = fee.gross_for(net)?;
+    Ok(Conversion { sender_units: gross, fee_units: fee.on(gross)?, receiver_units })
 }
 
 #[cfg(test)]

@@ -139,6 +139,8 @@ impl Engine {
         }
         let (c, rate, _) = self.price(&from, &to, &Side::Receiver(receiver_amount.to_string()))?;
         self.check_futures_limit(&to, c.receiver_units, &from, c.sender_units)?;
+        // What the payer sends: the priced amount after the deposit fee.
+        let deposit_units = from.deposit_for_credit(c.sender_units).map_err(|e| EngineError::invalid("receiver_amount", e))?;
         let (ts_fixed_ms, ts_release_ms) = self.futures_window(self.now_ms())?;
         let row = self
             .store
@@ -147,7 +149,7 @@ impl Engine {
                 address_id: a.id,
                 sender_currency: from.code.to_string(),
                 receiver_currency: to.code.to_string(),
-                sender_units: c.sender_units,
+                sender_units: deposit_units,
                 receiver_units: c.receiver_units,
                 fee_units: c.fee_units,
                 rate: rate.to_string(),
@@ -169,21 +171,24 @@ impl Engine {
             price: f.rate,
             sender_amount: from.amount(f.sender_units)?.to_string(),
             receiver_amount: to.amount(f.receiver_units)?.to_string(),
-            fee_amount: from.amount(f.fee_units)?.to_string(),
+            // The exchange fee and the deposit fee, both in the sender currency.
+            fee_amount: from.amount(f.fee_units + from.deposit_fee_units(f.sender_units)?)?.to_string(),
             ts_fixed_ms: f.ts_fixed_ms,
             ts_release_ms: f.ts_release_ms,
         })
     }
 
-    /// The conversion a deposit takes from a futures: exactly its sender amount,
-    /// arrived within its window, claimed by this deposit (once). `None`: convert at the
+    /// The conversion a deposit takes from a futures: exactly its sender amount, in its
+    /// currency, arrived within its window, claimed by this deposit (once). `None`: convert at the
     /// market.
     pub(crate) async fn futures_conversion(&self, d: &DepositRow, to: &str, net_units: i128) -> Result<Option<DepositConversion>, EngineError> {
         let Some(f) = self.store.futures_for_deposit(d.address_id, d.amount_units, d.id, d.first_seen_at_ms).await? else { return Ok(None) };
-        if f.receiver_currency != to || !self.store.claim_futures(f.id, d.id).await? {
+        // A deposit fee raised since the confirmation can leave less than the exchange fee:
+        // then the market converts it.
+        if f.sender_currency != d.currency || f.receiver_currency != to || net_units < f.fee_units || !self.store.claim_futures(f.id, d.id).await? {
             return Ok(None);
         }
         tracing::info!(deposit = d.id, futures = f.id, rate = %f.rate, "deposit converted at its futures price");
-        Ok(Some(DepositConversion { currency: f.receiver_currency, units: f.receiver_units, fee_units: f.fee_units.min(net_units.max(0)), rate: f.rate, futures_id: Some(f.id) }))
+        Ok(Some(DepositConversion { currency: f.receiver_currency, units: f.receiver_units, fee_units: f.fee_units, rate: f.rate, futures_id: Some(f.id) }))
     }
 }

@@ -388,7 +388,7 @@ impl Watcher {
         };
         // Converted on arrival: the credit and the exchange are one ledger transaction.
         if let CreditConversion::Converted(c) = &conversion {
-            legs.extend(self.exchange_legs(d, &code, c, false).await?);
+            legs.extend(self.exchange_legs(d, &code, c, fee, false).await?);
         }
         if d.amount_units > 0 {
             let memo = serde_json::json!({"type": "deposit", "deposit_id": d.id, "txid": d.txid, "vout": d.vout,
@@ -402,8 +402,9 @@ impl Watcher {
     }
 
     /// The legs of a deposit's conversion on arrival (its exchange fee to fees earned),
-    /// or with `reverse`, of taking it back.
-    async fn exchange_legs(&self, d: &DepositRow, code: &CurrencyCode, c: &DepositConversion, reverse: bool) -> Result<Vec<Leg>, EngineError> {
+    /// or with `reverse`, of taking it back: what is converted is the deposit less its
+    /// `deposit_fee`.
+    async fn exchange_legs(&self, d: &DepositRow, code: &CurrencyCode, c: &DepositConversion, deposit_fee: i128, reverse: bool) -> Result<Vec<Leg>, EngineError> {
         let ledger = &self.engine.ledger;
         let merchant = MerchantId(d.merchant_id);
         let to_code = self.engine.currencies.get(&c.currency)?.code.clone();
@@ -412,7 +413,7 @@ impl Watcher {
         let house_from = ledger.account(&AccountKey::System { account: SystemAccount::ExchangeHouse, currency: code.clone() }).await?;
         let house_to = ledger.account(&AccountKey::System { account: SystemAccount::ExchangeHouse, currency: to_code.clone() }).await?;
         let fees = ledger.account(&AccountKey::System { account: SystemAccount::FeesEarned, currency: code.clone() }).await?;
-        let sent = d.amount_units - d.fee_units.unwrap_or(0);
+        let sent = d.amount_units - deposit_fee;
         let mut legs = vec![
             Leg { from: m_from, to: house_from, currency: code.clone(), units: sent - c.fee_units },
             Leg { from: m_from, to: fees, currency: code.clone(), units: c.fee_units },
@@ -454,7 +455,7 @@ impl Watcher {
         let mut legs = Vec::new();
         // A converted deposit is taken back in both currencies: the conversion first.
         if let CreditConversion::Converted(c) = &d.conversion {
-            legs.extend(self.exchange_legs(d, &code, c, true).await?);
+            legs.extend(self.exchange_legs(d, &code, c, fee, true).await?);
         }
         if credited > 0 {
             legs.push(Leg { from: owner, to: hot, currency: code.clone(), units: credited });

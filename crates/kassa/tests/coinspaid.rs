@@ -420,8 +420,13 @@ struct CallbackWorld {
 }
 
 async fn callback_world(backend: Backend, settings: ChainSettings, rates: Option<(&str, i128)>, scopes: &[Scope]) -> CallbackWorld {
+    callback_world_from(ChainWorld::new(backend, settings).await, rates, scopes).await
+}
+
+/// The callback world over a chain world already set up (its currencies, say).
+async fn callback_world_from(w: ChainWorld, rates: Option<(&str, i128)>, scopes: &[Scope]) -> CallbackWorld {
     use kassa_engine::notifier::{Notifier, NotifierOptions};
-    let ChainWorld { mut t, node } = ChainWorld::new(backend, settings).await;
+    let ChainWorld { mut t, node } = w;
     t.engine = t.engine.clone().with_target_policy(kassa_engine::webhooks::TargetPolicy::development());
     if let Some((quote, min_deposit)) = rates {
         add_rates(&mut t, quote, min_deposit).await;
@@ -1228,3 +1233,45 @@ async fn futures_fix_the_price(backend: Backend) {
     }
 }
 both_backends!(futures, futures_fix_the_price);
+
+// With a deposit fee (1 %) and an exchange fee (2 %): a deposit converted at the market
+// converts what is left after the deposit fee, and the merchant's LTC stays at zero; a
+// futures asks for the amount that still converts to its receiver amount after both
+// fees, its fee_amount is both, and the exact deposit converts at the fixed price.
+async fn futures_and_conversions_after_fees(backend: Backend) {
+    use std::sync::Arc;
+    let text = kassa_testkit::TEST_CURRENCIES.replacen(
+        "fees.withdrawal = { fixed = \"0.0001\", percent = \"0.5\" }",
+        "fees.withdrawal = { fixed = \"0.0001\", percent = \"0.5\" }\nfees.deposit = { percent = \"1\" }\nfees.exchange = { percent = \"2\" }",
+        1,
+    );
+    let raw: std::collections::BTreeMap<String, kassa_core::currency::CurrencyConfig> = toml::from_str(&text).unwrap();
+    let mut w = ChainWorld::new(backend, ChainSettings::default()).await;
+    w.t.engine.currencies = Arc::new(kassa_engine::currencies::Currencies::new(kassa_core::currency::validate_currencies(&raw).unwrap()));
+    let scopes = [Scope::Read, Scope::Receive, Scope::Exchange];
+    let CallbackWorld { app, node, m: _, k, receiver: _, notifier: _, mut watcher } = callback_world_from(w, Some(("EUR", 0)), &scopes).await;
+    let (_, taken) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","convert_to":"EUR","foreign_id":"fees"}"#).await;
+    let address = taken["data"]["address"].as_str().unwrap().to_string();
+
+    // 30 EUR at 99: 0.30303031 LTC converted, 0.30921461 LTC with the 2 % exchange fee
+    // (0.00618430), 0.31233799 LTC with the 1 % deposit fee (0.00312338).
+    let confirm = json!({"address": address, "sender_currency": "LTC", "receiver_currency": "EUR", "receiver_amount": "30"}).to_string();
+    let (status, f) = call(&app, &k, "/api/v2/futures/confirm", &confirm).await;
+    assert_eq!(status, 200, "{f}");
+    assert_eq!((f["data"]["sender_amount"].as_str(), f["data"]["fee_amount"].as_str()), (Some("0.31233799"), Some("0.00930768")), "{f}");
+
+    // 1 LTC at the market: 0.99 after the deposit fee, 0.9702 after the exchange fee,
+    // 96.04 EUR; then the futures' exact amount: 30.00 EUR.
+    node.pay(&address, "1").await;
+    node.pay(&address, "0.31233799").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(balance(&app, &k, "EUR").await, "126.04");
+    assert_eq!(ltc_balance(&app, &k).await, "0.00000000", "all of it converted, nothing overdrawn");
+    let fees = app.t.system_account(kassa_core::ledger::SystemAccount::FeesEarned, "LTC").await;
+    // 0.01 + 0.0198 at the market; 0.00312338 + 0.00618430 for the futures.
+    assert_eq!(app.t.balance(fees).await.0, 1_000_000 + 1_980_000 + 312_338 + 618_430);
+    app.t.assert_books_balance().await;
+}
+both_backends!(futures_fees, futures_and_conversions_after_fees);
