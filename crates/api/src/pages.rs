@@ -8,9 +8,9 @@
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
 use kassa_engine::invoices::{Invoice, InvoiceOption};
 use kassa_engine::EngineError;
 use serde::Deserialize;
@@ -19,7 +19,34 @@ use serde_json::json;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/pay/{token}", get(page)).route("/pay/{token}/status", get(status))
+    Router::new().route("/pay/{token}", get(page)).route("/pay/{token}/status", get(status)).route("/pay/{token}/pick", post(pick))
+}
+
+#[derive(Deserialize)]
+struct PickForm {
+    currency: String,
+}
+
+/// The payer picks a currency (a form, so it works without JavaScript): for an invoice
+/// that fixes its rates then, they are fixed now; then the page in that currency.
+async fn pick(State(state): State<AppState>, Path(token): Path<String>, Form(f): Form<PickForm>) -> Response {
+    match load(&state, &token).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    }
+    match state.engine.pick_invoice_currency(&token, f.currency.trim()).await {
+        Ok(inv) => {
+            let currency: String = f.currency.trim().chars().filter(char::is_ascii_alphanumeric).collect();
+            Redirect::to(&format!("/pay/{}?currency={currency}", inv.token)).into_response()
+        }
+        Err(EngineError::NotFound(_)) => not_found(),
+        Err(EngineError::Invalid { message, .. }) => (StatusCode::BAD_REQUEST, [(CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot fix an invoice's rates for the payer's pick");
+            (StatusCode::SERVICE_UNAVAILABLE, "cannot fix the rate now (no fresh rate); try again").into_response()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -133,7 +160,10 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
     let expired = !settled(&inv.status) && (inv.status == "expired" || (now_ms > inv.expires_at_ms && !on_its_way));
     let open = !settled(&inv.status) && !expired;
     let nonce = kassa_engine::secrets::random_alphanumeric(24);
-    let title = if inv.description.is_empty() { "Payment".to_string() } else { inv.description.clone() };
+    // The merchant's title, else its description, heads the page.
+    let title = [&inv.title, &inv.description].into_iter().find(|t| !t.is_empty()).cloned().unwrap_or_else(|| "Payment".to_string());
+    // The payer's pick of a currency fixes the rates: until then, a choice.
+    let must_pick = inv.rate_on_pick && inv.rate_fixed_at_ms.is_none() && inv.status == "new";
     let mut html = String::with_capacity(16 * 1024);
     html.push_str(&format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -151,8 +181,27 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         esc(inv.success_url.as_deref().unwrap_or("")),
         esc(chosen.map(|o| o.currency.as_str()).unwrap_or(""))
     ));
-    html.push_str(&format!("<h1>{}</h1><p class=\"total\">{} {}</p>", esc(&title), esc(&inv.amount), esc(&inv.currency)));
-    if inv.options.len() > 1 {
+    html.push_str(&format!("<h1>{}</h1>", esc(&title)));
+    if !inv.title.is_empty() && !inv.description.is_empty() {
+        html.push_str(&format!("<p id=\"description\" class=\"description\">{}</p>", esc(&inv.description)));
+    }
+    html.push_str(&format!("<p class=\"total\">{} {}</p>", esc(&inv.amount), esc(&inv.currency)));
+    if must_pick && open {
+        html.push_str(&format!(
+            "<form id=\"pick\" method=\"post\" action=\"/pay/{}/pick\"><p>Choose what to pay with: the rate is fixed when you choose, for {} minutes.</p>",
+            esc(&inv.token),
+            state.engine.invoices.rate_window.as_secs() / 60
+        ));
+        for o in &inv.options {
+            html.push_str(&format!(
+                "<p><button type=\"submit\" name=\"currency\" value=\"{c}\" id=\"pick-{c}\">{c}</button> <span class=\"estimate\">about {amount} {c}</span></p>",
+                c = esc(&o.currency),
+                amount = esc(&o.amount)
+            ));
+        }
+        html.push_str("</form>");
+    }
+    if inv.options.len() > 1 && !must_pick {
         html.push_str("<nav class=\"currencies\" aria-label=\"Pay with\">");
         for o in &inv.options {
             let selected = chosen.is_some_and(|c| c.currency == o.currency);
@@ -175,7 +224,7 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         _ if chosen.is_some_and(|o| !is_zero(&o.pending)) => ("Payment detected: waiting for confirmations.".to_string(), "pending"),
         _ => ("Awaiting payment.".to_string(), "waiting"),
     };
-    if let (true, Some(o)) = (open, chosen) {
+    if let (true, false, Some(o)) = (open, must_pick, chosen) {
         html.push_str(&format!(
             "<section id=\"pay\"><p>Send exactly</p>\
              <p class=\"amount\"><span id=\"amount\">{amount}</span> {c} <button type=\"button\" class=\"copy\" data-copy=\"{amount}\">Copy amount</button></p>\
@@ -195,14 +244,18 @@ async fn page(State(state): State<AppState>, Path(token): Path<String>, Query(q)
         if let Some(url) = &inv.success_url {
             html.push_str(&format!("<p><a id=\"continue\" href=\"{}\">Back to the shop</a></p>", esc(url)));
         }
-    } else if open {
+    } else if expired {
+        if let Some(url) = &inv.failure_url {
+            html.push_str(&format!("<p><a id=\"failed\" href=\"{}\">Back to the shop</a></p>", esc(url)));
+        }
+    } else if open && !must_pick {
         html.push_str(&format!("<p id=\"countdown\">Pay before {} UTC.</p>", esc(&inv.expires_at.replace('T', " ").replace(".000Z", ""))));
     }
     html.push_str("<noscript><p>Reload this page to see the payment's status.</p></noscript></main>");
     html.push_str(&format!("<script nonce=\"{nonce}\">{SCRIPT}</script></body></html>"));
     let csp = format!(
         "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; img-src data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
     ([(CONTENT_TYPE, "text/html; charset=utf-8".to_string()), (CACHE_CONTROL, "no-store".to_string()), (CONTENT_SECURITY_POLICY, csp)], html)
         .into_response()
@@ -216,7 +269,7 @@ h1{font-size:1.2rem;margin:.2rem 0}.total{font-size:1.6rem;font-weight:600;margi
 .currencies a{padding:.4rem .9rem;border:1px solid #d1d5db;border-radius:999px;text-decoration:none;color:#111}\
 .currencies a.selected{background:#111;color:#fff;border-color:#111}\
 .amount{font-size:1.3rem;font-weight:600}.address code{word-break:break-all;font-size:.95rem;background:#f3f4f6;padding:.2rem .4rem;border-radius:6px}\
-#qr svg{width:100%;max-width:240px;height:auto}\
+#qr svg{width:100%;max-width:240px;height:auto}.description{color:#444;margin:.2rem 0 .6rem}.estimate{color:#555}\
 button{font:inherit;font-size:.8rem;padding:.25rem .6rem;border-radius:6px;border:1px solid #d1d5db;background:#fff;cursor:pointer}\
 .status{font-weight:600;padding:.6rem;border-radius:8px;background:#eef2ff}.status.paid{background:#dcfce7}.status.expired{background:#fee2e2}\
 .status.partial,.status.pending{background:#fef9c3}#countdown{color:#555}";

@@ -27,11 +27,19 @@ pub struct InvoiceSettings {
     pub tolerance_e6: i64,
     /// Where the hosted payment pages are reached (`https://pay.example.com`).
     pub public_url: String,
+    /// How long a rate fixed by the payer's pick holds: the time left to pay then.
+    pub rate_window: Duration,
 }
 
 impl Default for InvoiceSettings {
     fn default() -> Self {
-        Self { default_ttl: Duration::from_secs(900), max_ttl: Duration::from_secs(7 * 86_400), tolerance_e6: 0, public_url: String::new() }
+        Self {
+            default_ttl: Duration::from_secs(900),
+            max_ttl: Duration::from_secs(7 * 86_400),
+            tolerance_e6: 0,
+            public_url: String::new(),
+            rate_window: Duration::from_secs(900),
+        }
     }
 }
 
@@ -51,6 +59,22 @@ pub struct InvoiceRequest {
     pub origin: crate::notifications::Origin,
     /// The label of its addresses (default `invoice <id>`).
     pub label: Option<String>,
+    /// Shown on the page above the description.
+    pub title: String,
+    /// Where the page sends the payer when the invoice fails (expires unpaid).
+    pub failure_url: Option<String>,
+    /// The payer's e-mail, recorded for the merchant (and refunds).
+    pub payer_email: Option<String>,
+    /// The rates are fixed when the payer picks a currency on the page, and hold for
+    /// `rate_window` from then; until then the invoice lasts `ttl`.
+    pub rate_on_pick: bool,
+    /// Its payments are reported only as the invoice's (in its origin's format), not
+    /// also as deposits to its addresses.
+    pub invoice_callbacks_only: bool,
+    /// Payments in another currency are converted to the invoice's on arrival, at the
+    /// invoice's fixed rate (a late payment at the market), so the merchant holds the
+    /// invoice currency.
+    pub convert: bool,
 }
 
 /// One currency an invoice can be paid in.
@@ -58,6 +82,9 @@ pub struct InvoiceRequest {
 pub struct InvoiceOption {
     pub currency: String,
     pub address: String,
+    /// The deposit address's id.
+    #[serde(skip)]
+    pub address_id: i64,
     /// The amount due in this currency.
     #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
@@ -106,9 +133,22 @@ pub struct Invoice {
     #[schema(value_type = crate::schemas::Amount)]
     pub amount: String,
     pub currency: String,
+    pub title: String,
     pub description: String,
     #[schema(required = true)]
     pub success_url: Option<String>,
+    #[schema(required = true)]
+    pub failure_url: Option<String>,
+    #[schema(required = true)]
+    pub payer_email: Option<String>,
+    /// The payer's pick of a currency fixes the rates (until then they are estimates).
+    pub rate_on_pick: bool,
+    /// When the rates were fixed (null until the payer picks, for `rate_on_pick`).
+    #[schema(required = true)]
+    pub rate_fixed_at_ms: Option<i64>,
+    /// The invoice's row number (what the CoinsPaid-style API calls its id).
+    #[serde(skip)]
+    pub row_id: i64,
     /// The hosted payment page.
     pub url: String,
     /// The page's token (the last part of `url`).
@@ -156,16 +196,27 @@ impl Engine {
             crate::error::check_text("description", &r.description, 1000)?;
         }
         crate::error::check_text("order_id", &r.order_id, 200)?;
+        if !r.title.is_empty() {
+            crate::error::check_text("title", &r.title, 200)?;
+        }
+        let payer_email = match r.payer_email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(e) => Some(check_email(e)?),
+            None => None,
+        };
         let currency = self.currencies.active(&r.currency)?.clone();
         let amount = currency.parse_amount(r.amount.trim(), SignPolicy::Positive)?;
         let ttl = r.ttl.unwrap_or(self.invoices.default_ttl);
         if ttl < Duration::from_secs(1) || ttl > self.invoices.max_ttl {
             return Err(EngineError::invalid("ttl_secs", format!("must be 1-{}", self.invoices.max_ttl.as_secs())));
         }
-        let success_url = match r.success_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
-            Some(u) => Some(crate::webhooks::check_url(u).map_err(|e| EngineError::invalid("success_url", e))?.to_string()),
-            None => None,
+        let page_url = |field: &'static str, url: &Option<String>| -> Result<Option<String>, EngineError> {
+            match url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+                Some(u) => Ok(Some(crate::webhooks::check_url(u).map_err(|e| EngineError::invalid(field, e))?.to_string())),
+                None => Ok(None),
+            }
         };
+        let success_url = page_url("success_url", &r.success_url)?;
+        let failure_url = page_url("failure_url", &r.failure_url)?;
         let mut accepted = r.accepted.clone();
         if accepted.is_empty() {
             accepted = match currency.kind {
@@ -185,7 +236,20 @@ impl Engine {
             return Err(EngineError::invalid("currencies", "name 1-20 accepted currencies"));
         }
         let request_hash = Sha256::digest(
-            format!("{}|{}|{}|{}|{}|{:?}", currency.code, amount.units(), accepted.join(","), ttl.as_secs(), r.description, success_url).as_bytes(),
+            format!(
+                "{}|{}|{}|{}|{}|{:?}|{}|{:?}|{:?}|{}",
+                currency.code,
+                amount.units(),
+                accepted.join(","),
+                ttl.as_secs(),
+                r.description,
+                success_url,
+                r.title,
+                failure_url,
+                payer_email,
+                r.rate_on_pick
+            )
+            .as_bytes(),
         )
         .to_vec();
         if let Some(existing) = self.store.invoice_by_order(merchant, &r.order_id).await? {
@@ -205,22 +269,7 @@ impl Engine {
             if !c.can_receive {
                 return Err(EngineError::invalid("currencies", format!("{code} cannot receive payments")));
             }
-            let (due, rate) = if c.code == currency.code {
-                (amount.units(), None)
-            } else {
-                // The customer pays at least the invoice's value at the rate less spread.
-                let rates = self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))?;
-                let pair = rates
-                    .pair(code, currency.code.as_str())
-                    .ok_or_else(|| EngineError::invalid("currencies", format!("{code} → {} is not an exchangeable pair", currency.code)))?;
-                let latest = rates.current(code, currency.code.as_str())?;
-                let rate = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
-                let due = units_for(amount.units(), rate, c.precision, currency.precision).map_err(|e| EngineError::invalid("amount", e))?;
-                (due, Some(rate.to_string()))
-            };
-            if due < c.min_receive.units() {
-                return Err(EngineError::invalid("amount", format!("{} {code} is below the least deposit of {} {code}", c.amount(due)?, c.min_receive)));
-            }
+            let (due, rate) = self.invoice_due(c, &currency, amount.units())?;
             priced.push((c.clone(), due, rate));
         }
         let mut options = Vec::new();
@@ -228,6 +277,7 @@ impl Engine {
             let (_, chain) = self.chain_of(c.code.as_str())?;
             let address = Self::new_address(chain, c.code.as_str(), &format!("m{}", merchant.0)).await?;
             options.push(NewInvoiceOption {
+                convert_to: (r.convert && c.code != currency.code).then(|| currency.code.to_string()),
                 currency: c.code.to_string(),
                 chain: chain.adapter.chain().to_string(),
                 address,
@@ -251,9 +301,14 @@ impl Engine {
                 tolerance_e6: self.invoices.tolerance_e6,
                 expires_at_ms: self.now_ms() + ttl.as_millis() as i64,
                 options,
+                address_origin: if r.invoice_callbacks_only { format!("{}:invoice", r.origin.dialect) } else { r.origin.dialect.clone() },
                 origin: r.origin.dialect.clone(),
                 callback_url,
                 label: r.label.clone(),
+                title: r.title.clone(),
+                failure_url,
+                payer_email,
+                rate_on_pick: r.rate_on_pick,
             })
             .await;
         let row = match inserted {
@@ -265,6 +320,71 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(merchant = merchant.0, invoice = %row.public_id, order_id = %row.order_id, amount = %amount, currency = %currency.code, "invoice created");
+        self.invoice_view(&row).await
+    }
+
+    /// What a payer owes in `c` for `units` of the invoice currency: at least the
+    /// invoice's value at the rate less spread (with that rate), or the amount itself.
+    fn invoice_due(&self, c: &Currency, currency: &Currency, units: i128) -> Result<(i128, Option<String>), EngineError> {
+        let code = c.code.as_str();
+        let (due, rate) = if c.code == currency.code {
+            (units, None)
+        } else {
+            let rates = self.rates.as_deref().ok_or_else(|| EngineError::RatesUnavailable("no rate sources are configured".into()))?;
+            let pair = rates
+                .pair(code, currency.code.as_str())
+                .ok_or_else(|| EngineError::invalid("currencies", format!("{code} → {} is not an exchangeable pair", currency.code)))?;
+            let latest = rates.current(code, currency.code.as_str())?;
+            let rate = latest.rate.less_spread(pair.spread_e6).map_err(|e| EngineError::invalid("rate", e))?;
+            let due = units_for(units, rate, c.precision, currency.precision).map_err(|e| EngineError::invalid("amount", e))?;
+            (due, Some(rate.to_string()))
+        };
+        if due < c.min_receive.units() {
+            return Err(EngineError::invalid("amount", format!("{} {code} is below the least deposit of {} {code}", c.amount(due)?, c.min_receive)));
+        }
+        Ok((due, rate))
+    }
+
+    /// A payment to an invoice that converts it: at the invoice's fixed rate when first
+    /// seen before the invoice expired, its exchange fee as for any conversion. `None`:
+    /// not such a payment (or a late one), the market converts it.
+    pub(crate) async fn invoice_conversion(&self, d: &kassa_store::DepositRow, to: &str, net_units: i128) -> Result<Option<kassa_store::DepositConversion>, EngineError> {
+        let Some((rate, expires_at_ms)) = self.store.invoice_rate_of_address(d.address_id, to).await? else { return Ok(None) };
+        if d.first_seen_at_ms > expires_at_ms {
+            return Ok(None);
+        }
+        let from = self.currencies.get(&d.currency)?;
+        let t = self.currencies.get(to)?;
+        let rate = kassa_core::rates::Rate::parse(&rate).map_err(|e| EngineError::invalid("rate", e))?;
+        let Ok(c) = kassa_core::rates::from_sender(net_units, from.fees.exchange, rate, from.precision, t.precision) else { return Ok(None) };
+        tracing::info!(deposit = d.id, rate = %rate, to, "invoice payment converted at the invoice's rate");
+        Ok(Some(kassa_store::DepositConversion { currency: t.code.to_string(), units: c.receiver_units, fee_units: c.fee_units, rate: rate.to_string(), futures_id: None }))
+    }
+
+    /// The payer picked a currency on the page of an invoice that fixes its rates then:
+    /// every option is priced now, and the invoice has `rate_window` left to be paid.
+    /// Once; afterwards (or for other invoices) the invoice as it is.
+    pub async fn pick_invoice_currency(&self, token: &str, currency: &str) -> Result<Invoice, EngineError> {
+        let row = self.store.invoice_by_token(token).await?.ok_or(EngineError::NotFound("invoice"))?;
+        let options = self.store.invoice_options(row.id).await?;
+        if !options.iter().any(|o| o.currency == currency) {
+            return Err(EngineError::invalid("currency", format!("this invoice cannot be paid in {currency}")));
+        }
+        if row.rate_on_pick && row.rate_fixed_at_ms.is_none() && row.status == kassa_core::invoices::InvoiceStatus::New {
+            let inv_currency = self.currencies.get(&row.currency)?.clone();
+            let mut dues = Vec::new();
+            for o in &options {
+                let c = self.currencies.get(&o.currency)?.clone();
+                let (due, rate) = self.invoice_due(&c, &inv_currency, row.amount_units)?;
+                dues.push((o.currency.clone(), due, rate));
+            }
+            let now = self.now_ms();
+            let expires = now + i64::try_from(self.invoices.rate_window.as_millis()).unwrap_or(i64::MAX / 4);
+            if self.store.fix_invoice_rates(row.id, &dues, now, expires).await? {
+                tracing::info!(invoice = %row.public_id, currency, "invoice rates fixed by the payer's pick");
+            }
+        }
+        let row = self.store.invoice_by_token(token).await?.ok_or(EngineError::NotFound("invoice"))?;
         self.invoice_view(&row).await
     }
 
@@ -328,6 +448,7 @@ impl Engine {
             option_views.push(InvoiceOption {
                 currency: o.currency.clone(),
                 address: o.address.clone(),
+                address_id: o.address_id,
                 amount: c.amount(o.due_units)?.to_string(),
                 paid: c.amount(paid)?.to_string(),
                 pending: c.amount(pending)?.to_string(),
@@ -359,8 +480,14 @@ impl Engine {
             status: inv.status.as_str().into(),
             amount: currency.amount(inv.amount_units)?.to_string(),
             currency: inv.currency.clone(),
+            title: inv.title.clone(),
             description: inv.description.clone(),
             success_url: inv.success_url.clone(),
+            failure_url: inv.failure_url.clone(),
+            payer_email: inv.payer_email.clone(),
+            rate_on_pick: inv.rate_on_pick,
+            rate_fixed_at_ms: inv.rate_fixed_at_ms,
+            row_id: inv.id,
             url: format!("{}/pay/{}", self.invoices.public_url.trim_end_matches('/'), inv.token),
             token: inv.token.clone(),
             expires_at: format_ms(inv.expires_at_ms),
@@ -371,6 +498,21 @@ impl Engine {
             payments: payment_views,
         })
     }
+}
+
+/// A payer's e-mail address, trimmed: one `@` between a local part and a dotted domain.
+fn check_email(e: &str) -> Result<String, EngineError> {
+    crate::error::check_text("email", e, 254)?;
+    let ok = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !e.contains(char::is_whitespace) && !domain.contains('@')
+        }
+        None => false,
+    };
+    if !ok {
+        return Err(EngineError::invalid("email", "not an e-mail address"));
+    }
+    Ok(e.to_string())
 }
 
 /// Expires unpaid invoices as their time runs out; stops when `shutdown` turns true.

@@ -383,7 +383,10 @@ impl Watcher {
             }
             (Some(to), None) => match self.engine.futures_conversion(d, to, d.amount_units - fee).await? {
                 Some(fixed) => CreditConversion::Converted(fixed),
-                None => self.engine.deposit_conversion(currency, to, d.amount_units - fee),
+                None => match self.engine.invoice_conversion(d, to, d.amount_units - fee).await? {
+                    Some(fixed) => CreditConversion::Converted(fixed),
+                    None => self.engine.deposit_conversion(currency, to, d.amount_units - fee),
+                },
             },
         };
         // Converted on arrival: the credit and the exchange are one ledger transaction.

@@ -154,11 +154,20 @@ pub struct InvoicesConfig {
     /// A payment short or over by at most this percentage counts as exact.
     #[serde(default = "default_tolerance")]
     pub tolerance_percent: String,
+    /// How long a rate the payer fixes by picking a currency holds (and so the time
+    /// left to pay such an invoice).
+    #[serde(default = "default_invoice_ttl")]
+    pub rate_window_secs: u64,
 }
 
 impl Default for InvoicesConfig {
     fn default() -> Self {
-        Self { default_ttl_secs: default_invoice_ttl(), max_ttl_secs: default_invoice_max_ttl(), tolerance_percent: default_tolerance() }
+        Self {
+            default_ttl_secs: default_invoice_ttl(),
+            max_ttl_secs: default_invoice_max_ttl(),
+            tolerance_percent: default_tolerance(),
+            rate_window_secs: default_invoice_ttl(),
+        }
     }
 }
 
@@ -681,6 +690,9 @@ impl Config {
         if !(1..=self.invoices.max_ttl_secs).contains(&self.invoices.default_ttl_secs) || self.invoices.max_ttl_secs > 365 * 86_400 {
             bail!("invoices.default_ttl_secs: must be 1 to invoices.max_ttl_secs (at most a year)");
         }
+        if !(60..=86_400).contains(&self.invoices.rate_window_secs) {
+            bail!("invoices.rate_window_secs: must be 60 to 86400");
+        }
         if let Some(u) = &self.public_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) || url_has_no_host(u) {
                 bail!("public_url: must be an http:// or https:// URL like https://pay.example.com");
@@ -774,6 +786,7 @@ impl Settings {
             default_ttl: Duration::from_secs(c.default_ttl_secs),
             max_ttl: Duration::from_secs(c.max_ttl_secs),
             tolerance_e6: invoice_tolerance(c).expect("validated"),
+            rate_window: Duration::from_secs(c.rate_window_secs),
             public_url: self.config.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
         }
     }

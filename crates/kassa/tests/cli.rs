@@ -58,7 +58,7 @@ async fn admin_commands(backend: Backend) {
     let cli = Cli::new(&db.url, "");
     let out = cli.run(&["migrate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("19 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("20 migration(s) applied"));
     assert_eq!(cli.json(&["migrate", "--json"])["applied"], 0);
 
     let m = cli.json(&["merchant", "create", "--name", "acme", "--json"]);

@@ -1275,3 +1275,157 @@ async fn futures_and_conversions_after_fees(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(futures_fees, futures_and_conversions_after_fees);
+
+/// The `invoice` callbacks the merchant's v2 endpoint received, in order.
+fn invoice_callbacks(receiver: &kassa_testkit::receiver::Receiver) -> Vec<Value> {
+    receiver.requests_to("/cp2").iter().map(|r| r.json()).filter(|b| b["type"] == "invoice").collect()
+}
+
+// invoices/create (v2) on regtest, the three kinds of CoinsPaid invoices: paid in one
+// currency with a timer (the address and amount in the answer), the same foreign_id
+// again (the same invoice; other values refused), paid in two parts (a `pending`
+// callback with what is left, then `confirmed`), the merchant credited in EUR at the
+// invoice's rate; a timer that runs out (`failed`); without a timer, the rate fixed
+// by the payer's pick on the page (after the market moved) and held for the window.
+// Bad requests are refused by field and store nothing.
+async fn invoices_create_pay_and_expire(backend: Backend) {
+    let scopes = [Scope::Read, Scope::Receive];
+    let CallbackWorld { app, node, m, k, receiver, notifier, mut watcher } =
+        callback_world(backend, ChainSettings::default(), Some(("EUR", 0)), &scopes).await;
+    let now = app.t.engine.now_ms() / 1000;
+    let request = json!({"timer": true, "title": "Order 164", "description": "Two tickets", "currency": "EUR", "sender_currency": "LTC",
+        "amount": "30", "foreign_id": "164", "url_success": "https://shop.example/ok", "url_failed": "https://shop.example/failed",
+        "email_user": "payer@example.com"});
+    let (status, created) = call(&app, &k, "/api/v2/invoices/create", &request.to_string()).await;
+    assert_eq!(status, 200, "{created}");
+    let d = created["data"].clone();
+    let (address, url) = (d["address"].as_str().unwrap().to_string(), d["url"].as_str().unwrap().to_string());
+    assert!(url.contains("/pay/"), "{url}");
+    assert!((d["fixed_at"].as_i64().unwrap() - now).abs() <= 1, "{d}");
+    // 30 EUR at 99 (100 less the 1 % spread), rounded up for the merchant.
+    assert_eq!(
+        d,
+        json!({"id": d["id"], "url": url, "foreign_id": "164", "address": address, "name": "Order 164", "status": "created", "currency": "EUR",
+            "amount": "30.00", "sender_currency": "LTC", "sender_amount": "0.30303031", "fixed_at": d["fixed_at"],
+            "release_at": d["fixed_at"].as_i64().unwrap() + 900})
+    );
+    assert!(d["id"].is_i64());
+    assert_eq!(call(&app, &k, "/api/v2/invoices/create", &request.to_string()).await, (200, created.clone()), "the same request: the same invoice");
+    let mut other = request.clone();
+    other["amount"] = json!("31");
+    assert_eq!(
+        call(&app, &k, "/api/v2/invoices/create", &other.to_string()).await,
+        (400, json!({"errors": {"foreign_id": "The foreign id has already been taken."}}))
+    );
+
+    // Refusals by field; nothing is stored.
+    let before = app.t.engine.invoices(m, None, 100).await.unwrap().len();
+    for (change, field) in [
+        (json!({"title": null}), "title"),
+        (json!({"amount": "-3"}), "amount"),
+        (json!({"amount": "abc"}), "amount"),
+        (json!({"currency": "XYZ"}), "currency"),
+        (json!({"sender_currency": "XYZ"}), "sender_currency"),
+        (json!({"sender_currency": "EUR"}), "sender_currency"),
+        (json!({"email_user": "not an address"}), "email_user"),
+        (json!({"url_success": "ftp://shop.example"}), "url_success"),
+        (json!({"url_failed": "nowhere"}), "url_failed"),
+        (json!({"timer": "sometimes"}), "timer"),
+        (json!({"foreign_id": null}), "foreign_id"),
+    ] {
+        let mut body = request.clone();
+        for (key, value) in change.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        body["foreign_id"] = if change.get("foreign_id").is_some() { Value::Null } else { json!(format!("bad-{field}")) };
+        let (status, b) = call(&app, &k, "/api/v2/invoices/create", &body.to_string()).await;
+        assert_eq!(status, 400, "{change}: {b}");
+        assert!(b["errors"][field].is_string(), "{change}: {b}");
+        assert_errors_shape(&b);
+    }
+    assert_eq!(app.t.engine.invoices(m, None, 100).await.unwrap().len(), before, "nothing stored");
+
+    // Paid in two parts: 0.1 LTC (9.90 EUR), then the rest (20.10 EUR).
+    node.pay(&address, "0.1").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    node.pay(&address, "0.20303031").await;
+    watcher.cycle().await.unwrap();
+    node.mine(3).await;
+    watcher.cycle().await.unwrap();
+    assert_eq!(balance(&app, &k, "EUR").await, "30.00");
+    assert_eq!(ltc_balance(&app, &k).await, "0.00000000", "converted on arrival");
+
+    // A timer that runs out unpaid: failed.
+    let mut timed = request.clone();
+    timed["foreign_id"] = json!("165");
+    timed.as_object_mut().unwrap().remove("sender_currency");
+    let (_, t) = call(&app, &k, "/api/v2/invoices/create", &timed.to_string()).await;
+    assert_eq!((t["data"]["address"].clone(), t["data"]["sender_currency"].clone(), t["data"]["sender_amount"].clone()), (Value::Null, Value::Null, Value::Null));
+    assert_eq!(t["data"]["release_at"].as_i64().unwrap() - t["data"]["fixed_at"].as_i64().unwrap(), 900, "{t}");
+
+    // Without a timer: no rate until the payer picks.
+    let mut open = request.clone();
+    open["foreign_id"] = json!("166");
+    open["timer"] = json!(false);
+    let (_, o) = call(&app, &k, "/api/v2/invoices/create", &open.to_string()).await;
+    assert_eq!((o["data"]["fixed_at"].clone(), o["data"]["release_at"].clone(), o["data"]["sender_amount"].clone()), (Value::Null, Value::Null, Value::Null), "{o}");
+    let open_url = o["data"]["url"].as_str().unwrap().to_string();
+    let path = &open_url[open_url.find("/pay/").unwrap()..];
+    let page = app.client.get(app.url(path)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"pick\"") && !page.contains("id=\"address\""), "a choice first: {page}");
+    assert!(page.contains("<h1>Order 164</h1>") && page.contains("Two tickets"), "{page}");
+
+    app.t.advance(std::time::Duration::from_secs(901));
+    app.t.engine.store.expire_invoices().await.unwrap();
+    // The market moves to 120 (118.8 after the spread); the payer picks LTC on the page.
+    let token = path.trim_start_matches("/pay/").to_string();
+    let moved = app.t.engine.clone().with_rates(ltc_eur_rates(app.t.engine.clock().clone(), "120").await);
+    let picked = moved.pick_invoice_currency(&token, "LTC").await.unwrap();
+    assert_eq!(picked.options[0].amount, "0.25252526", "30 EUR at 118.8");
+    let fixed_at = picked.rate_fixed_at_ms.unwrap();
+    assert!((fixed_at - app.t.engine.now_ms()).abs() < 2_000 && picked.expires_at_ms == fixed_at + 900_000, "{picked:?}");
+    // A form post (no JavaScript) picks again: nothing changes, and the page shows where to pay.
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let resp = no_redirect.post(app.url(&format!("{path}/pick"))).form(&[("currency", "LTC")]).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.headers()["location"].to_str().unwrap()), (303, format!("{path}?currency=LTC").as_str()));
+    let page = app.client.get(app.url(path)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<span id=\"amount\">0.25252526</span>") && !page.contains("id=\"pick\""), "{page}");
+    let resp = no_redirect.post(app.url(&format!("{path}/pick"))).form(&[("currency", "BTC")]).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "not one of its currencies");
+
+    // Callbacks: pending with what is left, confirmed, failed for the timer.
+    for _ in 0..6 {
+        notifier.run_once().await.unwrap();
+        app.t.advance(std::time::Duration::from_secs(120));
+    }
+    let bodies = invoice_callbacks(&receiver);
+    let id = d["id"].clone();
+    let of = |status: &str, invoice: &Value| {
+        bodies.iter().find(|b| b["status"] == status && b["id"] == *invoice).cloned().unwrap_or_else(|| panic!("no {status} callback: {bodies:#?}"))
+    };
+    let pending = of("pending", &id);
+    assert_eq!(pending["currency_sent"], json!({"currency": "LTC", "amount": "0.30303031", "remaining_amount": "0.20303031"}));
+    assert_eq!(pending["transactions"].as_array().unwrap().len(), 1);
+    let confirmed = of("confirmed", &id);
+    let address_id = confirmed["crypto_address"]["id"].clone();
+    let txs = confirmed["transactions"].as_array().unwrap();
+    assert_eq!(txs.len(), 2);
+    assert_eq!(
+        confirmed,
+        json!({"id": id, "foreign_id": "164", "type": "invoice",
+            "crypto_address": {"id": address_id, "currency": "LTC", "convert_to": "EUR", "address": address, "tag": null},
+            "currency_sent": {"currency": "LTC", "amount": "0.30303031", "remaining_amount": "0.00000000"},
+            "currency_received": {"currency": "EUR", "amount": "30.00"},
+            "transactions": txs, "fees": [], "error": null, "status": "confirmed",
+            "fixed_at": d["fixed_at"], "expires_at": d["release_at"]})
+    );
+    assert_eq!((txs[1]["amount"].as_str(), txs[1]["type"].as_str(), txs[1]["confirmations"].as_str()), (Some("0.20303031"), Some("deposit"), Some("3")));
+    let failed = of("failed", &t["data"]["id"]);
+    assert_eq!((failed["error"].as_str(), failed["transactions"].clone(), failed["foreign_id"].as_str()), (Some("Timer expired. User not paid."), json!([]), Some("165")));
+    // No deposit callbacks for invoice payments: the invoice's are the merchant's.
+    assert!(receiver.requests_to("/cp2").iter().all(|r| r.json()["type"] == "invoice"));
+    app.t.assert_books_balance().await;
+}
+both_backends!(invoices, invoices_create_pay_and_expire);

@@ -21,6 +21,8 @@ pub struct NewInvoiceOption {
     /// The currency's minimum deposit: smaller payments do not count.
     pub min_units: i128,
     pub rate: Option<String>,
+    /// Deposits to it are converted to this currency on arrival (the invoice's).
+    pub convert_to: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +43,14 @@ pub struct NewInvoice {
     pub origin: String,
     pub callback_url: Option<String>,
     pub label: Option<String>,
+    /// Where its addresses' deposits are reported (the invoice's origin, or one that
+    /// routes nowhere when the API reports invoice payments as the invoice's only).
+    pub address_origin: String,
+    pub title: String,
+    pub failure_url: Option<String>,
+    pub payer_email: Option<String>,
+    /// The payer's pick of a currency fixes its rate (else it is fixed at creation).
+    pub rate_on_pick: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +71,14 @@ pub struct InvoiceRow {
     pub paid_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub origin: String,
+    pub callback_url: Option<String>,
+    pub title: String,
+    pub failure_url: Option<String>,
+    pub payer_email: Option<String>,
+    pub rate_on_pick: bool,
+    /// When its rate was fixed: at creation, or when the payer picked a currency.
+    pub rate_fixed_at_ms: Option<i64>,
 }
 
 impl InvoiceRow {
@@ -88,6 +106,13 @@ pub(crate) struct InvoiceRecord {
     paid_at_ms: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    origin: String,
+    callback_url: Option<String>,
+    title: String,
+    failure_url: Option<String>,
+    payer_email: Option<String>,
+    rate_on_pick: bool,
+    rate_fixed_at_ms: Option<i64>,
 }
 
 impl TryFrom<InvoiceRecord> for InvoiceRow {
@@ -110,18 +135,26 @@ impl TryFrom<InvoiceRecord> for InvoiceRow {
             paid_at_ms: r.paid_at_ms,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            origin: r.origin,
+            callback_url: r.callback_url,
+            title: r.title,
+            failure_url: r.failure_url,
+            payer_email: r.payer_email,
+            rate_on_pick: r.rate_on_pick,
+            rate_fixed_at_ms: r.rate_fixed_at_ms,
         })
     }
 }
 
 pub(crate) const INVOICE_COLUMNS: &str = "SELECT id, public_id, token, merchant_id, order_id, request_hash, currency,
         CAST(amount_units AS TEXT) AS amount_units, description, success_url, tolerance_e6, status, expires_at_ms, paid_at_ms,
-        created_at_ms, updated_at_ms FROM invoices";
+        created_at_ms, updated_at_ms, origin, callback_url, title, failure_url, payer_email, rate_on_pick, rate_fixed_at_ms FROM invoices";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvoiceOptionRow {
     pub currency: String,
     pub address: String,
+    pub address_id: i64,
     pub due_units: i128,
     pub rate: Option<String>,
 }
@@ -140,6 +173,7 @@ pub struct InvoicePaymentRow {
     pub first_seen_ms: i64,
     /// Below the currency's minimum deposit: booked as dust, so it pays nothing.
     pub below_minimum: bool,
+    pub deposit_id: i64,
 }
 
 impl InvoicePaymentRow {
@@ -156,11 +190,17 @@ impl InvoicePaymentRow {
 }
 
 pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.vout, CAST(d.amount_units AS TEXT), CAST(o.due_units AS TEXT),
-        d.status, d.confirmations, d.first_seen_at_ms, CAST(o.min_units AS TEXT)
+        d.status, d.confirmations, d.first_seen_at_ms, CAST(o.min_units AS TEXT), d.id
      FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id JOIN deposit_addresses a ON a.id = d.address_id
      WHERE o.invoice_id = $1 ORDER BY d.id";
 
-pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String);
+/// An invoice's options: currency, address, address id, due units, rate.
+pub(crate) const OPTIONS_SQL: &str = "SELECT o.currency, a.address, a.id, CAST(o.due_units AS TEXT), o.rate FROM invoice_options o
+     JOIN deposit_addresses a ON a.id = o.address_id WHERE o.invoice_id = $1 ORDER BY o.currency";
+
+pub(crate) type OptionTuple = (String, String, i64, String, Option<String>);
+
+pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String, i64);
 
 pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
     let status = DepositStatus::parse(&t.6).ok_or_else(|| StoreError::Corrupt(format!("deposit {}:{}: unknown status {:?}", t.2, t.3, t.6)))?;
@@ -175,12 +215,13 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
         confirmations: t.7,
         first_seen_ms: t.8,
         below_minimum: parse_units(&t.4, "payment amount")? < parse_units(&t.9, "invoice minimum")?,
+        deposit_id: t.10,
     })
 }
 
 /// The status an invoice has now, from its row and payments; with the event to write
 /// when it changed.
-pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceChange, NewEvent)> {
+pub(crate) fn restate(inv: &InvoiceRow, options: &[OptionTuple], payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceChange, NewEvent)> {
     let pays: Vec<Payment> = payments.iter().filter_map(InvoicePaymentRow::counted).collect();
     let change = inv.state().restate(&pays, now)?;
     let (new, paid_at) = (change.status, change.paid_at_ms);
@@ -189,12 +230,22 @@ pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64
         event_type: change.event.into(),
         object_kind: "invoice".into(),
         object_id: inv.id,
-        origin: "native".into(),
-        callback_url: None,
+        origin: inv.origin.clone(),
+        callback_url: inv.callback_url.clone(),
+        // Everything a dialect's callback shows: the options and every payment.
         data: json!({
             "id": inv.public_id, "order_id": inv.order_id, "status": new.as_str(), "previous_status": inv.status.as_str(),
             "currency": inv.currency, "amount_units": inv.amount_units.to_string(), "expires_at_ms": inv.expires_at_ms,
-            "paid_at_ms": paid_at, "created_at_ms": inv.created_at_ms,
+            "paid_at_ms": paid_at, "created_at_ms": inv.created_at_ms, "row_id": inv.id, "title": inv.title,
+            "rate_fixed_at_ms": inv.rate_fixed_at_ms,
+            "options": options.iter().map(|(currency, address, address_id, due, rate)| json!({"currency": currency, "address": address,
+                "address_id": address_id, "due_units": due, "rate": rate})).collect::<Vec<_>>(),
+            // The currency a dialect's callback reports in: the first payment's, or the
+            // first option's.
+            "source_currency": payments.first().map(|p| p.currency.as_str()).or(options.first().map(|o| o.0.as_str())),
+            "payments": payments.iter().map(|p| json!({"deposit_id": p.deposit_id, "currency": p.currency, "address": p.address, "txid": p.txid, "vout": p.vout,
+                "amount_units": p.units.to_string(), "status": p.status.as_str(), "confirmations": p.confirmations,
+                "counted": p.counted().is_some()})).collect::<Vec<_>>(),
         }),
         only_endpoint: None,
     };
@@ -218,7 +269,8 @@ macro_rules! restate_invoices {
             let inv = $crate::invoices::InvoiceRow::try_from(rec)?;
             let rows: Vec<$crate::invoices::PaymentTuple> = sqlx::query_as($crate::invoices::PAYMENTS_SQL).bind(id).fetch_all(&mut *$tx).await?;
             let payments = rows.into_iter().map($crate::invoices::payment_from).collect::<$crate::Result<Vec<_>>>()?;
-            if let Some((change, event)) = $crate::invoices::restate(&inv, &payments, now) {
+            let options: Vec<$crate::invoices::OptionTuple> = sqlx::query_as($crate::invoices::OPTIONS_SQL).bind(id).fetch_all(&mut *$tx).await?;
+            if let Some((change, event)) = $crate::invoices::restate(&inv, &options, &payments, now) {
                 let n = sqlx::query(
                     "UPDATE invoices SET status = $1, paid_at_ms = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
                     .bind(change.status.as_str())
@@ -248,8 +300,9 @@ impl Store {
         let n = self.numeric();
         let insert = format!(
             "INSERT INTO invoices (public_id, token, merchant_id, order_id, request_hash, currency, amount_units, description, success_url,
-                 tolerance_e6, status, expires_at_ms, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8, $9, $10, 'new', $11, $12, $12) RETURNING id"
+                 tolerance_e6, status, expires_at_ms, created_at_ms, updated_at_ms, origin, callback_url, title, failure_url, payer_email,
+                 rate_on_pick, rate_fixed_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7{n}, $8, $9, $10, 'new', $11, $12, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id"
         );
         let option = format!(
             "INSERT INTO invoice_options (invoice_id, currency, address_id, due_units, rate, min_units) VALUES ($1, $2, $3, $4{n}, $5, $6{n})"
@@ -269,21 +322,29 @@ impl Store {
                 .bind(inv.tolerance_e6)
                 .bind(inv.expires_at_ms)
                 .bind(now)
+                .bind(&inv.origin)
+                .bind(&inv.callback_url)
+                .bind(&inv.title)
+                .bind(&inv.failure_url)
+                .bind(&inv.payer_email)
+                .bind(inv.rate_on_pick)
+                .bind((!inv.rate_on_pick).then_some(now))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| duplicate_as(e, "an invoice with this order id"))?;
             for o in &inv.options {
                 let address_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, address, label, created_at_ms, origin, callback_url)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id")
+                    "INSERT INTO deposit_addresses (merchant_id, currency, chain, address, label, created_at_ms, origin, callback_url, convert_to)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
                     .bind(inv.merchant.0)
                     .bind(&o.currency)
                     .bind(&o.chain)
                     .bind(&o.address)
                     .bind(inv.label.clone().unwrap_or_else(|| format!("invoice {}", inv.public_id)))
                     .bind(now)
-                    .bind(&inv.origin)
+                    .bind(&inv.address_origin)
                     .bind(&inv.callback_url)
+                    .bind(&o.convert_to)
                     .fetch_one(&mut *tx)
                     .await?;
                 sqlx::query(&option)
@@ -338,15 +399,53 @@ impl Store {
     }
 
     pub async fn invoice_options(&self, invoice_id: i64) -> Result<Vec<InvoiceOptionRow>> {
-        let rows: Vec<(String, String, String, Option<String>)> = on_pool!(self, pool => sqlx::query_as(
-                "SELECT o.currency, a.address, CAST(o.due_units AS TEXT), o.rate FROM invoice_options o
-                 JOIN deposit_addresses a ON a.id = o.address_id WHERE o.invoice_id = $1 ORDER BY o.currency")
-            .bind(invoice_id)
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<OptionTuple> = on_pool!(self, pool => sqlx::query_as(OPTIONS_SQL).bind(invoice_id).fetch_all(pool).await?);
         rows.into_iter()
-            .map(|(currency, address, due, rate)| Ok(InvoiceOptionRow { currency, address, due_units: parse_units(&due, "invoice due amount")?, rate }))
+            .map(|(currency, address, address_id, due, rate)| {
+                Ok(InvoiceOptionRow { currency, address, address_id, due_units: parse_units(&due, "invoice due amount")?, rate })
+            })
             .collect()
+    }
+
+    /// The rate an invoice fixed for payments to one of its addresses that it converts
+    /// to `to`, and when the invoice expires(d).
+    pub async fn invoice_rate_of_address(&self, address_id: i64, to: &str) -> Result<Option<(String, i64)>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+                "SELECT o.rate, i.expires_at_ms FROM invoice_options o JOIN invoices i ON i.id = o.invoice_id
+                 WHERE o.address_id = $1 AND i.currency = $2 AND o.rate IS NOT NULL")
+            .bind(address_id)
+            .bind(to)
+            .fetch_optional(pool)
+            .await?))
+    }
+
+    /// Fixes the rates of an invoice that fixes them when the payer picks a currency:
+    /// each option's due amount and rate, and the invoice's new expiry (the rate's
+    /// window). Once only, while it is new and nothing was paid to it; false otherwise.
+    pub async fn fix_invoice_rates(&self, invoice_id: i64, dues: &[(String, i128, Option<String>)], now: i64, expires_at_ms: i64) -> Result<bool> {
+        let n = self.numeric();
+        let option = format!("UPDATE invoice_options SET due_units = $1{n}, rate = $2 WHERE invoice_id = $3 AND currency = $4");
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let fixed = sqlx::query(
+                "UPDATE invoices SET rate_fixed_at_ms = $1, expires_at_ms = $2, updated_at_ms = $1
+                 WHERE id = $3 AND rate_on_pick AND rate_fixed_at_ms IS NULL AND status = 'new'
+                   AND NOT EXISTS (SELECT 1 FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id WHERE o.invoice_id = $3)")
+                .bind(now)
+                .bind(expires_at_ms)
+                .bind(invoice_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if fixed {
+                for (currency, due, rate) in dues {
+                    sqlx::query(&option).bind(due.to_string()).bind(rate).bind(invoice_id).bind(currency).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            fixed
+        }))
     }
 
     pub async fn invoice_payments(&self, invoice_id: i64) -> Result<Vec<InvoicePaymentRow>> {

@@ -28,7 +28,7 @@ impl CallbackFormat for Callback {
     }
 
     fn events(&self) -> &'static [&'static str] {
-        // v1 knows deposits and withdrawals; v2 also exchanges (the last one).
+        // v1 knows deposits and withdrawals; v2 also exchanges and invoices (after them).
         const V2: &[&str] = &[
             "deposit.seen",
             "deposit.credited",
@@ -40,9 +40,14 @@ impl CallbackFormat for Callback {
             "withdrawal.failed",
             "withdrawal.cancelled",
             "exchange.done",
+            "invoice.partially_paid",
+            "invoice.paid",
+            "invoice.overpaid",
+            "invoice.paid_late",
+            "invoice.expired",
         ];
         match self {
-            Callback::V1 => &V2[..V2.len() - 1],
+            Callback::V1 => &V2[..9],
             Callback::V2 => V2,
         }
     }
@@ -56,6 +61,7 @@ impl CallbackFormat for Callback {
         let status = match ev.event.event_type.as_str() {
             "withdrawal.pending" => "pending",
             "exchange.done" => return Ok(ascii_json(&exchange_body(ev)?.to_string())),
+            t if t.starts_with("invoice.") => return Ok(ascii_json(&invoice_body(ev)?.to_string())),
             "deposit.seen" | "withdrawal.broadcast" => "not_confirmed",
             "deposit.credited" | "withdrawal.confirmed" => "confirmed",
             "withdrawal.failed" if *self == Callback::V1 => "error",
@@ -101,6 +107,50 @@ fn exchange_body(ev: &CallbackEvent<'_>) -> Result<Value, EngineError> {
         "fees": [{"type": "exchange", "currency": from.code.as_str(), "amount": from.amount(fee)?.to_string()}],
         "error": "",
         "status": "confirmed",
+    }))
+}
+
+/// A v2 `invoice` callback (CoinsPaid's invoice documentation): the option paid in
+/// (or the first), what was sent and is left to send in it, every payment to it,
+/// `pending` while part is paid, `confirmed` once paid, `failed` when it expired.
+fn invoice_body(ev: &CallbackEvent<'_>) -> Result<Value, EngineError> {
+    let inv_currency = ev.currency()?;
+    let c = ev.other.ok_or_else(|| EngineError::invalid("event", "no source_currency"))?;
+    let d = ev.data();
+    let units = |v: &Value| v.as_str().and_then(|u| u.parse::<i128>().ok()).unwrap_or(0);
+    let option = d["options"].as_array().and_then(|list| list.iter().find(|o| o["currency"] == c.code.as_str())).cloned().unwrap_or(Value::Null);
+    let mine: Vec<&Value> = d["payments"].as_array().map(|l| l.iter().filter(|p| p["currency"] == c.code.as_str()).collect()).unwrap_or_default();
+    let paid: i128 = mine.iter().filter(|p| p["counted"] == true && p["status"] == "credited").map(|p| units(&p["amount_units"])).sum();
+    let due = units(&option["due_units"]);
+    let (status, error) = match ev.event.event_type.as_str() {
+        "invoice.partially_paid" => ("pending", Value::Null),
+        "invoice.expired" => ("failed", json!("Timer expired. User not paid.")),
+        _ => ("confirmed", Value::Null),
+    };
+    let transactions: Vec<Value> = mine
+        .iter()
+        .filter(|p| p["status"] != "dropped" && p["status"] != "reversed")
+        .map(|p| {
+            Ok(json!({"id": p["deposit_id"], "currency": c.code.as_str(), "transaction_type": "blockchain", "type": "deposit",
+                "address": p["address"], "tag": null, "amount": c.amount(units(&p["amount_units"]))?.to_string(), "txid": p["txid"],
+                "confirmations": p["confirmations"].as_i64().unwrap_or(0).to_string()}))
+        })
+        .collect::<Result<_, EngineError>>()?;
+    let convert_to = (c.code != inv_currency.code).then(|| inv_currency.code.as_str());
+    let secs = |key: &str| d[key].as_i64().map(|ms| ms.div_euclid(1000));
+    Ok(json!({
+        "id": d["row_id"],
+        "foreign_id": d["order_id"],
+        "type": "invoice",
+        "crypto_address": {"id": option["address_id"], "currency": c.code.as_str(), "convert_to": convert_to, "address": option["address"], "tag": null},
+        "currency_sent": {"currency": c.code.as_str(), "amount": c.amount(due)?.to_string(), "remaining_amount": c.amount((due - paid).max(0))?.to_string()},
+        "currency_received": {"currency": inv_currency.code.as_str(), "amount": inv_currency.amount(units(&d["amount_units"]))?.to_string()},
+        "transactions": transactions,
+        "fees": [],
+        "error": error,
+        "status": status,
+        "fixed_at": secs("rate_fixed_at_ms"),
+        "expires_at": secs("expires_at_ms"),
     }))
 }
 

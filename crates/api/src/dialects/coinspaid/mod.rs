@@ -32,6 +32,7 @@ use kassa_core::{Amount, Currency};
 use kassa_engine::callbacks::CallbackFormat;
 use kassa_engine::merchants::{AuthError, Principal, Scope};
 use kassa_engine::notifications::Origin;
+use kassa_engine::invoices::InvoiceRequest;
 use kassa_engine::EngineError;
 use serde_json::{json, Map, Value};
 
@@ -74,6 +75,7 @@ pub fn router() -> Router<AppState> {
         .route("/v2/exchange/fixed", post(|s: State<AppState>, r: Request| v2(exchange_now(s, r, true))))
         .route("/v2/futures/rates", post(|s: State<AppState>, r: Request| v2(futures_rates(s, r))))
         .route("/v2/futures/confirm", post(|s: State<AppState>, r: Request| v2(futures_confirm(s, r))))
+        .route("/v2/invoices/create", post(|s: State<AppState>, r: Request| v2(invoices_create(s, r))))
         .route("/v2/addresses/take", post(|s: State<AppState>, r: Request| v2(addresses_take(s, r, Version::V2))))
         .route("/v1/addresses/take", post(|s: State<AppState>, r: Request| v1(addresses_take(s, r, Version::V1))))
         .route("/v2/withdrawal/crypto", post(|s: State<AppState>, r: Request| v2(withdraw(s, r, Version::V2))))
@@ -461,6 +463,99 @@ async fn futures_confirm(State(state): State<AppState>, req: Request) -> Result<
             "ts_release": f.ts_release_ms.div_euclid(1000),
         }),
     ))
+}
+
+/// `invoices/create` (v2): an invoice for `amount` of `currency`, the merchant's
+/// credit converted to it from what the payer sends. With `timer` its rates are fixed
+/// at creation and it lasts `invoices.rate_window_secs` (15 minutes); without, it lasts
+/// `invoices.max_ttl_secs` and the payer's pick of a currency on the page fixes the
+/// rates for the window. `sender_currency` names the one currency it is paid in (else
+/// the payer picks among those with a rate to `currency`). Once per `foreign_id`: the
+/// same request again answers the same invoice.
+async fn invoices_create(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Value), CpError> {
+    let s = authenticate(&state, req).await?;
+    s.who.require(Scope::Receive)?;
+    let p = &s.params;
+    let timer = wire::flag(p.get("timer")).map_err(|_| CpError::bad("timer", "bad_request", "timer must be true or false"))?.unwrap_or(false);
+    // The seed says `title`, CoinsPaid's own documents `name`.
+    let title = match text(p, "title")? {
+        Some(t) => t,
+        None => text(p, "name")?.ok_or_else(|| CpError::bad("title", "bad_request", "title is required"))?,
+    };
+    let foreign_id = foreign_id(p)?;
+    let code = required(p, "currency")?;
+    let currency = offered(&state, "currency", &code)?.code.to_string();
+    let sender_currency = text(p, "sender_currency")?;
+    let accepted = match sender_currency.clone() {
+        Some(sender) => {
+            let c = offered(&state, "sender_currency", &sender)?;
+            if c.chain.is_none() {
+                return Err(CpError::bad("sender_currency", "forbidden_currency", format!("{sender} cannot be sent to an address")));
+            }
+            vec![c.code.to_string()]
+        }
+        None => Vec::new(),
+    };
+    let settings = state.engine.invoices.clone();
+    let request = InvoiceRequest {
+        order_id: foreign_id,
+        amount: required(p, "amount")?,
+        currency,
+        accepted,
+        ttl: Some(if timer { settings.rate_window } else { settings.max_ttl }),
+        description: text(p, "description")?.unwrap_or_default(),
+        success_url: text(p, "url_success")?,
+        origin: origin(Version::V2),
+        title,
+        failure_url: text(p, "url_failed")?,
+        payer_email: text(p, "email_user")?,
+        rate_on_pick: !timer,
+        invoice_callbacks_only: true,
+        convert: true,
+        ..Default::default()
+    };
+    let inv = state.engine.create_invoice(s.who.merchant, request).await.map_err(|e| match e {
+        EngineError::Ledger(kassa_core::ledger::LedgerError::IdempotencyConflict { .. }) => {
+            CpError::bad("foreign_id", "duplicate_foreign_id", "The foreign id has already been taken.")
+        }
+        EngineError::Invalid { field, message } => {
+            let (field, code) = match field {
+                "currencies" => ("sender_currency", "forbidden_currency"),
+                "success_url" => ("url_success", "bad_request"),
+                "failure_url" => ("url_failed", "bad_request"),
+                "email" => ("email_user", "bad_request"),
+                "order_id" => ("foreign_id", "invalid_foreign_id"),
+                "amount" | "rate" => ("amount", "invalid_amount"),
+                "title" => ("title", "bad_request"),
+                "description" => ("description", "bad_request"),
+                _ => ("request", "bad_request"),
+            };
+            CpError::bad(field, code, message)
+        }
+        e => e.into(),
+    })?;
+    Ok((StatusCode::OK, invoice_object(&inv, sender_currency.is_some())))
+}
+
+/// An invoice as `invoices/create` answers it: the address and amount when it is paid
+/// in the one currency the merchant `named`, and the rate's window once fixed.
+fn invoice_object(inv: &kassa_engine::invoices::Invoice, named: bool) -> Value {
+    let single = inv.options.first().filter(|_| named && inv.options.len() == 1);
+    let fixed = inv.rate_fixed_at_ms.is_some();
+    json!({
+        "id": inv.row_id,
+        "url": inv.url,
+        "foreign_id": inv.order_id,
+        "address": single.map(|o| o.address.clone()),
+        "name": inv.title,
+        "status": "created",
+        "currency": inv.currency,
+        "amount": inv.amount,
+        "sender_currency": single.map(|o| o.currency.clone()),
+        "sender_amount": single.filter(|_| fixed).map(|o| o.amount.clone()),
+        "fixed_at": inv.rate_fixed_at_ms.map(|ms| ms.div_euclid(1000)),
+        "release_at": fixed.then(|| inv.expires_at_ms.div_euclid(1000)),
+    })
 }
 
 /// One direction of an exchangeable pair, as `currencies/pairs` shows it.

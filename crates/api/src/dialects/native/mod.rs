@@ -135,7 +135,20 @@ fn sorted(body: impl serde::Serialize) -> serde_json::Value {
 )]
 async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: JsonObject) -> Result<impl IntoResponse, ApiError> {
     who.require(Scope::Receive)?;
-    body.only(&["order_id", "amount", "currency", "currencies", "ttl_secs", "description", "success_url"])?;
+    body.only(&[
+        "order_id",
+        "amount",
+        "currency",
+        "currencies",
+        "ttl_secs",
+        "description",
+        "success_url",
+        "title",
+        "failure_url",
+        "payer_email",
+        "rate_on_pick",
+        "convert",
+    ])?;
     let accepted = match body.0.get("currencies") {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(serde_json::Value::Array(list)) => list
@@ -160,6 +173,11 @@ async fn create_invoice(State(state): State<AppState>, Auth(who): Auth, body: Js
                 ttl,
                 description: body.string("description")?.unwrap_or_default(),
                 success_url: body.string("success_url")?,
+                title: body.string("title")?.unwrap_or_default(),
+                failure_url: body.string("failure_url")?,
+                payer_email: body.string("payer_email")?,
+                rate_on_pick: body.boolean("rate_on_pick")?,
+                convert: body.boolean("convert")?,
                 ..Default::default()
             },
         )
@@ -696,6 +714,14 @@ impl JsonObject {
 
     fn required(&self, key: &str) -> Result<String, ApiError> {
         self.string(key)?.ok_or_else(|| ApiError::bad_request(format!("{key} is required")))
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, ApiError> {
+        match self.0.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(false),
+            Some(serde_json::Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::bad_request(format!("{key} must be true or false"))),
+        }
     }
 }
 

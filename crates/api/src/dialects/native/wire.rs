@@ -316,6 +316,18 @@ pub struct NewInvoice {
     pub ttl_secs: Option<u64>,
     pub description: Option<String>,
     pub success_url: Option<String>,
+    /// Shown above the description on the page.
+    pub title: Option<String>,
+    /// Where the page sends the payer when the invoice expires unpaid.
+    pub failure_url: Option<String>,
+    /// The payer's e-mail, recorded with the invoice.
+    pub payer_email: Option<String>,
+    /// The rates are fixed when the payer picks a currency on the page, and hold for
+    /// invoices.rate_window_secs from then (default false: fixed at creation).
+    pub rate_on_pick: Option<bool>,
+    /// Payments in another currency are converted to the invoice's on arrival, at its
+    /// fixed rate (default false: the merchant holds what was paid).
+    pub convert: Option<bool>,
 }
 
 #[derive(ToSchema)]

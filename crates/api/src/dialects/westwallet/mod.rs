@@ -621,6 +621,7 @@ async fn create_invoice(State(state): State<AppState>, req: Request) -> Result<J
                 success_url: param(p, "success_url", "bad_success_url")?,
                 origin: Origin { dialect: "westwallet".into(), callback_url: Some(callback_url) },
                 label,
+                ..Default::default()
             },
         )
         .await?;
