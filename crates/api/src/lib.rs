@@ -35,6 +35,9 @@ pub struct HttpOptions {
     pub westwallet: WestwalletOptions,
     /// Request rate limits and how the client's address is found.
     pub rate_limits: limits::RateLimitOptions,
+    /// Per merchant name: the origins allowed to embed its CoinsPaid-style payment
+    /// terminal (`is_iframe`); none may otherwise.
+    pub terminal_frame_ancestors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for HttpOptions {
@@ -47,6 +50,7 @@ impl Default for HttpOptions {
             mounts: Default::default(),
             westwallet: WestwalletOptions::default(),
             rate_limits: limits::RateLimitOptions::default(),
+            terminal_frame_ancestors: Default::default(),
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct Shared {
     pub hook_token: Option<std::sync::Arc<str>>,
     pub operator_token: Option<std::sync::Arc<str>>,
     pub westwallet: WestwalletOptions,
+    pub terminal_frame_ancestors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -118,8 +123,10 @@ pub fn app(engine: Engine, options: &HttpOptions) -> Router {
         hook_token: options.hook_token.as_deref().map(Into::into),
         operator_token: options.operator_token.as_deref().map(Into::into),
         westwallet: options.westwallet.clone(),
+        terminal_frame_ancestors: options.terminal_frame_ancestors.clone(),
     }));
-    let mut routes = Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router());
+    let mut routes =
+        Router::new().merge(health::router()).merge(hooks::router()).merge(pages::router()).merge(dialects::coinspaid::terminal::router());
     for (prefix, dialect) in mounts.iter() {
         routes = if prefix.is_empty() { routes.merge((dialect.router)()) } else { routes.nest(prefix, (dialect.router)()) };
     }

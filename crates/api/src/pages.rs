@@ -55,7 +55,7 @@ struct PageQuery {
 }
 
 /// Text safe inside HTML elements and quoted attributes.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -123,7 +123,7 @@ async fn status(State(state): State<AppState>, Path(token): Path<String>) -> Res
     ([(CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
-fn qr_svg(uri: &str) -> String {
+pub(crate) fn qr_svg(uri: &str) -> String {
     match qrcode::QrCode::new(uri.as_bytes()) {
         Ok(code) => code
             .render::<qrcode::render::svg::Color>()

@@ -164,6 +164,12 @@ impl Engine {
         Ok(target.address)
     }
 
+    /// Whether `currency` can be received here now: active, receivable, on a chain
+    /// that is configured.
+    pub fn receivable(&self, currency: &str) -> bool {
+        self.chain_of(currency).is_ok_and(|(c, _)| c.active && c.can_receive)
+    }
+
     pub(crate) fn chain_of(&self, currency: &str) -> Result<(&kassa_core::Currency, &Chain), EngineError> {
         let c = self.currencies.active(currency)?;
         let chain_name = c.chain.as_deref().ok_or_else(|| EngineError::invalid("currency", format!("{currency} is not carried by a chain")))?;
@@ -281,6 +287,12 @@ impl Engine {
             self.currencies.get(c)?;
         }
         self.store.deposits(&query).await?.into_iter().map(|d| self.deposit_view(d)).collect()
+    }
+
+    /// The latest deposits to one of the merchant's addresses (at most `limit`).
+    pub async fn address_deposits(&self, merchant: MerchantId, address: &DepositAddress, limit: u32) -> Result<Vec<Deposit>, EngineError> {
+        let a = self.store.merchant_deposit_address(merchant, &address.address).await?.ok_or(EngineError::NotFound("address"))?;
+        self.store.deposits_at_address(a.id, limit).await?.into_iter().map(|d| self.deposit_view(d)).collect()
     }
 
     pub(crate) fn deposit_view(&self, d: DepositRow) -> Result<Deposit, EngineError> {

@@ -174,6 +174,14 @@ fn uri_amount(text: &str) -> &str {
     }
 }
 
+/// A BIP21 payment URI for `address`, with an amount when one is asked for.
+pub fn payment_uri(c: &Currency, address: &str, amount: Option<&str>) -> String {
+    match amount {
+        Some(a) => format!("{}:{address}?amount={}", uri_scheme(c), uri_amount(a)),
+        None => format!("{}:{address}", uri_scheme(c)),
+    }
+}
+
 /// URI scheme of a currency's payment links (BIP21 and its forks).
 fn uri_scheme(c: &Currency) -> String {
     match c.code.as_str() {
@@ -236,19 +244,15 @@ impl Engine {
             return Err(EngineError::invalid("currencies", "name 1-20 accepted currencies"));
         }
         let request_hash = Sha256::digest(
-            format!(
-                "{}|{}|{}|{}|{}|{:?}|{}|{:?}|{:?}|{}",
-                currency.code,
-                amount.units(),
-                accepted.join(","),
-                ttl.as_secs(),
-                r.description,
-                success_url,
-                r.title,
-                failure_url,
-                payer_email,
-                r.rate_on_pick
-            )
+            {
+                let mut text = format!("{}|{}|{}|{}|{}|{:?}", currency.code, amount.units(), accepted.join(","), ttl.as_secs(), r.description, success_url);
+                // Later fields only when set: a retry of an invoice made before them still matches.
+                let extra = (r.title.clone(), failure_url.clone(), payer_email.clone(), r.rate_on_pick, r.convert);
+                if extra != Default::default() {
+                    text.push_str(&format!("|{extra:?}"));
+                }
+                text
+            }
             .as_bytes(),
         )
         .to_vec();
@@ -353,9 +357,10 @@ impl Engine {
         if d.first_seen_at_ms > expires_at_ms {
             return Ok(None);
         }
-        let from = self.currencies.get(&d.currency)?;
-        let t = self.currencies.get(to)?;
-        let rate = kassa_core::rates::Rate::parse(&rate).map_err(|e| EngineError::invalid("rate", e))?;
+        // Anything unexpected leaves it to the market (which credits it unconverted at worst).
+        let (Ok(from), Ok(t), Ok(rate)) = (self.currencies.get(&d.currency), self.currencies.get(to), kassa_core::rates::Rate::parse(&rate)) else {
+            return Ok(None);
+        };
         let Ok(c) = kassa_core::rates::from_sender(net_units, from.fees.exchange, rate, from.precision, t.precision) else { return Ok(None) };
         tracing::info!(deposit = d.id, rate = %rate, to, "invoice payment converted at the invoice's rate");
         Ok(Some(kassa_store::DepositConversion { currency: t.code.to_string(), units: c.receiver_units, fee_units: c.fee_units, rate: rate.to_string(), futures_id: None }))

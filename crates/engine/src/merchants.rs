@@ -341,6 +341,26 @@ impl Engine {
         Ok(self.store.list_api_keys(merchant).await?)
     }
 
+    /// The signing secrets of an active merchant's HMAC keys of `dialect` that are not
+    /// revoked (what a link signed by the merchant is checked against), and its name.
+    /// `NotFound` for an unknown or blocked merchant.
+    pub async fn merchant_signing_secrets(&self, merchant: MerchantId, dialect: &str) -> Result<(String, Vec<Vec<u8>>), EngineError> {
+        let m = self.store.merchant(merchant).await?.ok_or(EngineError::NotFound("merchant"))?;
+        if MerchantStatus::parse(&m.status) != Some(MerchantStatus::Active) {
+            return Err(EngineError::NotFound("merchant"));
+        }
+        let mut secrets = Vec::new();
+        for k in self.store.list_api_keys(merchant).await? {
+            if k.revoked_at_ms.is_some() || k.dialect != dialect || k.style != KeyStyle::Hmac.as_str() {
+                continue;
+            }
+            if let (Some(n), Some(c)) = (&k.secret_nonce, &k.secret_ciphertext) {
+                secrets.push(self.master_key.decrypt(n, c)?);
+            }
+        }
+        Ok((m.name, secrets))
+    }
+
     /// Authenticates a bearer token for `dialect`, from `client_ip`.
     pub async fn authenticate_bearer(&self, token: &str, dialect: &str, client_ip: Option<IpAddr>) -> Result<Principal, AuthError> {
         if token.is_empty() {

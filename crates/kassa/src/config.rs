@@ -71,6 +71,18 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default)]
     pub westwallet: WestwalletConfig,
+    #[serde(default)]
+    pub coinspaid: CoinspaidConfig,
+}
+
+/// `[coinspaid]`: the CoinsPaid-style API.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoinspaidConfig {
+    /// Per merchant name: the origins (`https://shop.example`) that may embed its
+    /// payment terminal (`is_iframe`).
+    #[serde(default)]
+    pub terminal_frame_ancestors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `[westwallet]`: the WestWallet-compatible API.
@@ -690,8 +702,8 @@ impl Config {
         if !(1..=self.invoices.max_ttl_secs).contains(&self.invoices.default_ttl_secs) || self.invoices.max_ttl_secs > 365 * 86_400 {
             bail!("invoices.default_ttl_secs: must be 1 to invoices.max_ttl_secs (at most a year)");
         }
-        if !(60..=86_400).contains(&self.invoices.rate_window_secs) {
-            bail!("invoices.rate_window_secs: must be 60 to 86400");
+        if !(60..=86_400).contains(&self.invoices.rate_window_secs) || self.invoices.rate_window_secs > self.invoices.max_ttl_secs {
+            bail!("invoices.rate_window_secs: must be 60 to 86400, and at most invoices.max_ttl_secs");
         }
         if let Some(u) = &self.public_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) || url_has_no_host(u) {
@@ -713,6 +725,14 @@ impl Config {
         }
         if self.http.balance_cache_ms > 60_000 {
             bail!("http.balance_cache_ms: must be 0-60000");
+        }
+        for (merchant, origins) in &self.coinspaid.terminal_frame_ancestors {
+            for o in origins {
+                let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).unwrap_or("");
+                if rest.is_empty() || rest.contains(['/', ' ', ';', ',', '\'', '"']) {
+                    bail!("coinspaid.terminal_frame_ancestors.{merchant}: {o:?} is not an origin like https://shop.example");
+                }
+            }
         }
         if !(5..=3600).contains(&self.westwallet.timestamp_window_secs) {
             bail!("westwallet.timestamp_window_secs: must be 5-3600");
@@ -754,6 +774,7 @@ impl Settings {
                 timestamp_window_secs: self.config.westwallet.timestamp_window_secs as i64,
             },
             rate_limits: self.rate_limits.clone(),
+            terminal_frame_ancestors: self.config.coinspaid.terminal_frame_ancestors.clone(),
         }
     }
 

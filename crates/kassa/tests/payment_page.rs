@@ -127,7 +127,9 @@ async fn wait_text(client: &Client, css: &str, needle: &str, chains: &mut [Watch
     }
 }
 
-async fn payment_page_in_a_browser(backend: Backend) {
+/// A real Litecoin regtest node carrying two chains (LTC and TLTC, two wallets) with
+/// rates to EUR, and an engine over a fresh database.
+async fn two_chain_engine(backend: Backend) -> (LitecoinNode, TestEngine) {
     let node = LitecoinNode::start().await;
     let db = TestDb::new(backend).await;
     let raw: std::collections::BTreeMap<String, CurrencyConfig> = toml::from_str(CURRENCIES).unwrap();
@@ -158,7 +160,13 @@ async fn payment_page_in_a_browser(backend: Backend) {
         .with_chains(chains)
         .with_rates(rates)
         .with_invoice_settings(InvoiceSettings { public_url: "http://kassa.invalid".into(), ..InvoiceSettings::default() });
-    let app = TestApp::serve(TestEngine { db, engine: engine.clone() }, Default::default()).await;
+    (node, TestEngine { db, engine })
+}
+
+async fn payment_page_in_a_browser(backend: Backend) {
+    let (node, t) = two_chain_engine(backend).await;
+    let engine = t.engine.clone();
+    let app = TestApp::serve(t, Default::default()).await;
     let (_, token) = app.merchant_with_token("shop", &[Scope::Read, Scope::Receive]).await;
     let mut watchers = vec![Watcher::new(engine.clone(), "litecoin").unwrap(), Watcher::new(engine.clone(), "litecoin2").unwrap()];
     for w in watchers.iter_mut() {
@@ -259,3 +267,105 @@ async fn payment_page_in_a_browser(backend: Backend) {
     app.t.assert_books_balance().await;
 }
 both_backends!(browser_page, payment_page_in_a_browser);
+
+/// A payment terminal link as a merchant makes one: base64 of the JSON, and the hex
+/// HMAC-SHA512 of the JSON with the key's secret (CoinsPaid's documented recipe).
+fn terminal_link(json: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(json.as_bytes());
+    let data = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    format!("/terminal/?data={}&signature={}", enc(&data), hex::encode(mac.finalize().into_bytes()))
+}
+
+// The CoinsPaid-style payment terminal in a real browser: a signed link opens the page;
+// the payer picks the other currency (its address and a QR code without an amount),
+// then the link's (the amount in the QR code, decoded from the browser's pixels); the
+// address is the one addresses/take gives for that foreign_id; paid on regtest, the
+// page shows it paid, the merchant holds EUR (convert_to), and it links back to the
+// shop. A tampered, expired, malformed or foreign link gets an error page and creates
+// nothing; is_iframe allows only the merchant's configured origins to embed it.
+async fn payment_terminal_in_a_browser(backend: Backend) {
+    let (node, t) = two_chain_engine(backend).await;
+    let engine = t.engine.clone();
+    let options = kassa_api::HttpOptions {
+        terminal_frame_ancestors: [("shop".to_string(), vec!["https://shop.example".to_string()])].into(),
+        ..Default::default()
+    };
+    let app = TestApp::serve(t, options).await;
+    let m = app.t.merchant("shop").await;
+    let key = engine.create_key(m, "coinspaid", vec![Scope::Read, Scope::Receive], vec![], "cp").await.unwrap();
+    let secret = key.secret.clone().unwrap();
+    let mut watchers = vec![Watcher::new(engine.clone(), "litecoin").unwrap(), Watcher::new(engine.clone(), "litecoin2").unwrap()];
+    for w in watchers.iter_mut() {
+        w.cycle().await.unwrap();
+    }
+    let json = format!(r#"{{"client_id":{},"currency":"LTC","amount":"0.5","convert_to":"EUR","foreign_id":"user-7","url_back":"https://shop.example/back"}}"#, m.0);
+    let link = terminal_link(&json, &secret);
+
+    let driver = chromedriver().await;
+    let client = browser(&driver, false).await;
+    client.goto(&app.url(&link)).await.unwrap();
+    assert_eq!(text(&client, "#amount").await, "0.50000000");
+    // The payer picks TLTC: its own address, any amount.
+    client.find(Locator::Css("#cur-TLTC")).await.unwrap().click().await.unwrap();
+    let tltc = text(&client, "#address").await;
+    assert_eq!(qr_text(&client).await, format!("testlitecoin:{tltc}"));
+    // And back to LTC: the amount of the link.
+    client.find(Locator::Css("#cur-LTC")).await.unwrap().click().await.unwrap();
+    let address = text(&client, "#address").await;
+    assert_eq!(qr_text(&client).await, format!("litecoin:{address}?amount=0.5"));
+    let stored = engine.store.deposit_address_by_foreign_id(m, "LTC", "user-7").await.unwrap().expect("the foreign_id's address");
+    assert_eq!((stored.address.as_str(), stored.convert_to.as_deref()), (address.as_str(), Some("EUR")));
+    assert_eq!(text(&client, "#status").await, "Waiting for your payment.");
+
+    // Paid: the page (reloading itself, no JavaScript) shows it, and leads back.
+    node.pay(&address, "0.5").await;
+    node.mine(1).await;
+    wait_text(&client, "#status", "Payment received. Thank you!", &mut watchers).await;
+    let back = client.find(Locator::Css("#back")).await.unwrap().attr("href").await.unwrap();
+    assert_eq!(back.as_deref(), Some("https://shop.example/back"));
+    let balances = engine.balances(m, None).await.unwrap();
+    assert_eq!(balances.iter().find(|b| b.currency == "EUR").map(|b| b.available.as_str()), Some("39.80"), "0.5 LTC at 79.6");
+
+    // Refused links: an error page, and no address for their foreign_id.
+    let tampered = link.replacen("data=", "data=x", 1);
+    let changed = terminal_link(&json.replace("user-7", "user-8"), &secret).split("&signature=").next().unwrap().to_string()
+        + "&signature=" + link.split("&signature=").nth(1).unwrap();
+    let expired = terminal_link(&json.replace("user-7", "user-9").replace("}", r#","expires_at":1600000000}"#), &secret);
+    let foreign = terminal_link(&json.replace("user-7", "user-10"), "not-the-secret");
+    let no_merchant = terminal_link(&json.replace(&format!(r#""client_id":{}"#, m.0), r#""client_id":999999"#), &secret);
+    for (name, bad, status) in [
+        ("tampered", tampered.as_str(), 400),
+        ("changed", changed.as_str(), 403),
+        ("expired", expired.as_str(), 410),
+        ("foreign", foreign.as_str(), 403),
+        ("no merchant", no_merchant.as_str(), 403),
+        ("no signature", "/terminal/?data=eyJ9", 400),
+        ("not base64", "/terminal/?data=!!!&signature=00", 400),
+    ] {
+        let resp = reqwest::get(app.url(bad)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{name}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("This payment link cannot be used"), "{name}: {html}");
+    }
+    client.goto(&app.url(&changed)).await.unwrap();
+    assert!(text(&client, "#reason").await.contains("signature does not match"), "the error page says why");
+    for id in ["user-8", "user-9", "user-10"] {
+        assert!(engine.store.deposit_address_by_foreign_id(m, "LTC", id).await.unwrap().is_none(), "{id}: nothing created");
+    }
+
+    // Embedding: only the merchant's configured origins, and only with is_iframe.
+    let csp = |path: String| {
+        let url = app.url(&path);
+        async move { reqwest::get(url).await.unwrap().headers()["content-security-policy"].to_str().unwrap().to_string() }
+    };
+    assert!(csp(link.clone()).await.ends_with("frame-ancestors 'none'"));
+    let framed = terminal_link(&json.replace("}", r#","is_iframe":true}"#), &secret);
+    assert!(csp(framed).await.ends_with("frame-ancestors https://shop.example"));
+    client.close().await.unwrap();
+    app.t.assert_books_balance().await;
+}
+both_backends!(terminal, payment_terminal_in_a_browser);

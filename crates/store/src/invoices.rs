@@ -240,9 +240,10 @@ pub(crate) fn restate(inv: &InvoiceRow, options: &[OptionTuple], payments: &[Inv
             "rate_fixed_at_ms": inv.rate_fixed_at_ms,
             "options": options.iter().map(|(currency, address, address_id, due, rate)| json!({"currency": currency, "address": address,
                 "address_id": address_id, "due_units": due, "rate": rate})).collect::<Vec<_>>(),
-            // The currency a dialect's callback reports in: the first payment's, or the
-            // first option's.
-            "source_currency": payments.first().map(|p| p.currency.as_str()).or(options.first().map(|o| o.0.as_str())),
+            // The currency a dialect's callback reports in: the last counted payment's, or
+            // the first option's.
+            "source_currency": payments.iter().rev().find(|p| p.counted().is_some() && !matches!(p.status, DepositStatus::Dropped | DepositStatus::Reversed))
+                .map(|p| p.currency.as_str()).or(options.first().map(|o| o.0.as_str())),
             "payments": payments.iter().map(|p| json!({"deposit_id": p.deposit_id, "currency": p.currency, "address": p.address, "txid": p.txid, "vout": p.vout,
                 "amount_units": p.units.to_string(), "status": p.status.as_str(), "confirmations": p.confirmations,
                 "counted": p.counted().is_some()})).collect::<Vec<_>>(),
@@ -408,11 +409,12 @@ impl Store {
     }
 
     /// The rate an invoice fixed for payments to one of its addresses that it converts
-    /// to `to`, and when the invoice expires(d).
+    /// to `to`, and when the invoice expires(d); none while its rates are estimates
+    /// (until the payer picks).
     pub async fn invoice_rate_of_address(&self, address_id: i64, to: &str) -> Result<Option<(String, i64)>> {
         Ok(on_pool!(self, pool => sqlx::query_as(
                 "SELECT o.rate, i.expires_at_ms FROM invoice_options o JOIN invoices i ON i.id = o.invoice_id
-                 WHERE o.address_id = $1 AND i.currency = $2 AND o.rate IS NOT NULL")
+                 WHERE o.address_id = $1 AND i.currency = $2 AND o.rate IS NOT NULL AND i.rate_fixed_at_ms IS NOT NULL")
             .bind(address_id)
             .bind(to)
             .fetch_optional(pool)
@@ -429,7 +431,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let fixed = sqlx::query(
                 "UPDATE invoices SET rate_fixed_at_ms = $1, expires_at_ms = $2, updated_at_ms = $1
-                 WHERE id = $3 AND rate_on_pick AND rate_fixed_at_ms IS NULL AND status = 'new'
+                 WHERE id = $3 AND rate_on_pick AND rate_fixed_at_ms IS NULL AND status = 'new' AND expires_at_ms >= $1
                    AND NOT EXISTS (SELECT 1 FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id WHERE o.invoice_id = $3)")
                 .bind(now)
                 .bind(expires_at_ms)

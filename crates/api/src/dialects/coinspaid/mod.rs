@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod callbacks;
+pub mod terminal;
 
 use std::sync::Arc;
 
@@ -540,8 +541,9 @@ async fn invoices_create(State(state): State<AppState>, req: Request) -> Result<
 /// An invoice as `invoices/create` answers it: the address and amount when it is paid
 /// in the one currency the merchant `named`, and the rate's window once fixed.
 fn invoice_object(inv: &kassa_engine::invoices::Invoice, named: bool) -> Value {
-    let single = inv.options.first().filter(|_| named && inv.options.len() == 1);
     let fixed = inv.rate_fixed_at_ms.is_some();
+    // Where to pay only once the rate is fixed (a payment before converts at the market).
+    let single = inv.options.first().filter(|_| named && fixed && inv.options.len() == 1);
     json!({
         "id": inv.row_id,
         "url": inv.url,
