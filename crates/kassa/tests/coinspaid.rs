@@ -1249,7 +1249,7 @@ async fn futures_and_conversions_after_fees(backend: Backend) {
     let mut w = ChainWorld::new(backend, ChainSettings::default()).await;
     w.t.engine.currencies = Arc::new(kassa_engine::currencies::Currencies::new(kassa_core::currency::validate_currencies(&raw).unwrap()));
     let scopes = [Scope::Read, Scope::Receive, Scope::Exchange];
-    let CallbackWorld { app, node, m: _, k, receiver: _, notifier: _, mut watcher } = callback_world_from(w, Some(("EUR", 0)), &scopes).await;
+    let CallbackWorld { app, node, m: _, k, receiver, notifier, mut watcher } = callback_world_from(w, Some(("EUR", 0)), &scopes).await;
     let (_, taken) = call(&app, &k, "/api/v2/addresses/take", r#"{"currency":"LTC","convert_to":"EUR","foreign_id":"fees"}"#).await;
     let address = taken["data"]["address"].as_str().unwrap().to_string();
 
@@ -1260,18 +1260,35 @@ async fn futures_and_conversions_after_fees(backend: Backend) {
     assert_eq!(status, 200, "{f}");
     assert_eq!((f["data"]["sender_amount"].as_str(), f["data"]["fee_amount"].as_str()), (Some("0.31233799"), Some("0.00930768")), "{f}");
 
+    // An invoice of 10 EUR paid exactly (0.10101011 LTC at 99): the merchant is charged
+    // both fees, 0.00101011 and 0.00200000 LTC, and the callback lists them.
+    let invoice = json!({"timer": true, "title": "Fees", "currency": "EUR", "sender_currency": "LTC", "amount": "10", "foreign_id": "fees-1"});
+    let (_, inv) = call(&app, &k, "/api/v2/invoices/create", &invoice.to_string()).await;
+    assert_eq!(inv["data"]["sender_amount"], "0.10101011", "{inv}");
+
     // 1 LTC at the market: 0.99 after the deposit fee, 0.9702 after the exchange fee,
-    // 96.04 EUR; then the futures' exact amount: 30.00 EUR.
+    // 96.04 EUR; then the futures' exact amount: 30.00 EUR; the invoice: 9.70 EUR.
     node.pay(&address, "1").await;
     node.pay(&address, "0.31233799").await;
+    node.pay(inv["data"]["address"].as_str().unwrap(), "0.10101011").await;
     watcher.cycle().await.unwrap();
     node.mine(3).await;
     watcher.cycle().await.unwrap();
-    assert_eq!(balance(&app, &k, "EUR").await, "126.04");
+    assert_eq!(balance(&app, &k, "EUR").await, "135.74");
     assert_eq!(ltc_balance(&app, &k).await, "0.00000000", "all of it converted, nothing overdrawn");
     let fees = app.t.system_account(kassa_core::ledger::SystemAccount::FeesEarned, "LTC").await;
-    // 0.01 + 0.0198 at the market; 0.00312338 + 0.00618430 for the futures.
-    assert_eq!(app.t.balance(fees).await.0, 1_000_000 + 1_980_000 + 312_338 + 618_430);
+    // 0.01 + 0.0198 at the market; 0.00312338 + 0.00618430 for the futures; 0.00101011 + 0.002 for the invoice.
+    assert_eq!(app.t.balance(fees).await.0, 1_000_000 + 1_980_000 + 312_338 + 618_430 + 101_011 + 200_000);
+    // At most four in flight per endpoint: the test clock lets a run's claim lapse.
+    for _ in 0..6 {
+        notifier.run_once().await.unwrap();
+        app.t.advance(std::time::Duration::from_secs(120));
+    }
+    let confirmed = invoice_callbacks(&receiver).into_iter().find(|b| b["status"] == "confirmed").expect("the invoice's confirmed callback");
+    assert_eq!(
+        confirmed["fees"],
+        json!([{"type": "deposit", "currency": "LTC", "amount": "0.00101011"}, {"type": "exchange", "currency": "LTC", "amount": "0.00200000"}])
+    );
     app.t.assert_books_balance().await;
 }
 both_backends!(futures_fees, futures_and_conversions_after_fees);

@@ -174,6 +174,9 @@ pub struct InvoicePaymentRow {
     /// Below the currency's minimum deposit: booked as dust, so it pays nothing.
     pub below_minimum: bool,
     pub deposit_id: i64,
+    /// The fees its credit booked (none before it is credited).
+    pub fee_units: Option<i128>,
+    pub exchange_fee_units: Option<i128>,
 }
 
 impl InvoicePaymentRow {
@@ -190,7 +193,8 @@ impl InvoicePaymentRow {
 }
 
 pub(crate) const PAYMENTS_SQL: &str = "SELECT o.currency, a.address, d.txid, d.vout, CAST(d.amount_units AS TEXT), CAST(o.due_units AS TEXT),
-        d.status, d.confirmations, d.first_seen_at_ms, CAST(o.min_units AS TEXT), d.id
+        d.status, d.confirmations, d.first_seen_at_ms, CAST(o.min_units AS TEXT), d.id, CAST(d.fee_units AS TEXT),
+        CAST(d.exchange_fee_units AS TEXT)
      FROM deposits d JOIN invoice_options o ON o.address_id = d.address_id JOIN deposit_addresses a ON a.id = d.address_id
      WHERE o.invoice_id = $1 ORDER BY d.id";
 
@@ -200,7 +204,7 @@ pub(crate) const OPTIONS_SQL: &str = "SELECT o.currency, a.address, a.id, CAST(o
 
 pub(crate) type OptionTuple = (String, String, i64, String, Option<String>);
 
-pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String, i64);
+pub(crate) type PaymentTuple = (String, String, String, i64, String, String, String, i64, i64, String, i64, Option<String>, Option<String>);
 
 pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
     let status = DepositStatus::parse(&t.6).ok_or_else(|| StoreError::Corrupt(format!("deposit {}:{}: unknown status {:?}", t.2, t.3, t.6)))?;
@@ -216,6 +220,8 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
         first_seen_ms: t.8,
         below_minimum: parse_units(&t.4, "payment amount")? < parse_units(&t.9, "invoice minimum")?,
         deposit_id: t.10,
+        fee_units: t.11.as_deref().map(|u| parse_units(u, "deposit fee")).transpose()?,
+        exchange_fee_units: t.12.as_deref().map(|u| parse_units(u, "exchange fee")).transpose()?,
     })
 }
 
@@ -246,7 +252,8 @@ pub(crate) fn restate(inv: &InvoiceRow, options: &[OptionTuple], payments: &[Inv
                 .map(|p| p.currency.as_str()).or(options.first().map(|o| o.0.as_str())),
             "payments": payments.iter().map(|p| json!({"deposit_id": p.deposit_id, "currency": p.currency, "address": p.address, "txid": p.txid, "vout": p.vout,
                 "amount_units": p.units.to_string(), "status": p.status.as_str(), "confirmations": p.confirmations,
-                "counted": p.counted().is_some()})).collect::<Vec<_>>(),
+                "counted": p.counted().is_some(), "fee_units": p.fee_units.map(|u| u.to_string()),
+                "exchange_fee_units": p.exchange_fee_units.map(|u| u.to_string())})).collect::<Vec<_>>(),
         }),
         only_endpoint: None,
     };

@@ -120,7 +120,16 @@ fn invoice_body(ev: &CallbackEvent<'_>) -> Result<Value, EngineError> {
     let units = |v: &Value| v.as_str().and_then(|u| u.parse::<i128>().ok()).unwrap_or(0);
     let option = d["options"].as_array().and_then(|list| list.iter().find(|o| o["currency"] == c.code.as_str())).cloned().unwrap_or(Value::Null);
     let mine: Vec<&Value> = d["payments"].as_array().map(|l| l.iter().filter(|p| p["currency"] == c.code.as_str()).collect()).unwrap_or_default();
-    let paid: i128 = mine.iter().filter(|p| p["counted"] == true && p["status"] == "credited").map(|p| units(&p["amount_units"])).sum();
+    let credited: Vec<&&Value> = mine.iter().filter(|p| p["counted"] == true && p["status"] == "credited").collect();
+    let paid: i128 = credited.iter().map(|p| units(&p["amount_units"])).sum();
+    // What the credits booked: the deposit fee and, converted, the exchange fee.
+    let mut fees = Vec::new();
+    for (kind, key) in [("deposit", "fee_units"), ("exchange", "exchange_fee_units")] {
+        let sum: i128 = credited.iter().map(|p| units(&p[key])).sum();
+        if sum > 0 {
+            fees.push(json!({"type": kind, "currency": c.code.as_str(), "amount": c.amount(sum)?.to_string()}));
+        }
+    }
     let due = units(&option["due_units"]);
     let (status, error) = match ev.event.event_type.as_str() {
         "invoice.partially_paid" => ("pending", Value::Null),
@@ -146,7 +155,7 @@ fn invoice_body(ev: &CallbackEvent<'_>) -> Result<Value, EngineError> {
         "currency_sent": {"currency": c.code.as_str(), "amount": c.amount(due)?.to_string(), "remaining_amount": c.amount((due - paid).max(0))?.to_string()},
         "currency_received": {"currency": inv_currency.code.as_str(), "amount": inv_currency.amount(units(&d["amount_units"]))?.to_string()},
         "transactions": transactions,
-        "fees": [],
+        "fees": fees,
         "error": error,
         "status": status,
         "fixed_at": secs("rate_fixed_at_ms"),
