@@ -101,10 +101,9 @@ async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], limit: (usi
         return refused;
     }
     let response = next.run(req).await;
-    let is_json = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let content_type = response.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    // A page's own answer (HTML, for payers) is kept; others are worded by the dialect.
+    let is_json = content_type.starts_with(b"application/json") || content_type.starts_with(b"text/html");
     match response.status() {
         StatusCode::PAYLOAD_TOO_LARGE if !is_json => (dialect.refusal)(Refusal::BodyTooLarge),
         StatusCode::SERVICE_UNAVAILABLE if !is_json => (dialect.refusal)(Refusal::Timeout),

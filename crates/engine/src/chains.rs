@@ -289,10 +289,11 @@ impl Engine {
         self.store.deposits(&query).await?.into_iter().map(|d| self.deposit_view(d)).collect()
     }
 
-    /// The latest deposits to one of the merchant's addresses (at most `limit`).
+    /// The latest deposits to one of the merchant's addresses (at most `limit`), newest
+    /// first.
     pub async fn address_deposits(&self, merchant: MerchantId, address: &DepositAddress, limit: u32) -> Result<Vec<Deposit>, EngineError> {
-        let a = self.store.merchant_deposit_address(merchant, &address.address).await?.ok_or(EngineError::NotFound("address"))?;
-        self.store.deposits_at_address(a.id, limit).await?.into_iter().map(|d| self.deposit_view(d)).collect()
+        let rows = self.store.latest_deposits_at_address(address.id, limit).await?;
+        rows.into_iter().filter(|d| d.merchant_id == merchant.0).map(|d| self.deposit_view(d)).collect()
     }
 
     pub(crate) fn deposit_view(&self, d: DepositRow) -> Result<Deposit, EngineError> {

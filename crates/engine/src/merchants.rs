@@ -341,8 +341,9 @@ impl Engine {
         Ok(self.store.list_api_keys(merchant).await?)
     }
 
-    /// The signing secrets of an active merchant's HMAC keys of `dialect` that are not
-    /// revoked (what a link signed by the merchant is checked against), and its name.
+    /// The signing secrets of an active merchant's HMAC keys of `dialect` with the
+    /// `receive` scope that are not revoked (what a link signed by the merchant to take
+    /// an address is checked against), and its name.
     /// `NotFound` for an unknown or blocked merchant.
     pub async fn merchant_signing_secrets(&self, merchant: MerchantId, dialect: &str) -> Result<(String, Vec<Vec<u8>>), EngineError> {
         let m = self.store.merchant(merchant).await?.ok_or(EngineError::NotFound("merchant"))?;
@@ -351,7 +352,9 @@ impl Engine {
         }
         let mut secrets = Vec::new();
         for k in self.store.list_api_keys(merchant).await? {
-            if k.revoked_at_ms.is_some() || k.dialect != dialect || k.style != KeyStyle::Hmac.as_str() {
+            // Only a key that may take addresses signs links that take them.
+            let receives = Scope::parse_list(&k.scopes).is_ok_and(|s| s.contains(&Scope::Receive));
+            if k.revoked_at_ms.is_some() || k.dialect != dialect || k.style != KeyStyle::Hmac.as_str() || !receives {
                 continue;
             }
             if let (Some(n), Some(c)) = (&k.secret_nonce, &k.secret_ciphertext) {

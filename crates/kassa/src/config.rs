@@ -729,7 +729,7 @@ impl Config {
         for (merchant, origins) in &self.coinspaid.terminal_frame_ancestors {
             for o in origins {
                 let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).unwrap_or("");
-                if rest.is_empty() || rest.contains(['/', ' ', ';', ',', '\'', '"']) {
+                if rest.is_empty() || !rest.is_ascii() || rest.chars().any(|c| c.is_ascii_control() || "/ ;,'\"*".contains(c)) {
                     bail!("coinspaid.terminal_frame_ancestors.{merchant}: {o:?} is not an origin like https://shop.example");
                 }
             }

@@ -324,7 +324,7 @@ async fn payment_terminal_in_a_browser(backend: Backend) {
     // Paid: the page (reloading itself, no JavaScript) shows it, and leads back.
     node.pay(&address, "0.5").await;
     node.mine(1).await;
-    wait_text(&client, "#status", "Payment received. Thank you!", &mut watchers).await;
+    wait_text(&client, "#status", "Payment of 0.50000000 LTC received. Thank you!", &mut watchers).await;
     let back = client.find(Locator::Css("#back")).await.unwrap().attr("href").await.unwrap();
     assert_eq!(back.as_deref(), Some("https://shop.example/back"));
     let balances = engine.balances(m, None).await.unwrap();
@@ -336,12 +336,17 @@ async fn payment_terminal_in_a_browser(backend: Backend) {
         + "&signature=" + link.split("&signature=").nth(1).unwrap();
     let expired = terminal_link(&json.replace("user-7", "user-9").replace("}", r#","expires_at":1600000000}"#), &secret);
     let foreign = terminal_link(&json.replace("user-7", "user-10"), "not-the-secret");
+    // Signed with a key that may only read: it cannot take addresses, so neither can its links.
+    let reader = engine.create_key(m, "coinspaid", vec![Scope::Read], vec![], "read only").await.unwrap();
+    let read_only = terminal_link(&json.replace("user-7", "user-11"), &reader.secret.clone().unwrap());
     let no_merchant = terminal_link(&json.replace(&format!(r#""client_id":{}"#, m.0), r#""client_id":999999"#), &secret);
     for (name, bad, status) in [
         ("tampered", tampered.as_str(), 400),
         ("changed", changed.as_str(), 403),
         ("expired", expired.as_str(), 410),
         ("foreign", foreign.as_str(), 403),
+        ("read-only key", read_only.as_str(), 403),
+        ("duplicate data", &format!("{link}&data=eyJ9"), 400),
         ("no merchant", no_merchant.as_str(), 403),
         ("no signature", "/terminal/?data=eyJ9", 400),
         ("not base64", "/terminal/?data=!!!&signature=00", 400),
@@ -353,7 +358,7 @@ async fn payment_terminal_in_a_browser(backend: Backend) {
     }
     client.goto(&app.url(&changed)).await.unwrap();
     assert!(text(&client, "#reason").await.contains("signature does not match"), "the error page says why");
-    for id in ["user-8", "user-9", "user-10"] {
+    for id in ["user-8", "user-9", "user-10", "user-11"] {
         assert!(engine.store.deposit_address_by_foreign_id(m, "LTC", id).await.unwrap().is_none(), "{id}: nothing created");
     }
 

@@ -540,7 +540,17 @@ impl Store {
 
     /// The deposits to one address, oldest first.
     pub async fn deposits_at_address(&self, address_id: i64, limit: u32) -> Result<Vec<DepositRow>> {
-        let sql = format!("{DEPOSIT_COLUMNS} WHERE d.address_id = $1 ORDER BY d.id LIMIT $2");
+        self.deposits_at_address_ordered(address_id, limit, false).await
+    }
+
+    /// The latest deposits to one address, newest first.
+    pub async fn latest_deposits_at_address(&self, address_id: i64, limit: u32) -> Result<Vec<DepositRow>> {
+        self.deposits_at_address_ordered(address_id, limit, true).await
+    }
+
+    async fn deposits_at_address_ordered(&self, address_id: i64, limit: u32, newest_first: bool) -> Result<Vec<DepositRow>> {
+        let order = if newest_first { "DESC" } else { "ASC" };
+        let sql = format!("{DEPOSIT_COLUMNS} WHERE d.address_id = $1 ORDER BY d.id {order} LIMIT $2");
         let rows: Vec<DepositTuple> = on_pool!(self, pool => sqlx::query_as(&sql).bind(address_id).bind(i64::from(limit)).fetch_all(pool).await?);
         rows.into_iter().map(deposit_from).collect()
     }

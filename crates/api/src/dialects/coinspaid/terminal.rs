@@ -184,10 +184,19 @@ fn refused_page(r: Refused) -> Response {
     html_page(r.0, "Payment link not valid", &body, "'none'", false)
 }
 
-async fn terminal(State(state): State<AppState>, Query(q): Query<TerminalQuery>) -> Response {
+async fn terminal(State(state): State<AppState>, q: Result<Query<TerminalQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let Ok(Query(q)) = q else { return refused_page(Refused::bad("has a malformed query string")) };
     let link = match verify(&state, &q).await {
         Ok(link) => link,
-        Err(r) => return refused_page(r),
+        Err(r) => {
+            // A forged link counts as a failed authentication (the client is slowed down).
+            let forged = r.0 == StatusCode::FORBIDDEN;
+            let mut page = refused_page(r);
+            if forged {
+                page.extensions_mut().insert(crate::limits::AuthFailed);
+            }
+            return page;
+        }
     };
     let frame_ancestors = match (link.is_iframe, state.terminal_frame_ancestors.get(&link.merchant_name)) {
         (true, Some(origins)) if !origins.is_empty() => origins.join(" "),
@@ -197,7 +206,15 @@ async fn terminal(State(state): State<AppState>, Query(q): Query<TerminalQuery>)
     let chosen = q.currency.as_deref().and_then(|c| offered.iter().find(|o| o.code.as_str() == c)).unwrap_or(&offered[0]).clone();
     let address = match state
         .engine
-        .create_deposit_address_from(link.merchant, chosen.code.as_str(), None, Some(link.foreign_id.clone()), origin(Version::V2), link.convert_to.as_deref())
+        .create_deposit_address_from(
+            link.merchant,
+            chosen.code.as_str(),
+            None,
+            Some(link.foreign_id.clone()),
+            origin(Version::V2),
+            // Paid in the currency it converts to: nothing to convert.
+            link.convert_to.as_deref().filter(|to| *to != chosen.code.as_str()),
+        )
         .await
     {
         Ok(a) => a,
@@ -216,12 +233,11 @@ async fn terminal(State(state): State<AppState>, Query(q): Query<TerminalQuery>)
     };
     let amount = link.amount.as_deref().filter(|_| chosen.code == link.currency.code);
     let uri = kassa_engine::invoices::payment_uri(&chosen, &address.address, amount);
-    let (status_text, class, done) = if deposits.iter().any(|d| d.status == "credited") {
-        ("Payment received. Thank you!", "paid", true)
-    } else if deposits.iter().any(|d| d.status == "seen" || d.status == "confirming") {
-        ("Payment detected: waiting for confirmations.", "pending", false)
-    } else {
-        ("Waiting for your payment.", "waiting", false)
+    // The newest deposit says where the payer is (the address serves the foreign_id for good).
+    let (status_text, class, done) = match deposits.iter().find(|d| d.status != "dropped" && d.status != "reversed") {
+        Some(d) if d.status == "credited" => (format!("Payment of {} {} received. Thank you!", d.amount, d.currency), "paid", true),
+        Some(d) => (format!("Payment of {} {} detected: waiting for confirmations.", d.amount, d.currency), "pending", false),
+        None => ("Waiting for your payment.".to_string(), "waiting", false),
     };
     let here = |c: &Currency| {
         format!("?data={}&signature={}&currency={}", urlencode(q.data.as_deref().unwrap_or("")), urlencode(q.signature.as_deref().unwrap_or("")), c.code)
@@ -256,7 +272,7 @@ async fn terminal(State(state): State<AppState>, Query(q): Query<TerminalQuery>)
         uri = esc(&uri),
         svg = qr_svg(&uri),
     ));
-    body.push_str(&format!("<p id=\"status\" class=\"status {class}\" role=\"status\">{status_text}</p>"));
+    body.push_str(&format!("<p id=\"status\" class=\"status {class}\" role=\"status\">{}</p>", esc(&status_text)));
     if let Some(back) = &link.url_back {
         body.push_str(&format!("<p><a id=\"back\" href=\"{}\" target=\"_top\">Back to the shop</a></p>", esc(back)));
     }
