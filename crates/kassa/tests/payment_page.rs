@@ -362,6 +362,25 @@ async fn payment_terminal_in_a_browser(backend: Backend) {
         assert!(engine.store.deposit_address_by_foreign_id(m, "LTC", id).await.unwrap().is_none(), "{id}: nothing created");
     }
 
+    // The other ways links arrive: URL-safe base64 without padding, and standard base64
+    // written into the query as is (its `+` read back as a space). Both open the page.
+    let (variant, data) = (0..200)
+        .map(|n| {
+            use base64::Engine as _;
+            let j = json.replace("user-7", &format!("user-12-{n}~?>~??"));
+            let d = base64::engine::general_purpose::STANDARD.encode(j.as_bytes());
+            (j, d)
+        })
+        .find(|(_, d)| d.contains('+') && d.contains('/'))
+        .expect("a JSON whose base64 has + and /");
+    let signature = terminal_link(&variant, &secret).split("&signature=").nth(1).unwrap().to_string();
+    let url_safe = data.replace('+', "-").replace('/', "_").trim_end_matches('=').to_string();
+    for (name, raw) in [("url-safe", url_safe), ("raw standard", data.clone())] {
+        let resp = reqwest::get(app.url(&format!("/terminal/?data={raw}&signature={signature}"))).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{name}");
+        assert!(resp.text().await.unwrap().contains("id=\"address\""), "{name}");
+    }
+
     // Embedding: only the merchant's configured origins, and only with is_iframe.
     let csp = |path: String| {
         let url = app.url(&path);
@@ -370,6 +389,11 @@ async fn payment_terminal_in_a_browser(backend: Backend) {
     assert!(csp(link.clone()).await.ends_with("frame-ancestors 'none'"));
     let framed = terminal_link(&json.replace("}", r#","is_iframe":true}"#), &secret);
     assert!(csp(framed).await.ends_with("frame-ancestors https://shop.example"));
+    // Another merchant with nothing configured: no one may embed its terminal.
+    let other = app.t.merchant("kiosk").await;
+    let other_key = engine.create_key(other, "coinspaid", vec![Scope::Receive], vec![], "cp").await.unwrap();
+    let other_json = format!(r#"{{"client_id":{},"currency":"LTC","foreign_id":"k-1","is_iframe":true}}"#, other.0);
+    assert!(csp(terminal_link(&other_json, &other_key.secret.clone().unwrap())).await.ends_with("frame-ancestors 'none'"));
     client.close().await.unwrap();
     app.t.assert_books_balance().await;
 }
