@@ -102,11 +102,12 @@ async fn dialect_limit_errors(mounts: &[(String, &'static Dialect)], limit: (usi
     }
     let response = next.run(req).await;
     let content_type = response.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
-    // A page's own answer (HTML, for payers) is kept; others are worded by the dialect.
-    let is_json = content_type.starts_with(b"application/json") || content_type.starts_with(b"text/html");
+    // An answer with a body of its own (JSON, or HTML for payers) is kept; the others
+    // are worded by the dialect.
+    let own_body = content_type.starts_with(b"application/json") || content_type.starts_with(b"text/html");
     match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE if !is_json => (dialect.refusal)(Refusal::BodyTooLarge),
-        StatusCode::SERVICE_UNAVAILABLE if !is_json => (dialect.refusal)(Refusal::Timeout),
+        StatusCode::PAYLOAD_TOO_LARGE if !own_body => (dialect.refusal)(Refusal::BodyTooLarge),
+        StatusCode::SERVICE_UNAVAILABLE if !own_body => (dialect.refusal)(Refusal::Timeout),
         _ => response,
     }
 }

@@ -457,7 +457,7 @@ impl Engine {
                 amount: c.amount(o.due_units)?.to_string(),
                 paid: c.amount(paid)?.to_string(),
                 pending: c.amount(pending)?.to_string(),
-                payment_uri: format!("{}:{}?amount={}", uri_scheme(c), o.address, uri_amount(&remaining_text)),
+                payment_uri: payment_uri(c, &o.address, Some(&remaining_text)),
                 remaining: remaining_text,
                 rate: o.rate.clone(),
             });

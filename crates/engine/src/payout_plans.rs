@@ -452,7 +452,7 @@ impl Engine {
                 priority: Priority::Medium.as_str().to_string(),
                 idempotency_key: Self::plan_key(&p, i),
                 request_hash: request_hash(c.code.as_str(), &r.address, units, Priority::Medium),
-                origin: "whir".into(),
+                origin: p.origin.clone(),
                 callback_url: None,
                 description: Some(format!("payout plan {}", p.public_id)),
                 daily_limit: None,

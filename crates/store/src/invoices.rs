@@ -225,13 +225,16 @@ pub(crate) fn payment_from(t: PaymentTuple) -> Result<InvoicePaymentRow> {
     })
 }
 
-/// The status an invoice has now, from its row and payments; with the event to write
-/// when it changed.
-pub(crate) fn restate(inv: &InvoiceRow, options: &[OptionTuple], payments: &[InvoicePaymentRow], now: i64) -> Option<(InvoiceChange, NewEvent)> {
+/// The status an invoice has now, from its row and payments, when it changed.
+pub(crate) fn restate(inv: &InvoiceRow, payments: &[InvoicePaymentRow], now: i64) -> Option<InvoiceChange> {
     let pays: Vec<Payment> = payments.iter().filter_map(InvoicePaymentRow::counted).collect();
-    let change = inv.state().restate(&pays, now)?;
+    inv.state().restate(&pays, now)
+}
+
+/// The event of an invoice's change, with its options and every payment.
+pub(crate) fn change_event(inv: &InvoiceRow, change: &InvoiceChange, options: &[OptionTuple], payments: &[InvoicePaymentRow]) -> NewEvent {
     let (new, paid_at) = (change.status, change.paid_at_ms);
-    let event = NewEvent {
+    NewEvent {
         merchant_id: inv.merchant_id,
         event_type: change.event.into(),
         object_kind: "invoice".into(),
@@ -256,8 +259,7 @@ pub(crate) fn restate(inv: &InvoiceRow, options: &[OptionTuple], payments: &[Inv
                 "exchange_fee_units": p.exchange_fee_units.map(|u| u.to_string())})).collect::<Vec<_>>(),
         }),
         only_endpoint: None,
-    };
-    Some((change, event))
+    }
 }
 
 /// Recomputes the invoices `$ids` inside the open transaction `$tx`, updating their
@@ -277,8 +279,7 @@ macro_rules! restate_invoices {
             let inv = $crate::invoices::InvoiceRow::try_from(rec)?;
             let rows: Vec<$crate::invoices::PaymentTuple> = sqlx::query_as($crate::invoices::PAYMENTS_SQL).bind(id).fetch_all(&mut *$tx).await?;
             let payments = rows.into_iter().map($crate::invoices::payment_from).collect::<$crate::Result<Vec<_>>>()?;
-            let options: Vec<$crate::invoices::OptionTuple> = sqlx::query_as($crate::invoices::OPTIONS_SQL).bind(id).fetch_all(&mut *$tx).await?;
-            if let Some((change, event)) = $crate::invoices::restate(&inv, &options, &payments, now) {
+            if let Some(change) = $crate::invoices::restate(&inv, &payments, now) {
                 let n = sqlx::query(
                     "UPDATE invoices SET status = $1, paid_at_ms = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
                     .bind(change.status.as_str())
@@ -290,7 +291,10 @@ macro_rules! restate_invoices {
                     .await?
                     .rows_affected();
                 if n == 1 {
-                    events.push(event);
+                    // Its options are read only for the event of a change.
+                    let options: Vec<$crate::invoices::OptionTuple> =
+                        sqlx::query_as($crate::invoices::OPTIONS_SQL).bind(id).fetch_all(&mut *$tx).await?;
+                    events.push($crate::invoices::change_event(&inv, &change, &options, &payments));
                 }
             }
         }

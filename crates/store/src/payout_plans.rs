@@ -57,6 +57,8 @@ pub struct PayoutPlanRow {
     pub failure: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The API it came through (its payouts are reported in that API's format).
+    pub origin: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +95,7 @@ struct PlanRecord {
     failure: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
+    origin: String,
 }
 
 fn units(text: &Option<String>, what: &str) -> Result<Option<i128>> {
@@ -126,6 +129,7 @@ impl TryFrom<PlanRecord> for PayoutPlanRow {
             failure: r.failure,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
+            origin: r.origin,
         })
     }
 }
@@ -133,7 +137,7 @@ impl TryFrom<PlanRecord> for PayoutPlanRow {
 const PLAN_COLUMNS: &str = "SELECT p.id, p.public_id, p.merchant_id, p.currency, a.chain, p.address_id, a.address, p.split, p.delay_hours,
         p.ref_code, r.merchant_id AS referrer_id, p.status, CAST(p.expected_units AS TEXT) AS expected_units,
         CAST(p.fee_units AS TEXT) AS fee_units, CAST(p.deposit_units AS TEXT) AS deposit_units, p.deposit_txid, p.valid_until_ms,
-        p.confirmed_at_ms, p.scheduled, p.txid, p.failure, p.created_at_ms, p.updated_at_ms
+        p.confirmed_at_ms, p.scheduled, p.txid, p.failure, p.created_at_ms, p.updated_at_ms, a.origin
      FROM payout_plans p JOIN deposit_addresses a ON a.id = p.address_id LEFT JOIN referral_codes r ON r.code = p.ref_code";
 
 /// What a plan's next state writes.
